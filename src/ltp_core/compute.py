@@ -1,0 +1,297 @@
+"""``compute_masks``: the pure function at the heart of the core.
+
+It validates its inputs, turns a strategy into per-array score sources, decides how many weights
+each scope prunes (``k = floor(fraction * alive)``, exactly, without float noise) and hands the
+selection to :mod:`ltp_core.selection`. It never mutates its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from .selection import (
+    ArrayScores,
+    ElementwiseScores,
+    RandomScores,
+    ScoreSource,
+    as_flat,
+    keep_after_pruning_smallest,
+)
+from .strategies import ROLES, Strategy, resolve_strategy
+from .validation import check_fraction, check_masks, check_weight_list, short_repr
+
+__all__ = ["compute_masks", "count_to_prune", "normalize_layer_rates", "salt_from_seed"]
+
+
+def count_to_prune(fraction: float, alive: int, multiplier: float = 1.0) -> int:
+    """Return ``floor(fraction * multiplier * alive)`` computed exactly.
+
+    Floats are read as the decimals they print as, so ``0.07`` of ``100`` is ``7`` and ``0.29`` of
+    ``100`` is ``29`` (plain float arithmetic gives ``28.999999999999996``).
+
+    Example:
+        >>> count_to_prune(0.29, 100), count_to_prune(0.5, 96), count_to_prune(0.2, 48)
+        (29, 48, 9)
+    """
+    exact = Fraction(repr(float(fraction))) * Fraction(repr(float(multiplier))) * alive
+    return math.floor(exact)
+
+
+def salt_from_seed(seed: Any) -> int:
+    """Derive the 64-bit salt used for tie-breaking and random scores from a seed.
+
+    ``None`` means seed ``0``: results are reproducible unless a seed is chosen.
+
+    Example:
+        >>> salt_from_seed(0) == salt_from_seed(None)
+        True
+    """
+    entropy = 0 if seed is None else seed
+    sequence = np.random.SeedSequence(entropy)
+    return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def _check_seed(seed: Any) -> None:
+    if seed is None:
+        return
+    values = seed if isinstance(seed, (list, tuple)) else [seed]
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise TypeError(
+                f"`seed` must be None or a non-negative integer. Received: seed={seed!r}"
+            )
+
+
+def normalize_layer_rates(
+    layer_rates: Any, names: Sequence[str], fraction: float
+) -> list[float]:
+    """Turn ``{name_or_index: multiplier}`` into one multiplier per array (default 1).
+
+    Raises:
+        TypeError: Not a mapping, or a key/value of the wrong type.
+        ValueError: Unknown name or index, negative or non-finite multiplier, or a multiplier
+            that would prune a whole layer (``fraction * multiplier >= 1``).
+
+    Example:
+        >>> normalize_layer_rates({"out": 0.5, 0: 0}, ["a", "b", "out"], 0.2)
+        [0.0, 1.0, 0.5]
+    """
+    rates = [1.0] * len(names)
+    if layer_rates is None:
+        return rates
+    if not isinstance(layer_rates, Mapping):
+        raise TypeError(
+            "`layer_rates` must be a dict {layer name or index: multiplier}. "
+            f"Received: layer_rates={short_repr(layer_rates)}"
+        )
+    for key, value in layer_rates.items():
+        if isinstance(key, str):
+            if key not in names:
+                raise ValueError(
+                    f"`layer_rates` names an unknown layer; known: {list(names)}. "
+                    f"Received: layer_rates key {key!r}"
+                )
+            index = list(names).index(key)
+        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            if not -len(names) <= int(key) < len(names):
+                raise ValueError(
+                    f"`layer_rates` index out of range for {len(names)} prunable arrays. "
+                    f"Received: layer_rates key {key!r}"
+                )
+            index = int(key) % len(names)
+        else:
+            raise TypeError(
+                "`layer_rates` keys must be layer names (str) or indices (int). "
+                f"Received: layer_rates key {key!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(
+                f"`layer_rates` multipliers must be real numbers. "
+                f"Received: layer_rates[{key!r}]={value!r}"
+            )
+        multiplier = float(value)
+        if not math.isfinite(multiplier) or multiplier < 0:
+            raise ValueError(
+                f"`layer_rates` multipliers must be finite and >= 0 (0 excludes the layer). "
+                f"Received: layer_rates[{key!r}]={value!r}"
+            )
+        if fraction * multiplier >= 1.0:
+            raise ValueError(
+                f"`layer_rates[{key!r}]` times the fraction {fraction} must stay below 1 "
+                f"(it would prune the whole layer). Received: layer_rates[{key!r}]={value!r}"
+            )
+        rates[index] = multiplier
+    return rates
+
+
+def compute_masks(
+    strategy: str | Strategy,
+    fraction: float,
+    *,
+    initial: Sequence[Any] | None = None,
+    trained: Sequence[Any] | None = None,
+    current: Sequence[Any] | None = None,
+    masks: Sequence[Any] | None = None,
+    seed: Any = None,
+    layer_rates: Mapping[str | int, float] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Compute new boolean masks (``True`` = kept) that prune ``fraction`` of what remains.
+
+    Args:
+        strategy: A name from :data:`ltp_core.STRATEGIES` or a :class:`ltp_core.Strategy`.
+        fraction: Fraction of the still-unpruned weights to prune, per scope, ``0 <= f < 1``.
+        initial: Weights at initialization (for ``large_init``, ``movement``, ...).
+        trained: Trained ("pretrained", "final") weights (for ``large_final``, ...).
+        current: The weights as they are now (for ``smallest_weights``).
+        masks: Current masks; only entries kept in them can be pruned. ``None``: nothing pruned
+            yet.
+        seed: Seed for tie-breaking and ``random`` (an int or a sequence of ints; ``None`` = 0).
+        layer_rates: ``{layer name or index: multiplier}`` scaling the fraction per layer; ``0``
+            excludes a layer. In global scope, layers with a multiplier other than 1 are pruned
+            on their own at ``fraction * multiplier`` and the rest are pooled.
+        names: Layer names (for ``layer_rates`` keys and messages). Default ``layer_0``, ...
+
+    Returns:
+        One boolean array per weight array, each a subset of the corresponding old mask.
+
+    Raises:
+        ValueError: Bad fraction, unknown strategy, missing or mismatched weights, NaN/Inf.
+        TypeError: Wrong types.
+
+    Example:
+        >>> import numpy as np
+        >>> w = [np.array([1.0, -2.0, 3.0, -4.0])]
+        >>> compute_masks("large_final", 0.25, trained=w)[0].tolist()
+        [False, True, True, True]
+    """
+    resolved = resolve_strategy(strategy, "strategy")
+    fraction = check_fraction(fraction, "fraction")
+    _check_seed(seed)
+    given = {"initial": initial, "trained": trained, "current": current}
+    arrays = _validated_arrays(given, resolved)
+    reference = next(iter(arrays.values())) if arrays else None
+    if reference is None:
+        if masks is None:
+            raise ValueError(
+                "compute_masks needs the weights' shapes: pass `masks` or any of `initial`, "
+                "`trained`, `current`. Received: none of them"
+            )
+        mask_list = check_masks(masks, [np.shape(m) for m in masks])
+        shapes = [tuple(m.shape) for m in mask_list]
+    else:
+        shapes = [tuple(a.shape) for a in reference]
+        mask_list = check_masks(masks, shapes) if masks is not None else []
+    layer_names = _layer_names(names, len(shapes))
+    rates = normalize_layer_rates(layer_rates, layer_names, fraction)
+    alive = [as_flat(m) for m in mask_list] if mask_list else [None] * len(shapes)
+    salt = salt_from_seed(seed)
+
+    keep: list[np.ndarray | None] = [None] * len(shapes)
+    if resolved.scope == "global":
+        pooled = [i for i, rate in enumerate(rates) if rate == 1.0]
+        alone = [i for i, rate in enumerate(rates) if rate != 1.0]
+        groups = [(pooled, 1.0)] if pooled else []
+        groups += [([i], rates[i]) for i in alone]
+    else:
+        groups = [([i], rates[i]) for i in range(len(shapes))]
+    for indices, multiplier in groups:
+        sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
+        n_alive = sum(source.n_alive for source in sources)
+        k = count_to_prune(fraction, n_alive, multiplier)
+        for i, flat in zip(indices, keep_after_pruning_smallest(sources, k, salt), strict=True):
+            keep[i] = flat
+    return [
+        np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)
+    ]
+
+
+def _layer_names(names: Sequence[str] | None, count: int) -> list[str]:
+    if names is None:
+        return [f"layer_{i}" for i in range(count)]
+    if isinstance(names, str) or len(names) != count:
+        raise ValueError(
+            f"`names` must list one name per weight array ({count}). "
+            f"Received: names={short_repr(names)}"
+        )
+    return [str(n) for n in names]
+
+
+def _validated_arrays(
+    given: Mapping[str, Sequence[Any] | None], strategy: Strategy
+) -> dict[str, list[np.ndarray]]:
+    arrays: dict[str, list[np.ndarray]] = {}
+    shapes: list[tuple[int, ...]] | None = None
+    for role in ROLES:
+        value = given[role]
+        if value is None:
+            continue
+        # Finiteness of what is scored is checked while streaming (one pass, no extra copy).
+        checked = check_weight_list(value, role, shapes=shapes, check_finite=False)
+        shapes = [tuple(a.shape) for a in checked]
+        arrays[role] = checked
+    for role in strategy.criterion.needs:
+        if role not in arrays:
+            hint = (
+                " With LotteryTicketPruner, call set_pretrained_weights(...) first."
+                if role == "trained"
+                else ""
+            )
+            raise ValueError(
+                f"Strategy {strategy.name!r} ranks the `{role}` weights, but none were given."
+                f"{hint} Received: {role}=None"
+            )
+    return arrays
+
+
+def _score_sources(
+    strategy: Strategy,
+    indices: Sequence[int],
+    arrays: Mapping[str, Sequence[np.ndarray]],
+    alive: Sequence[np.ndarray | None],
+    names: Sequence[str],
+    salt: int,
+) -> list[ScoreSource]:
+    criterion = strategy.criterion
+    sources: list[ScoreSource] = []
+    if criterion.random:
+        any_role = next(iter(arrays.values()), None)
+        for i in indices:
+            size = any_role[i].size if any_role is not None else int(np.size(alive[i]))
+            sources.append(RandomScores(i, int(size), alive[i], salt))
+        return sources
+    if criterion.elementwise is not None:
+        for i in indices:
+            inputs = [as_flat(arrays[role][i]) for role in criterion.needs]
+            label = f"{names[i]} ({strategy.name})"
+            sources.append(
+                ElementwiseScores(i, inputs, criterion.elementwise, alive[i], label,
+                                  criterion.signed)
+            )
+        return sources
+    if criterion.pooled is None:
+        raise TypeError(
+            f"Criterion {criterion.name!r} defines no way to score weights. "
+            f"Received: criterion={criterion!r}"
+        )
+    subset = {role: [arrays[role][i] for i in indices] for role in criterion.needs}
+    scope_alive = [
+        None if alive[i] is None else np.asarray(alive[i]).reshape(arrays[criterion.needs[0]][i].shape)
+        for i in indices
+    ]
+    scores = criterion.pooled(subset, scope_alive)
+    for i, score in zip(indices, scores, strict=True):
+        flat = np.asarray(score, dtype=np.float64).reshape(-1)
+        if flat.size != arrays[criterion.needs[0]][i].size:
+            raise ValueError(
+                f"Strategy {strategy.name!r} returned scores of the wrong size for {names[i]}. "
+                f"Received: {flat.size} scores for {arrays[criterion.needs[0]][i].size} weights"
+            )
+        sources.append(ArrayScores(i, flat, alive[i], f"{names[i]} ({strategy.name})"))
+    return sources

@@ -1,0 +1,207 @@
+"""Portable pruner state and mask files: one ``.npz`` with JSON metadata.
+
+The file holds arrays (masks bit-packed, optional weights) under numbered keys and a JSON
+document under ``__metadata__`` with the names, shapes, dtypes, strategy history, cumulative
+rate, seed and the format version. It loads with ``allow_pickle=False`` (no code runs on load)
+in any framework, and is written atomically (temporary file, then rename), so a crash never
+leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "atomic_write_bytes",
+    "load_masks",
+    "load_state",
+    "save_masks",
+    "save_state",
+]
+
+FORMAT_NAME = "lottery-tickets-state"
+FORMAT_VERSION = 1
+_ARRAY_LISTS = ("initial_weights", "pretrained_weights", "rewind_weights")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
+    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it.
+
+    Example:
+        >>> import tempfile, os
+        >>> target = os.path.join(tempfile.mkdtemp(), "x.bin")
+        >>> atomic_write_bytes(target, lambda f: f.write(b"ok"))
+        >>> open(target, "rb").read()
+        b'ok'
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Write a pruner ``state_dict`` to ``path`` (``.npz``), atomically.
+
+    Args:
+        path: Destination file. Parent folders are created.
+        state: A dict as returned by ``LotteryTicketPruner.state_dict()``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from ltp_core import LotteryTicketPruner
+        >>> p = LotteryTicketPruner([np.arange(1.0, 5.0)])
+        >>> f = os.path.join(tempfile.mkdtemp(), "state.npz")
+        >>> save_state(f, p.state_dict())
+        >>> load_state(f)["names"]
+        ['layer_0']
+    """
+    arrays: dict[str, np.ndarray] = {}
+    metadata = {
+        key: value
+        for key, value in state.items()
+        if key not in _ARRAY_LISTS and key != "masks"
+    }
+    metadata["format"] = FORMAT_NAME
+    metadata["format_version"] = FORMAT_VERSION
+    for i, mask in enumerate(state["masks"]):
+        arrays[f"mask_{i}"] = np.packbits(np.asarray(mask, dtype=bool).reshape(-1))
+    present = []
+    for key in _ARRAY_LISTS:
+        values = state.get(key)
+        if values is None:
+            continue
+        present.append(key)
+        for i, array in enumerate(values):
+            arrays[f"{key}_{i}"] = np.asarray(array)
+    metadata["weight_lists"] = present
+    arrays["__metadata__"] = np.array(json.dumps(metadata))
+    atomic_write_bytes(path, lambda file: np.savez(file, **arrays))
+
+
+def _corrupt(path: str | os.PathLike[str], why: str) -> ValueError:
+    return ValueError(
+        f"{os.fspath(path)!s} is not a valid lottery-tickets state file ({why}). "
+        f"Received: path={os.fspath(path)!r}"
+    )
+
+
+def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a state file written by :func:`save_state`.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is corrupt, truncated, of another format or a newer version.
+
+    Example: see :func:`save_state`.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No pruner state file at {os.fspath(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            contents = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise _corrupt(path, f"cannot read it: {error}") from error
+    if "__metadata__" not in contents:
+        raise _corrupt(path, "no metadata")
+    try:
+        metadata = json.loads(str(contents["__metadata__"]))
+    except json.JSONDecodeError as error:
+        raise _corrupt(path, "metadata is not JSON") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise _corrupt(path, "not written by lottery-tickets")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise _corrupt(
+            path, f"format version {version!r}; this release reads up to {FORMAT_VERSION}"
+        )
+    shapes = [tuple(int(d) for d in s) for s in metadata.get("shapes", [])]
+    names = metadata.get("names", [])
+    if len(names) != len(shapes):
+        raise _corrupt(path, "names and shapes disagree")
+    state: dict[str, Any] = dict(metadata)
+    state["shapes"] = shapes
+    masks = []
+    for i, shape in enumerate(shapes):
+        key = f"mask_{i}"
+        if key not in contents:
+            raise _corrupt(path, f"missing {key}")
+        size = int(np.prod(shape, dtype=np.int64))
+        bits = np.unpackbits(contents[key], count=size) if contents[key].size * 8 >= size else None
+        if bits is None:
+            raise _corrupt(path, f"{key} is truncated")
+        masks.append(bits.astype(bool).reshape(shape))
+    state["masks"] = masks
+    for list_name in _ARRAY_LISTS:
+        state[list_name] = None
+    for list_name in metadata.get("weight_lists", []):
+        if list_name not in _ARRAY_LISTS:
+            raise _corrupt(path, f"unknown weight list {list_name!r}")
+        values = []
+        for i, shape in enumerate(shapes):
+            key = f"{list_name}_{i}"
+            if key not in contents or tuple(contents[key].shape) != shape:
+                raise _corrupt(path, f"{key} missing or of the wrong shape")
+            values.append(contents[key])
+        state[list_name] = values
+    return state
+
+
+def save_masks(
+    path: str | os.PathLike[str],
+    masks: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
+    **metadata: Any,
+) -> None:
+    """Write masks alone (no weights) in the portable format.
+
+    Example:
+        >>> import tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "masks.npz")
+        >>> save_masks(f, [np.array([True, False])], ["dense"])
+        >>> masks, names = load_masks(f)
+        >>> masks[0].tolist(), names
+        ([True, False], ['dense'])
+    """
+    mask_list = [np.asarray(m, dtype=bool) for m in masks]
+    layer_names = list(names) if names is not None else [f"layer_{i}" for i in range(len(masks))]
+    if len(layer_names) != len(mask_list):
+        raise ValueError(
+            f"`names` must have one entry per mask ({len(mask_list)}). "
+            f"Received: {len(layer_names)} names"
+        )
+    state = {
+        "names": layer_names,
+        "shapes": [list(m.shape) for m in mask_list],
+        "masks": mask_list,
+        **metadata,
+    }
+    save_state(path, state)
+
+
+def load_masks(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str]]:
+    """Read the masks and layer names from a state or mask file.
+
+    Example: see :func:`save_masks`.
+    """
+    state = load_state(path)
+    return state["masks"], list(state["names"])

@@ -1,0 +1,475 @@
+"""Exact-k selection of the smallest scores across many arrays, streaming and tie-safe.
+
+This module answers one question: *given score arrays and the entries still alive, which exactly
+``k`` alive entries have the smallest scores?* It serves both scopes: layer scope calls it with
+one array, global scope with all of them.
+
+How it works, without sorting all ``N`` scores and without a concatenated copy:
+
+1. Draw a random sample of alive scores and read off a bracket ``[lo, hi]`` that contains the
+   k-th smallest score with overwhelming probability (a few standard errors of the sample
+   quantile on each side).
+2. One chunked pass writes the new masks (entries below ``lo`` pruned, the rest kept) and
+   collects the few entries inside the bracket (about 1-2 % of the weights) with their positions.
+3. The ``k - n_below`` smallest of those candidates are pruned exactly (``np.partition`` on the
+   small candidate set only).
+
+Ties are broken by a hash of each entry's position mixed with a salt: reproducible, the same on
+every platform and framework, and independent of chunking. When the sample shows that the
+threshold sits on one heavily repeated value (for example all weights equal), the entries equal
+to it are resolved by a second selection over their hash keys, so exactly ``k`` entries are pruned
+and memory stays bounded. If a bracket misses (probability ~1e-9), a wider one is tried, and as a
+last resort all alive scores are collected.
+
+Extra memory beyond the output masks: one chunk of temporaries plus the candidates (12 bytes
+each), about 0.2-0.3 bytes per weight for continuous scores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ArrayScores",
+    "RandomScores",
+    "ElementwiseScores",
+    "ScoreSource",
+    "TieBreakScores",
+    "hash_positions",
+    "keep_after_pruning_smallest",
+    "position_keys",
+    "uniform_from_hash",
+]
+
+CHUNK_SIZE = 1 << 17
+"""Entries per chunk in streaming passes (a few hundred KiB of temporaries)."""
+
+SAMPLE_SIZE = 1 << 17
+"""Target number of alive entries sampled to bracket the threshold."""
+
+SMALL_ALIVE = 1 << 16
+"""With at most this many alive entries, all of them are collected and selected in memory."""
+
+_POSITION_BITS = 40  # flat index bits in a position key; array index goes above
+
+_MIX_A = np.uint64(0x9E3779B97F4A7C15)
+_MIX_B = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_C = np.uint64(0x94D049BB133111EB)
+
+
+def position_keys(array_id: int, flat_index: np.ndarray) -> np.ndarray:
+    """Return unique ``uint64`` keys for entries of array ``array_id`` at ``flat_index``.
+
+    Example:
+        >>> int(position_keys(1, np.array([5]))[0]) == (1 << 40) + 5
+        True
+    """
+    base = np.uint64(array_id) << np.uint64(_POSITION_BITS)
+    return flat_index.astype(np.uint64) + base
+
+
+def hash_positions(keys: np.ndarray, salt: int) -> np.ndarray:
+    """Mix position keys with a salt into well-spread ``uint64`` values (splitmix64 finalizer).
+
+    Example:
+        >>> a = hash_positions(np.arange(3, dtype=np.uint64), salt=7)
+        >>> a.dtype, len(set(a.tolist()))
+        (dtype('uint64'), 3)
+    """
+    z = np.asarray(keys, dtype=np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF)
+    z = z + _MIX_A
+    z = (z ^ (z >> np.uint64(30))) * _MIX_B
+    z = (z ^ (z >> np.uint64(27))) * _MIX_C
+    return z ^ (z >> np.uint64(31))
+
+
+def uniform_from_hash(hashed: np.ndarray) -> np.ndarray:
+    """Map ``uint64`` hashes to floats uniform in ``[0, 1)`` (53 random bits).
+
+    Example:
+        >>> float(uniform_from_hash(np.array([0], dtype=np.uint64))[0])
+        0.0
+    """
+    return (hashed >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+class ScoreSource(Protocol):
+    """Scores of one array, produced chunk by chunk, and which entries are still alive."""
+
+    array_id: int
+    size: int
+    n_alive: int
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of flat entries ``[start, stop)`` and their alive flags (``None``: all)."""
+        ...
+
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and alive flags at the sorted flat indices ``index``."""
+        ...
+
+
+def _check_finite(scores: np.ndarray, label: str, signed: bool) -> None:
+    if scores.size == 0:
+        return
+    ok = bool(np.isfinite(scores.max()))
+    if ok and signed:
+        ok = bool(np.isfinite(scores.min()))
+    if not ok:
+        raise ValueError(
+            f"Scores for {label} contain NaN or infinite values; check that the weights are "
+            f"finite. Received: {label} with non-finite entries"
+        )
+
+
+def _count_alive(alive: np.ndarray | None, size: int) -> int:
+    return size if alive is None else int(np.count_nonzero(alive))
+
+
+@dataclass
+class ElementwiseScores:
+    """Scores computed elementwise from flat input arrays, chunk by chunk.
+
+    Args:
+        array_id: Position of the array in the full weight list (used for tie-breaking keys).
+        inputs: Flat (1-d) arrays the score function reads, possibly memory-mapped.
+        score_fn: Maps chunks of ``inputs`` to a float score chunk.
+        alive: Flat boolean mask of entries still alive, or ``None`` for all alive.
+        label: Name used in error messages.
+        signed: Whether scores may be negative (finiteness is then checked on both ends).
+    """
+
+    array_id: int
+    inputs: Sequence[np.ndarray]
+    score_fn: Callable[..., np.ndarray]
+    alive: np.ndarray | None
+    label: str
+    signed: bool = False
+
+    def __post_init__(self) -> None:
+        self.size = int(self.inputs[0].size)
+        self.n_alive = _count_alive(self.alive, self.size)
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = self.score_fn(*(x[start:stop] for x in self.inputs))
+        _check_finite(scores, self.label, self.signed)
+        return scores, None if self.alive is None else self.alive[start:stop]
+
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = self.score_fn(*(x[index] for x in self.inputs))
+        _check_finite(scores, self.label, self.signed)
+        return scores, None if self.alive is None else self.alive[index]
+
+
+@dataclass
+class ArrayScores:
+    """Precomputed flat scores of one array (custom or rank-based criteria)."""
+
+    array_id: int
+    scores: np.ndarray
+    alive: np.ndarray | None
+    label: str
+
+    def __post_init__(self) -> None:
+        self.size = int(self.scores.size)
+        self.n_alive = _count_alive(self.alive, self.size)
+        _check_finite(self.scores, self.label, signed=True)
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.scores[start:stop], None if self.alive is None else self.alive[start:stop]
+
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.scores[index], None if self.alive is None else self.alive[index]
+
+
+class TieBreakScores:
+    """Hash keys of the alive entries of ``base`` whose score equals ``value``.
+
+    Used to choose, reproducibly, which of many equal-score entries to prune.
+    """
+
+    def __init__(self, base: ScoreSource, value: float, salt: int, n_alive: int) -> None:
+        self.base = base
+        self.value = value
+        self.salt = salt
+        self.array_id = base.array_id
+        self.size = base.size
+        self.n_alive = n_alive
+
+    def _keys(self, flat_index: np.ndarray) -> np.ndarray:
+        keys = position_keys(self.array_id, flat_index)
+        return uniform_from_hash(hash_positions(keys, self.salt))
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        scores, alive = self.base.chunk(start, stop)
+        tied = scores == self.value
+        if alive is not None:
+            tied &= alive
+        return self._keys(np.arange(start, stop, dtype=np.uint64)), tied
+
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        scores, alive = self.base.take(index)
+        tied = scores == self.value
+        if alive is not None:
+            tied &= alive
+        return self._keys(index), tied
+
+
+@dataclass
+class _Candidates:
+    values: list[np.ndarray]
+    keys: list[np.ndarray]
+    count: int = 0
+
+
+def keep_after_pruning_smallest(
+    sources: Sequence[ScoreSource], k: int, salt: int
+) -> list[np.ndarray]:
+    """Prune exactly the ``k`` alive entries with the smallest scores.
+
+    Args:
+        sources: One score source per array, with their alive entries.
+        k: How many alive entries to prune, ``0 <= k <= total alive``.
+        salt: Seeds the reproducible tie-breaking and the sampling.
+
+    Returns:
+        Flat boolean keep masks, one per source: alive and not among the ``k`` smallest.
+
+    Raises:
+        ValueError: ``k`` is out of range, or scores are not finite.
+
+    Example:
+        >>> w = np.array([3.0, 1.0, 2.0, 4.0])
+        >>> src = ElementwiseScores(0, [w], np.abs, None, "w")
+        >>> keep_after_pruning_smallest([src], 2, salt=0)[0].tolist()
+        [True, False, False, True]
+    """
+    n_alive = sum(source.n_alive for source in sources)
+    if not 0 <= k <= n_alive:
+        raise ValueError(f"`k` must be in [0, {n_alive}]. Received: k={k}")
+    if k == 0:
+        return [_alive_copy(source) for source in sources]
+    if k == n_alive:
+        return [np.zeros(source.size, dtype=bool) for source in sources]
+    if n_alive > SMALL_ALIVE:
+        sample = _sample_alive_scores(sources, n_alive, salt)
+        if sample.size >= 1024:
+            for sigmas in (5.0, 20.0):
+                lo, hi = _bracket(sample, k / n_alive, sigmas)
+                if lo == hi:
+                    tied = _prune_at_tied_value(sources, k, lo, salt)
+                    if tied is not None:
+                        return tied
+                    continue
+                width = _bracket_width(sample, lo, hi)
+                budget = max(int(4 * width * n_alive), 1 << 16) if width < 1.0 else None
+                result = _fused_pass(sources, k, lo, hi, salt, budget)
+                if result is not None:
+                    return result
+    result = _fused_pass(sources, k, -math.inf, math.inf, salt, budget=None)
+    if result is None:  # pragma: no cover - an unbounded pass always resolves
+        raise RuntimeError("exact selection failed; please report this as a bug")
+    return result
+
+
+def _alive_copy(source: ScoreSource) -> np.ndarray:
+    out = np.ones(source.size, dtype=bool)
+    if source.n_alive == source.size:
+        return out
+    for start in range(0, source.size, CHUNK_SIZE):
+        stop = min(start + CHUNK_SIZE, source.size)
+        _, alive = source.chunk(start, stop)
+        if alive is not None:
+            out[start:stop] = alive
+    return out
+
+
+def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int) -> np.ndarray:
+    sizes = np.array([source.size for source in sources], dtype=np.int64)
+    total = int(sizes.sum())
+    draws = min(total, int(SAMPLE_SIZE * min(total / n_alive, 8.0)))
+    rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
+    index = np.sort(rng.integers(0, total, size=draws, dtype=np.int64))
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    bounds = np.searchsorted(index, offsets)
+    parts: list[np.ndarray] = []
+    for i, source in enumerate(sources):
+        local = index[bounds[i] : bounds[i + 1]] - offsets[i]
+        if local.size == 0 or source.n_alive == 0:
+            continue
+        scores, alive = source.take(local)
+        parts.append(np.asarray(scores if alive is None else scores[alive], dtype=np.float64))
+    if not parts:
+        return np.empty(0)
+    return np.sort(np.concatenate(parts))
+
+
+def _bracket(sample: np.ndarray, quantile: float, sigmas: float) -> tuple[float, float]:
+    m = sample.size
+    center = quantile * m
+    margin = sigmas * math.sqrt(max(m * quantile * (1.0 - quantile), 1.0)) + 4.0
+    lo_i = math.floor(center - margin)
+    hi_i = math.ceil(center + margin)
+    lo = -math.inf if lo_i < 0 else float(sample[lo_i])
+    hi = math.inf if hi_i >= m else float(sample[hi_i])
+    return lo, hi
+
+
+def _bracket_width(sample: np.ndarray, lo: float, hi: float) -> float:
+    inside = np.searchsorted(sample, hi, side="right") - np.searchsorted(sample, lo, side="left")
+    return float(inside) / sample.size if math.isfinite(lo) and math.isfinite(hi) else 1.0
+
+
+def _fused_pass(
+    sources: Sequence[ScoreSource],
+    k: int,
+    lo: float,
+    hi: float,
+    salt: int,
+    budget: int | None,
+) -> list[np.ndarray] | None:
+    """Write masks keeping scores >= lo, collect candidates in [lo, hi], resolve exactly."""
+    outs: list[np.ndarray] = []
+    candidates = _Candidates([], [])
+    kept_at_or_above_lo = 0
+    inside = np.empty(CHUNK_SIZE, dtype=bool)
+    for source in sources:
+        out = np.empty(source.size, dtype=bool)
+        outs.append(out)
+        for start in range(0, source.size, CHUNK_SIZE):
+            stop = min(start + CHUNK_SIZE, source.size)
+            scores, alive = source.chunk(start, stop)
+            kept = out[start:stop]
+            np.greater_equal(scores, lo, out=kept)
+            if alive is not None:
+                kept &= alive
+            kept_at_or_above_lo += int(np.count_nonzero(kept))
+            if math.isinf(hi):
+                in_bracket = kept
+            else:
+                in_bracket = inside[: stop - start]
+                np.less_equal(scores, hi, out=in_bracket)
+                in_bracket &= kept
+            found = np.flatnonzero(in_bracket)
+            if found.size:
+                candidates.values.append(scores[found])
+                candidates.keys.append(position_keys(source.array_id, found + start))
+                candidates.count += found.size
+                if budget is not None and candidates.count > budget:
+                    return None
+    n_alive = sum(source.n_alive for source in sources)
+    below = n_alive - kept_at_or_above_lo
+    still_to_prune = k - below
+    if not 0 <= still_to_prune <= candidates.count:
+        return None
+    if still_to_prune:
+        keys = _smallest_candidates(candidates, still_to_prune, salt)
+        _clear_positions(outs, sources, keys)
+    return outs
+
+
+def _smallest_candidates(candidates: _Candidates, count: int, salt: int) -> np.ndarray:
+    """Keys of the ``count`` smallest candidates; equal values ordered by hashed position."""
+    values = np.concatenate(candidates.values)
+    keys = np.concatenate(candidates.keys)
+    threshold = np.partition(values, count - 1)[count - 1]
+    strictly_below = values < threshold
+    chosen = [keys[strictly_below]]
+    missing = count - int(np.count_nonzero(strictly_below))
+    if missing:
+        tied_keys = keys[values == threshold]
+        order = np.lexsort((tied_keys, hash_positions(tied_keys, salt)))
+        chosen.append(tied_keys[order[:missing]])
+    return np.concatenate(chosen)
+
+
+def _clear_positions(
+    outs: Sequence[np.ndarray], sources: Sequence[ScoreSource], keys: np.ndarray
+) -> None:
+    keys = np.sort(keys)
+    ids = np.array([source.array_id for source in sources], dtype=np.uint64)
+    bounds = np.searchsorted(keys, ids << np.uint64(_POSITION_BITS))
+    ends = np.searchsorted(keys, (ids + np.uint64(1)) << np.uint64(_POSITION_BITS))
+    low_bits = np.uint64((1 << _POSITION_BITS) - 1)
+    for out, start, stop in zip(outs, bounds, ends, strict=True):
+        if stop > start:
+            out[(keys[start:stop] & low_bits).astype(np.intp)] = False
+
+
+def _prune_at_tied_value(
+    sources: Sequence[ScoreSource], k: int, value: float, salt: int
+) -> list[np.ndarray] | None:
+    """Handle a threshold on a heavily repeated value: prune all below, hash-pick among equals."""
+    outs: list[np.ndarray] = []
+    tied_counts: list[int] = []
+    above_total = 0
+    for source in sources:
+        out = np.empty(source.size, dtype=bool)
+        outs.append(out)
+        tied_here = 0
+        for start in range(0, source.size, CHUNK_SIZE):
+            stop = min(start + CHUNK_SIZE, source.size)
+            scores, alive = source.chunk(start, stop)
+            kept = out[start:stop]
+            np.greater(scores, value, out=kept)
+            equal = scores == value
+            if alive is not None:
+                kept &= alive
+                equal &= alive
+            above_total += int(np.count_nonzero(kept))
+            tied_here += int(np.count_nonzero(equal))
+        tied_counts.append(tied_here)
+    n_alive = sum(source.n_alive for source in sources)
+    tied_total = sum(tied_counts)
+    below = n_alive - above_total - tied_total
+    if not below <= k <= below + tied_total:
+        return None
+    tie_sources = [
+        TieBreakScores(source, value, salt, n)
+        for source, n in zip(sources, tied_counts, strict=True)
+    ]
+    keep_tied = keep_after_pruning_smallest(tie_sources, k - below, salt ^ 0x5BD1E995)
+    for out, keep in zip(outs, keep_tied, strict=True):
+        out |= keep
+    return outs
+
+
+def as_flat(array: Any) -> np.ndarray:
+    """Return a flat view of ``array`` when possible (a copy only if it is not contiguous).
+
+    Example:
+        >>> as_flat(np.ones((2, 2))).shape
+        (4,)
+    """
+    return np.asarray(array).reshape(-1)
+
+
+class RandomScores:
+    """Uniform pseudo-random scores that depend only on each entry's position and a salt.
+
+    Being a pure function of position, the same score is seen by sampling and by every pass,
+    whatever the chunking, so ``random`` pruning is exact-k and reproducible like the others.
+    """
+
+    def __init__(self, array_id: int, size: int, alive: np.ndarray | None, salt: int) -> None:
+        self.array_id = array_id
+        self.size = size
+        self.alive = alive
+        self.salt = salt
+        self.n_alive = _count_alive(alive, size)
+
+    def _scores(self, flat_index: np.ndarray) -> np.ndarray:
+        return uniform_from_hash(hash_positions(position_keys(self.array_id, flat_index), self.salt))
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = self._scores(np.arange(start, stop, dtype=np.uint64))
+        return scores, None if self.alive is None else self.alive[start:stop]
+
+    def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._scores(index), None if self.alive is None else self.alive[index]
