@@ -1,0 +1,299 @@
+"""``LotteryTicketPruner`` for ``torch.nn.Module``: the core pruner, fed with a module's weights.
+
+Every decision (which weights, how many, ties, validation) is made by
+:class:`ltp_core.LotteryTicketPruner`; this class only finds the prunable parameters, copies their
+values out as NumPy arrays and writes results back in place, so optimizers that hold references to
+the parameters keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ltp_core import LotteryTicketPruner as CorePruner
+from ltp_torch.arrays import to_numpy, write_into
+from ltp_torch.masking import MaskTensors, apply_masks_, mask_tensors
+from ltp_torch.parameters import (
+    PrunableSpec,
+    find_prunable_parameters,
+    resolve_parameters,
+    unwrap_module,
+)
+from ltp_torch.state import restore_snapshot, snapshot, to_numpy_tree, to_torch_tree
+
+__all__ = ["LotteryTicketPruner"]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "ltp_torch.LotteryTicketPruner"
+_FORMAT_VERSION = 1
+
+
+class LotteryTicketPruner:
+    """Lottery-ticket pruning of a PyTorch module.
+
+    The pruner records the module's initial weights at construction. Masks are computed by the
+    core from the weights of the module passed to :meth:`calc_prune_mask`; :meth:`apply_pruning`,
+    :meth:`rewind` and :class:`ltp_torch.PrunerHook` write them into the module.
+
+    Args:
+        module: The model, with the weights to rewind to (usually freshly initialized). Lazy
+            modules must have run one forward pass. DDP/DataParallel/torch.compile wrappers are
+            looked through.
+        prunable: Which parameters to prune: ``None`` for the ``weight`` of Linear, Conv and
+            ConvTranspose layers; a predicate ``(name, module, parameter) -> bool``; or a list of
+            qualified parameter names such as ``["0.weight", "head.bias"]``.
+        seed: Seed of the core's generator (``random`` strategy, tie breaking); ``None`` means 0.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> pruner = LotteryTicketPruner(net)
+        >>> pruner.names
+        ['0.weight', '2.weight']
+        >>> pruner.calc_prune_mask(net, 0.5, "smallest_weights")
+        >>> pruner.apply_pruning(net)
+        >>> int((net[0].weight == 0).sum()), int((net[2].weight == 0).sum())
+        (32, 8)
+    """
+
+    def __init__(
+        self, module: nn.Module, *, prunable: PrunableSpec = None, seed: int | None = None
+    ) -> None:
+        module = unwrap_module(module)
+        named = find_prunable_parameters(module, prunable)
+        self._names = [name for name, _ in named]
+        self._shapes = [tuple(parameter.shape) for _, parameter in named]
+        self._core = CorePruner([to_numpy(p) for _, p in named], names=self._names, seed=seed)
+        self._initial_state = snapshot(module, exclude=set(self._names))
+        self._rewind_state: dict[str, torch.Tensor] | None = None
+        self._mask_version = 0
+        self._mask_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor | None] = {}
+        self._cache_version = 0
+        logger.debug("Pruning %d parameters: %s", len(self._names), self._names)
+
+    # -- read-only views ---------------------------------------------------------------------
+
+    @property
+    def core(self) -> CorePruner:
+        """The wrapped :class:`ltp_core.LotteryTicketPruner` (shares its state with this object)."""
+        return self._core
+
+    @property
+    def names(self) -> list[str]:
+        """Qualified names of the prunable parameters, in order."""
+        return list(self._names)
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the prunable parameters, in order."""
+        return list(self._shapes)
+
+    @property
+    def masks(self) -> list[np.ndarray]:
+        """Current bool masks (``True`` = kept), one per prunable parameter, as NumPy arrays."""
+        return self._core.masks
+
+    @property
+    def cumulative_pruning_rate(self) -> float:
+        """Fraction of all prunable weights pruned so far."""
+        return float(self._core.cumulative_pruning_rate)
+
+    @property
+    def level(self) -> int:
+        """Number of successful :meth:`calc_prune_mask` calls since creation or the last reset."""
+        return int(self._core.level)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per level: strategy, fraction, layer rates, weights pruned, density."""
+        return self._core.history
+
+    @property
+    def mask_version(self) -> int:
+        """A counter that changes whenever the masks may have changed (used by the hook)."""
+        return self._mask_version
+
+    # -- moving weights ----------------------------------------------------------------------
+
+    def parameters(self, module: nn.Module) -> list[nn.Parameter]:
+        """Return ``module``'s prunable parameters (the very objects, in the pruner's order).
+
+        Raises:
+            ValueError: When the module does not have the pruner's parameters and shapes.
+        """
+        return resolve_parameters(module, self._names, self._shapes)
+
+    def weights(self, module: nn.Module) -> list[np.ndarray]:
+        """Copy ``module``'s prunable weights into NumPy arrays (half precision as float32)."""
+        return [to_numpy(parameter) for parameter in self.parameters(module)]
+
+    def mask_tensors(self, parameters: Sequence[torch.Tensor]) -> MaskTensors:
+        """Masks as tensors on each parameter's device and dtype; ``None`` where nothing is pruned.
+
+        Results are cached until the masks change.
+        """
+        if self._cache_version != self._mask_version:
+            self._mask_cache.clear()
+            self._cache_version = self._mask_version
+        result: MaskTensors = []
+        masks = None
+        for index, parameter in enumerate(parameters):
+            key = (index, parameter.device, parameter.dtype)
+            if key not in self._mask_cache:
+                masks = self._core.masks if masks is None else masks
+                self._mask_cache[key] = mask_tensors([masks[index]], [parameter])[0]
+            result.append(self._mask_cache[key])
+        return result
+
+    # -- the core's workflow, taking modules -------------------------------------------------
+
+    def set_pretrained_weights(self, module: nn.Module) -> None:
+        """Record ``module``'s current (trained) weights for the strategies that need them.
+
+        Example:
+            >>> from torch import nn
+            >>> net = nn.Linear(4, 4)
+            >>> pruner = LotteryTicketPruner(net)
+            >>> pruner.set_pretrained_weights(net)
+            >>> pruner.calc_prune_mask(net, 0.25, "large_final")
+            >>> int((~pruner.masks[0]).sum())
+            4
+        """
+        self._core.set_pretrained_weights(self.weights(module))
+
+    def calc_prune_mask(
+        self,
+        module: nn.Module,
+        prune_percentage: float,
+        prune_strategy: Any,
+        layer_rates: Mapping[str | int, float] | None = None,
+    ) -> None:
+        """Prune ``prune_percentage`` of the still-unpruned weights; the module is not changed.
+
+        Args:
+            module: The model whose current weights are scored (``smallest_weights``; its shapes
+                are checked for every strategy).
+            prune_percentage: Fraction of the remaining weights to prune now, ``0 <= p < 1``.
+            prune_strategy: A strategy name from ``ltp_core.STRATEGIES`` (or a Strategy).
+            layer_rates: Optional ``{name_or_index: multiplier}`` of the fraction per layer.
+
+        Call :meth:`apply_pruning` or :meth:`rewind`, or use :class:`ltp_torch.PrunerHook`, to
+        write the masks into a module.
+        """
+        self._core.calc_prune_mask(
+            self.weights(module), prune_percentage, prune_strategy, layer_rates=layer_rates
+        )
+        self._mask_version += 1
+
+    def apply_pruning(self, module: nn.Module) -> None:
+        """Zero the pruned weights of ``module`` in place."""
+        parameters = self.parameters(module)
+        apply_masks_(parameters, self.mask_tensors(parameters))
+
+    def set_masks(self, masks: Sequence[Any]) -> None:
+        """Replace the masks (bool arrays, ``True`` = kept), e.g. read from a portable mask file.
+
+        Raises:
+            TypeError, ValueError: Masks of the wrong dtype, count or shapes.
+        """
+        self._core.set_masks(masks)
+        self._mask_version += 1
+
+    def reset_masks(self) -> None:
+        """Keep every weight again (level 0); weights already zeroed stay as they are."""
+        self._core.reset_masks()
+        self._mask_version += 1
+
+    def set_rewind_weights(self, module: nn.Module) -> None:
+        """Make ``module``'s current weights the rewind point (late resetting).
+
+        Prunable weights go to the core; every other parameter and buffer is copied too, so
+        :meth:`rewind` restores the whole module. See :class:`ltp_torch.RewindPointHook` to do
+        this after a given optimizer step.
+        """
+        module = unwrap_module(module)
+        weights = self.weights(module)
+        rest = snapshot(module, exclude=set(self._names))
+        self._core.set_rewind_weights(weights)
+        self._rewind_state = rest
+
+    def rewind(self, module: nn.Module) -> None:
+        """Reset ``module`` in place to the rewind weights (the initial ones unless
+        :meth:`set_rewind_weights` was called), with the pruned weights zeroed.
+
+        Non-prunable parameters and buffers (biases, batch-norm statistics) are reset too.
+        Parameter identity is kept, so an existing optimizer still trains the module.
+        """
+        module = unwrap_module(module)
+        parameters = self.parameters(module)
+        rest = self._initial_state if self._rewind_state is None else self._rewind_state
+        restore_snapshot(module, rest)
+        write_into(parameters, self._core.rewind_weights)
+        apply_masks_(parameters, self.mask_tensors(parameters))
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore this pruner, as tensors and plain Python values.
+
+        The result can be saved with ``torch.save`` and read with
+        ``torch.load(path, weights_only=True)``.
+        """
+        return {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "names": list(self._names),
+            "shapes": [list(shape) for shape in self._shapes],
+            "core": to_torch_tree(self._core.state_dict()),
+            "initial_state": dict(self._initial_state),
+            "rewind_state": None if self._rewind_state is None else dict(self._rewind_state),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the parameter names and shapes must match this pruner.
+
+        Raises:
+            ValueError: When ``state`` is not a pruner state or belongs to another model.
+        """
+        if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
+            raise ValueError(
+                "Expected a state from ltp_torch.LotteryTicketPruner.state_dict(). "
+                f"Received: state with format={getattr(state, 'get', dict().get)('format')!r}"
+            )
+        if state.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"Unsupported pruner state version (this version reads {_FORMAT_VERSION}). "
+                f"Received: version={state.get('version')!r}"
+            )
+        names = list(state["names"])
+        shapes = [tuple(int(d) for d in shape) for shape in state["shapes"]]
+        if names != self._names or shapes != self._shapes:
+            raise ValueError(
+                "The saved pruner state was made for other parameters: expected "
+                f"{list(zip(self._names, self._shapes, strict=True))}. "
+                f"Received: {list(zip(names, shapes, strict=False))}"
+            )
+        self._core.load_state_dict(to_numpy_tree(state["core"]))
+        self._initial_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in state["initial_state"].items()
+        }
+        rewind = state.get("rewind_state")
+        self._rewind_state = (
+            None
+            if rewind is None
+            else {k: v.detach().to("cpu", copy=True) for k, v in rewind.items()}
+        )
+        self._mask_version += 1
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self._names)} prunable parameters, level={self.level}, "
+            f"cumulative_pruning_rate={self.cumulative_pruning_rate:.4f})"
+        )

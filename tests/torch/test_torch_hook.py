@@ -1,0 +1,256 @@
+"""PrunerHook in real training loops: zeros after every step, optimizer state, AMP, accumulation."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+from torch_models import conv_batch, make_convnet, make_mlp, mlp_batch
+
+from ltp_torch import LotteryTicketPruner, PrunerHook
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available"),
+    ),
+]
+
+OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
+    "sgd_momentum_wd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
+    "sgd_nesterov": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+    "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
+}
+
+MODELS = {
+    "mlp": (make_mlp, mlp_batch),
+    "convnet": (make_convnet, conv_batch),
+}
+
+
+def pruned_counts(pruner: LotteryTicketPruner) -> list[int]:
+    return [int((~m).sum()) for m in pruner.masks]
+
+
+def zero_counts(pruner: LotteryTicketPruner, module: nn.Module) -> list[int]:
+    return [int((p == 0).sum()) for p in pruner.parameters(module)]
+
+
+def step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple) -> None:
+    x, y = batch
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def pruned_pruner(model: nn.Module, fraction: float = 0.5) -> LotteryTicketPruner:
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, fraction, "smallest_weights")
+    return pruner
+
+
+def assert_state_zero_where_pruned(
+    pruner: LotteryTicketPruner, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> int:
+    checked = 0
+    for parameter, mask in zip(pruner.parameters(model), pruner.masks, strict=True):
+        kept = torch.from_numpy(mask).to(parameter.device)
+        for key, value in optimizer.state[parameter].items():
+            if isinstance(value, torch.Tensor) and value.shape == parameter.shape:
+                assert torch.all(value[~kept] == 0), key
+                checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+def test_exact_zero_counts_after_every_step(model_name: str, optimizer_name: str) -> None:
+    build, batch = MODELS[model_name]
+    model = build()
+    pruner = pruned_pruner(model)
+    optimizer = OPTIMIZERS[optimizer_name](list(model.parameters()))
+    params_before = list(model.parameters())
+    expected = pruned_counts(pruner)
+    with PrunerHook(pruner, model, optimizer) as hook:
+        assert zero_counts(pruner, model) == expected  # zeroed when the hook is created
+        for i in range(4):
+            step(model, optimizer, batch(seed=i))
+            assert zero_counts(pruner, model) == expected
+        pruner.calc_prune_mask(model, 0.4, "smallest_weights")  # a second level mid-training
+        expected = pruned_counts(pruner)
+        for i in range(3):
+            step(model, optimizer, batch(seed=10 + i))
+            assert zero_counts(pruner, model) == expected
+            if i == 0:  # state zeroed right after the step that picked up the new masks
+                checked = assert_state_zero_where_pruned(pruner, model, optimizer)
+                assert checked >= 3
+    assert not hook.active
+    assert all(a is b for a, b in zip(params_before, model.parameters(), strict=True))
+
+
+def test_hook_equals_masking_by_hand() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model, 0.6)
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    ref_optimizer = torch.optim.SGD(
+        reference.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3
+    )
+    masks = [torch.from_numpy(m).float() for m in pruner.masks]
+    hook = PrunerHook(pruner, model, optimizer)
+    with torch.no_grad():
+        for parameter, mask in zip(pruner.parameters(reference), masks, strict=True):
+            parameter.mul_(mask)
+    for i in range(5):
+        step(model, optimizer, mlp_batch(seed=i))
+        step(reference, ref_optimizer, mlp_batch(seed=i))
+        with torch.no_grad():
+            for parameter, mask in zip(pruner.parameters(reference), masks, strict=True):
+                parameter.mul_(mask)
+    hook.remove()
+    for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_unpruned_masks_leave_training_unchanged() -> None:
+    model = make_convnet()
+    plain = copy.deepcopy(model)
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    plain_optimizer = torch.optim.Adam(plain.parameters(), lr=1e-2)
+    with PrunerHook(pruner, model, optimizer):
+        for i in range(3):
+            step(model, optimizer, conv_batch(seed=i))
+            step(plain, plain_optimizer, conv_batch(seed=i))
+    for ours, theirs in zip(model.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_gradient_accumulation() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    expected = pruned_counts(pruner)
+    with PrunerHook(pruner, model, optimizer):
+        for outer in range(3):
+            optimizer.zero_grad()
+            for micro in range(3):
+                x, y = mlp_batch(seed=10 * outer + micro, n=4)
+                (nn.functional.cross_entropy(model(x), y) / 3).backward()
+                assert zero_counts(pruner, model) == expected
+            optimizer.step()
+            assert zero_counts(pruner, model) == expected
+
+
+def test_grad_scaler_skipped_and_taken_steps() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    expected = pruned_counts(pruner)
+    with PrunerHook(pruner, model, optimizer):
+        for i in range(4):
+            x, y = mlp_batch(seed=i)
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            skip = i == 1
+            if skip:
+                model[0].weight.grad[0, 0] = float("inf")
+            before = [p.detach().clone() for p in model.parameters()]
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            if skip:
+                assert scaler.get_scale() < scale_before
+                assert all(
+                    torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+                )
+            else:
+                assert not all(
+                    torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)
+                )
+            assert zero_counts(pruner, model) == expected
+
+
+def test_several_param_groups() -> None:
+    model = make_convnet()
+    pruner = pruned_pruner(model, 0.7)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [model.conv1.weight, model.conv1.bias], "lr": 0.1},
+            {"params": [model.conv2.weight, model.conv2.bias, *model.bn.parameters()]},
+            {"params": list(model.head.parameters()), "lr": 0.01, "momentum": 0.5},
+        ],
+        lr=0.05,
+        momentum=0.9,
+    )
+    expected = pruned_counts(pruner)
+    with PrunerHook(pruner, model, optimizer):
+        for i in range(3):
+            step(model, optimizer, conv_batch(seed=i))
+            assert zero_counts(pruner, model) == expected
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_devices_and_dtypes(device: str, dtype: torch.dtype) -> None:
+    model = make_mlp().to(device=device, dtype=dtype)
+    pruner = pruned_pruner(model)
+    # eps=1e-4: Adam's default 1e-8 underflows in float16 and turns zero updates into NaN.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, eps=1e-4)
+    expected = pruned_counts(pruner)
+    with PrunerHook(pruner, model, optimizer):
+        for i in range(3):
+            x, y = mlp_batch(seed=i)
+            step(model, optimizer, (x.to(device=device, dtype=dtype), y.to(device)))
+            assert zero_counts(pruner, model) == expected
+    mask_tensors = pruner.mask_tensors(pruner.parameters(model))
+    assert all(m.device.type == device and m.dtype == dtype for m in mask_tensors)
+
+
+def test_remove_detaches() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    hook = PrunerHook(pruner, model, optimizer)
+    hook.remove()
+    hook.remove()  # idempotent
+    assert not hook.active and "removed" in repr(hook)
+    step(model, optimizer, mlp_batch())
+    assert sum(zero_counts(pruner, model)) < sum(pruned_counts(pruner))
+
+
+def test_only_pruned_parameters_need_masks(caplog: pytest.LogCaptureFixture) -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    # The last layer is frozen (not in the optimizer): still masked, with an info message.
+    optimizer = torch.optim.SGD([*model[0].parameters(), *model[2][0].parameters()], lr=0.1)
+    with caplog.at_level("INFO", logger="ltp_torch"), PrunerHook(pruner, model, optimizer):
+        step(model, optimizer, mlp_batch())
+    assert "2.2.weight" in caplog.text
+    assert zero_counts(pruner, model) == pruned_counts(pruner)
+
+
+def test_errors() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="Received: optimizer="):
+        PrunerHook(pruner, model, "sgd")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Received: pruner="):
+        PrunerHook(pruner.core, model, optimizer)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not match the pruner"):
+        PrunerHook(pruner, make_convnet(), optimizer)
+    other = make_mlp(seed=1)
+    with pytest.raises(ValueError, match="None of the pruned parameters"):
+        PrunerHook(pruner, model, torch.optim.SGD(other.parameters(), lr=0.1))
