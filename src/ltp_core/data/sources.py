@@ -8,7 +8,6 @@ returns the first complete copy; :func:`fetch` downloads into a root in the Kera
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,16 @@ from ltp_core.data.idx import read_idx
 from ltp_core.data.locations import SearchRoot
 from ltp_core.data.npz import read_mnist_npz
 
-__all__ = ["SOURCES", "Candidate", "FileSource", "RawArrays", "RemoteFile", "fetch", "locate"]
+__all__ = [
+    "SOURCES",
+    "Candidate",
+    "FileSource",
+    "RawArrays",
+    "RemoteFile",
+    "all_candidates",
+    "fetch",
+    "locate",
+]
 
 #: ``(x_train, y_train, x_test, y_test)`` as stored in the files.
 RawArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -278,7 +286,3 @@ def fetch(source: FileSource, root: Path, *, timeout: float = 60.0) -> None:
     if source.after_download is not None:
         source.after_download(root)
 
-
-def describe_roots(roots: list[SearchRoot]) -> list[str]:
-    """One line per root for messages, e.g. ``"/root/.keras/datasets (Keras cache)"``."""
-    return [f"{root.path}{os.sep} ({root.origin})" for root in roots]
