@@ -285,4 +285,3 @@ def fetch(source: FileSource, root: Path, *, timeout: float = 60.0) -> None:
             download_file(remote.url, destination, sha256=remote.sha256, timeout=timeout)
     if source.after_download is not None:
         source.after_download(root)
-
