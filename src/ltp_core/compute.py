@@ -68,9 +68,7 @@ def _check_seed(seed: Any) -> None:
             )
 
 
-def normalize_layer_rates(
-    layer_rates: Any, names: Sequence[str], fraction: float
-) -> list[float]:
+def normalize_layer_rates(layer_rates: Any, names: Sequence[str], fraction: float) -> list[float]:
     """Turn ``{name_or_index: multiplier}`` into one multiplier per array (default 1).
 
     Raises:
@@ -207,9 +205,7 @@ def compute_masks(
         k = count_to_prune(fraction, n_alive, multiplier)
         for i, flat in zip(indices, keep_after_pruning_smallest(sources, k, salt), strict=True):
             keep[i] = flat
-    return [
-        np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)
-    ]
+    return [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
 
 
 def _layer_names(names: Sequence[str] | None, count: int) -> list[str]:
@@ -263,7 +259,7 @@ def _score_sources(
     if criterion.random:
         any_role = next(iter(arrays.values()), None)
         for i in indices:
-            size = any_role[i].size if any_role is not None else int(np.size(alive[i]))
+            size = any_role[i].size if any_role is not None else int(np.size(alive[i]))  # type: ignore[arg-type]
             sources.append(RandomScores(i, int(size), alive[i], salt))
         return sources
     if criterion.elementwise is not None:
@@ -271,8 +267,9 @@ def _score_sources(
             inputs = [as_flat(arrays[role][i]) for role in criterion.needs]
             label = f"{names[i]} ({strategy.name})"
             sources.append(
-                ElementwiseScores(i, inputs, criterion.elementwise, alive[i], label,
-                                  criterion.signed)
+                ElementwiseScores(
+                    i, inputs, criterion.elementwise, alive[i], label, criterion.signed
+                )
             )
         return sources
     if criterion.pooled is None:
@@ -280,9 +277,13 @@ def _score_sources(
             f"Criterion {criterion.name!r} defines no way to score weights. "
             f"Received: criterion={criterion!r}"
         )
-    subset = {role: [arrays[role][i] for i in indices] for role in criterion.needs}
+    subset: dict[str, list[np.ndarray]] = {
+        role: [arrays[role][i] for i in indices] for role in criterion.needs
+    }
     scope_alive = [
-        None if alive[i] is None else np.asarray(alive[i]).reshape(arrays[criterion.needs[0]][i].shape)
+        None
+        if alive[i] is None
+        else np.asarray(alive[i]).reshape(arrays[criterion.needs[0]][i].shape)
         for i in indices
     ]
     scores = criterion.pooled(subset, scope_alive)

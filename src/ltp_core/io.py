@@ -77,9 +77,7 @@ def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """
     arrays: dict[str, np.ndarray] = {}
     metadata = {
-        key: value
-        for key, value in state.items()
-        if key not in _ARRAY_LISTS and key != "masks"
+        key: value for key, value in state.items() if key not in _ARRAY_LISTS and key != "masks"
     }
     metadata["format"] = FORMAT_NAME
     metadata["format_version"] = FORMAT_VERSION
@@ -95,7 +93,7 @@ def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
             arrays[f"{key}_{i}"] = np.asarray(array)
     metadata["weight_lists"] = present
     arrays["__metadata__"] = np.array(json.dumps(metadata))
-    atomic_write_bytes(path, lambda file: np.savez(file, **arrays))
+    atomic_write_bytes(path, lambda file: np.savez(file, **arrays))  # type: ignore[arg-type]
 
 
 def _corrupt(path: str | os.PathLike[str], why: str) -> ValueError:

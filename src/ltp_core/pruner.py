@@ -230,9 +230,7 @@ class LotteryTicketPruner:
 
     def apply_pruning(self, weights: Sequence[Any]) -> list[np.ndarray]:
         """Return copies of ``weights`` with pruned entries set to exactly zero."""
-        arrays = check_weight_list(
-            weights, "weights", shapes=self._shapes, check_finite=False
-        )
+        arrays = check_weight_list(weights, "weights", shapes=self._shapes, check_finite=False)
         return apply_masks(arrays, self._masks)
 
     def masked_rewind_weights(self) -> list[np.ndarray]:
@@ -289,13 +287,16 @@ class LotteryTicketPruner:
                 + _describe_differences(self._names, self._shapes, list(state["names"]), shapes)
             )
         masks = check_masks(list(state["masks"]), self._shapes, "state['masks']")
-        initial = check_weight_list(state["initial_weights"], "state['initial_weights']",
-                                    shapes=self._shapes)
+        initial = check_weight_list(
+            state["initial_weights"], "state['initial_weights']", shapes=self._shapes
+        )
         lists: dict[str, list[np.ndarray] | None] = {}
         for key in ("pretrained_weights", "rewind_weights"):
             value = state.get(key)
-            lists[key] = None if value is None else _copies(
-                check_weight_list(value, f"state[{key!r}]", shapes=self._shapes)
+            lists[key] = (
+                None
+                if value is None
+                else _copies(check_weight_list(value, f"state[{key!r}]", shapes=self._shapes))
             )
         seed = _check_seed(state.get("seed"))
         level = int(state.get("level", 0))

@@ -74,8 +74,14 @@ class SparsityReport:
             for layer in self.layers
         ]
         rows.append(
-            ["total", "", str(self.total), str(self.kept), f"{self.density:.2%}",
-             f"{1 - self.density:.2%}"]
+            [
+                "total",
+                "",
+                str(self.total),
+                str(self.kept),
+                f"{self.density:.2%}",
+                f"{1 - self.density:.2%}",
+            ]
         )
         return rows
 

@@ -33,7 +33,7 @@ def fraction_for_target_sparsity(target_sparsity: float, levels: int) -> float:
     target = check_fraction(target_sparsity, "target_sparsity")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ValueError(f"`levels` must be a positive integer. Received: levels={levels!r}")
-    return 1.0 - (1.0 - target) ** (1.0 / levels)
+    return float(1.0 - (1.0 - target) ** (1.0 / levels))
 
 
 def cumulative_sparsities(fractions: Sequence[float]) -> list[float]:

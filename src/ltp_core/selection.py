@@ -37,8 +37,8 @@ import numpy as np
 __all__ = [
     "CHUNK_SIZE",
     "ArrayScores",
-    "RandomScores",
     "ElementwiseScores",
+    "RandomScores",
     "ScoreSource",
     "TieBreakScores",
     "hash_positions",
@@ -55,6 +55,9 @@ SAMPLE_SIZE = 1 << 17
 
 SMALL_ALIVE = 1 << 16
 """With at most this many alive entries, all of them are collected and selected in memory."""
+
+MIN_SAMPLE = 1024
+"""Fewer alive entries in the sample than this (very sparse masks): select in memory."""
 
 _POSITION_BITS = 40  # flat index bits in a position key; array index goes above
 
@@ -259,7 +262,7 @@ def keep_after_pruning_smallest(
         return [np.zeros(source.size, dtype=bool) for source in sources]
     if n_alive > SMALL_ALIVE:
         sample = _sample_alive_scores(sources, n_alive, salt)
-        if sample.size >= 1024:
+        if sample.size >= MIN_SAMPLE:
             for sigmas in (5.0, 20.0):
                 lo, hi = _bracket(sample, k / n_alive, sigmas)
                 if lo == hi:
@@ -465,7 +468,9 @@ class RandomScores:
         self.n_alive = _count_alive(alive, size)
 
     def _scores(self, flat_index: np.ndarray) -> np.ndarray:
-        return uniform_from_hash(hash_positions(position_keys(self.array_id, flat_index), self.salt))
+        return uniform_from_hash(
+            hash_positions(position_keys(self.array_id, flat_index), self.salt)
+        )
 
     def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         scores = self._scores(np.arange(start, stop, dtype=np.uint64))

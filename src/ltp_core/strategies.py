@@ -41,15 +41,18 @@ def _as_score_float(x: np.ndarray) -> np.ndarray:
 
 
 def _magnitude(x: np.ndarray) -> np.ndarray:
-    return np.abs(_as_score_float(x))
+    result: np.ndarray = np.abs(_as_score_float(x))
+    return result
 
 
 def _magnitude_increase(initial: np.ndarray, trained: np.ndarray) -> np.ndarray:
-    return np.abs(_as_score_float(trained)) - np.abs(_as_score_float(initial))
+    result: np.ndarray = np.abs(_as_score_float(trained)) - np.abs(_as_score_float(initial))
+    return result
 
 
 def _movement(initial: np.ndarray, trained: np.ndarray) -> np.ndarray:
-    return np.abs(_as_score_float(trained) - _as_score_float(initial))
+    result: np.ndarray = np.abs(_as_score_float(trained) - _as_score_float(initial))
+    return result
 
 
 def _large_final_same_sign(initial: np.ndarray, trained: np.ndarray) -> np.ndarray:
@@ -59,7 +62,8 @@ def _large_final_same_sign(initial: np.ndarray, trained: np.ndarray) -> np.ndarr
     same_sign &= final != 0
     # Same sign: |w_final| >= 0. Sign flipped: in (-1, 0), larger |w_final| ranked higher.
     flipped = -1.0 / (1.0 + size)
-    return np.where(same_sign, size, flipped.astype(size.dtype))
+    result: np.ndarray = np.where(same_sign, size, flipped.astype(size.dtype))
+    return result
 
 
 def _min_rank_of_initial_and_final(
@@ -73,10 +77,7 @@ def _min_rank_of_initial_and_final(
     ranks: dict[str, np.ndarray] = {}
     for role in ("initial", "trained"):
         values = np.concatenate(
-            [
-                _magnitude(a.reshape(-1)[m])
-                for a, m in zip(arrays[role], flat_alive, strict=True)
-            ]
+            [_magnitude(a.reshape(-1)[m]) for a, m in zip(arrays[role], flat_alive, strict=True)]
         )
         order = np.argsort(values, kind="stable")
         role_ranks = np.empty(values.size, dtype=np.float64)
@@ -116,7 +117,9 @@ class Criterion:
     description: str
     elementwise: Callable[..., np.ndarray] | None = None
     pooled: (
-        Callable[[Mapping[str, Sequence[np.ndarray]], Sequence[np.ndarray | None]], list[np.ndarray]]
+        Callable[
+            [Mapping[str, Sequence[np.ndarray]], Sequence[np.ndarray | None]], list[np.ndarray]
+        ]
         | None
     ) = None
     random: bool = False
@@ -130,9 +133,9 @@ class Strategy:
 
     Example:
         >>> from ltp_core import compute_masks
-        >>> biggest_gradient_free = Strategy.from_score_fn(
+        >>> cube = Strategy.from_score_fn(
         ...     "cube", lambda trained: np.abs(trained) ** 3, needs=("trained",))
-        >>> m = compute_masks(biggest_gradient_free, 0.5, trained=[np.array([1.0, -3.0, 2.0, 0.5])])
+        >>> m = compute_masks(cube, 0.5, trained=[np.array([1.0, -3.0, 2.0, 0.5])])
         >>> m[0].tolist()
         [False, True, True, False]
     """

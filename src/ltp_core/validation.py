@@ -105,8 +105,10 @@ def check_weight_list(
         >>> [a.shape for a in check_weight_list([np.ones((2, 3))], "weights")]
         [(2, 3)]
     """
-    if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence) or isinstance(
-        weights, (str, bytes)
+    if (
+        isinstance(weights, np.ndarray)
+        or not isinstance(weights, Sequence)
+        or isinstance(weights, (str, bytes))
     ):
         raise TypeError(
             f"`{name}` must be a list of weight arrays (one per prunable layer). "
@@ -121,7 +123,7 @@ def check_weight_list(
         )
     arrays: list[np.ndarray] = []
     for i, item in enumerate(weights):
-        array = item if isinstance(item, np.ndarray) else np.asarray(item)
+        array = item if isinstance(item, np.ndarray) else _as_array(item, f"{name}[{i}]")
         if not is_float_dtype(array.dtype):
             raise TypeError(
                 f"`{name}[{i}]` must be a floating-point array; pruning scores are magnitudes "
@@ -129,8 +131,7 @@ def check_weight_list(
             )
         if array.ndim == 0:
             raise ValueError(
-                f"`{name}[{i}]` must have at least one dimension. Received: {name}[{i}] "
-                f"of shape ()"
+                f"`{name}[{i}]` must have at least one dimension. Received: {name}[{i}] of shape ()"
             )
         if array.size == 0:
             raise ValueError(
@@ -151,6 +152,16 @@ def check_weight_list(
     return arrays
 
 
+def _as_array(item: Any, label: str) -> np.ndarray:
+    try:
+        return np.asarray(item)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{label}` cannot be read as an array (ragged nesting?): {error}. "
+            f"Received: {label}={short_repr(item)}"
+        ) from None
+
+
 def _all_finite(array: np.ndarray, chunk: int = 1 << 20) -> bool:
     flat = array.reshape(-1)
     for start in range(0, flat.size, chunk):
@@ -162,9 +173,9 @@ def _all_finite(array: np.ndarray, chunk: int = 1 << 20) -> bool:
     return True
 
 
-def check_masks(masks: Any, shapes: Sequence[tuple[int, ...]], name: str = "masks") -> list[
-    np.ndarray
-]:
+def check_masks(
+    masks: Any, shapes: Sequence[tuple[int, ...]], name: str = "masks"
+) -> list[np.ndarray]:
     """Validate masks: a list of ``bool`` arrays with the given shapes.
 
     Args:

@@ -1,0 +1,150 @@
+"""Benchmark: global magnitude mask on GPT-2-small-sized and ResNet-50-sized weights.
+
+Everything is reported relative to one read pass (``np.sum`` over every array) measured in the
+same run, so numbers compare across machines. Compared:
+
+* ``ltp_core.compute_masks("large_final_global", ...)`` (sampled bracket + one fused pass),
+* ``np.partition`` on a concatenated copy of all magnitudes (the textbook approach),
+* ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured`` (1 thread, like NumPy).
+
+Peak extra memory is measured with ``tracemalloc`` (NumPy reports its buffers to it) and divided
+by the number of weights; it includes the 1 byte/weight of the returned boolean masks.
+
+Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM).
+Targets (issue 3): <= 6x one read pass at 124M, >= 10x faster than global_unstructured,
+<= 1.5 bytes/weight of extra memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+from ltp_core import compute_masks, count_to_prune
+
+
+def gpt2_small_shapes() -> list[tuple[int, ...]]:
+    """Parameter shapes of GPT-2 small (124M weights in 148 arrays)."""
+    d, ff, vocab, ctx = 768, 3072, 50257, 1024
+    shapes: list[tuple[int, ...]] = [(vocab, d), (ctx, d)]
+    for _ in range(12):
+        shapes += [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,)]
+        shapes += [(d,), (d,), (d, ff), (ff,), (ff, d), (d,)]
+    return [*shapes, (d,), (d,)]
+
+
+def resnet50_shapes() -> list[tuple[int, ...]]:
+    """Convolution and dense kernel shapes of ResNet-50 (about 25.5M weights)."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7)]
+    channels = 64
+    for width, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for block in range(blocks):
+            shapes += [(width, channels, 1, 1), (width, width, 3, 3), (4 * width, width, 1, 1)]
+            if block == 0:
+                shapes.append((4 * width, channels, 1, 1))
+            channels = 4 * width
+    return [*shapes, (1000, 2048), (1000,)]
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    result = fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del result
+    return peak
+
+
+def torch_global_unstructured(weights: list[np.ndarray], fraction: float) -> float | None:
+    try:
+        import torch
+        from torch.nn.utils import prune
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    modules = []
+    for w in weights:
+        module = torch.nn.Module()
+        module.weight = torch.nn.Parameter(torch.from_numpy(w), requires_grad=False)
+        modules.append(module)
+    start = time.perf_counter()
+    prune.global_unstructured(
+        [(m, "weight") for m in modules], pruning_method=prune.L1Unstructured, amount=fraction
+    )
+    return time.perf_counter() - start
+
+
+def run(name: str, shapes: list[tuple[int, ...]], fraction: float, repeats: int) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    n = sum(w.size for w in weights)
+    k = count_to_prune(fraction, n)
+
+    def ours() -> list[np.ndarray]:
+        return compute_masks("large_final_global", fraction, trained=weights)
+
+    def partition() -> float:
+        magnitudes = np.abs(np.concatenate([w.reshape(-1) for w in weights]))
+        return float(np.partition(magnitudes, k - 1)[k - 1])
+
+    masks = ours()
+    pruned = n - sum(int(m.sum()) for m in masks)
+    if pruned != k:
+        raise SystemExit(f"wrong count: pruned {pruned}, expected {k}")
+    del masks
+    read = timed(lambda: sum(float(w.sum()) for w in weights), max(repeats, 3))
+    t_ours = timed(ours, repeats)
+    t_part = timed(partition, 1)
+    t_torch = torch_global_unstructured(weights, fraction)
+    mem_ours = peak_bytes(ours) / n
+    mem_part = peak_bytes(partition) / n
+    return {
+        "weights": f"{name} ({n / 1e6:.1f}M in {len(shapes)} arrays)",
+        "read pass": f"{read * 1e3:.0f} ms",
+        "ltp_core": f"{t_ours * 1e3:.0f} ms = {t_ours / read:.1f}x read",
+        "np.partition(concat)": f"{t_part * 1e3:.0f} ms = {t_part / read:.1f}x read",
+        "torch global_unstructured": "n/a"
+        if t_torch is None
+        else f"{t_torch * 1e3:.0f} ms = {t_torch / read:.1f}x read ({t_torch / t_ours:.0f}x ours)",
+        "extra B/weight ltp_core": f"{mem_ours:.2f}",
+        "extra B/weight partition": f"{mem_part:.2f}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fraction", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=["gpt2", "resnet50"], default=None)
+    args = parser.parse_args()
+    cases = {"gpt2": ("GPT-2 small", gpt2_small_shapes()),
+             "resnet50": ("ResNet-50", resnet50_shapes())}
+    rows = [run(label, shapes, args.fraction, args.repeats)
+            for key, (label, shapes) in cases.items() if args.only in (None, key)]
+    header = list(rows[0])
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row[h] for h in header) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Developer tasks: ``nox`` runs lint, types and the full test suite (what CI runs).
+
+Sessions run in the current environment (``pip install -e ".[dev]"`` first): the test
+dependencies (TensorFlow, PyTorch, JAX) are gigabytes, so a fresh virtualenv per session would
+make every run slow. ``nox -s build`` is the exception: it checks the sdist and wheel in a clean
+virtualenv of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "types", "tests"]
+nox.options.error_on_missing_interpreters = False
+
+ROOT = Path(__file__).parent
+KERAS_BACKENDS = ["tensorflow", "torch", "jax"]
+ENV = {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"}
+# pytest exit code 5 means "no tests collected"; a backend-specific folder may be empty.
+PYTEST_OK = [0, 5]
+
+
+def pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    session.run(
+        sys.executable,
+        "-m",
+        "pytest",
+        *args,
+        *session.posargs,
+        env={**ENV, **(env or {})},
+        success_codes=PYTEST_OK,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.run(
+        sys.executable,
+        "-m",
+        "ruff",
+        "check",
+        "src",
+        "tests",
+        "benchmarks",
+        "examples",
+        "noxfile.py",
+    )
+    session.run(
+        sys.executable,
+        "-m",
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "tests",
+        "benchmarks",
+        "examples",
+        "noxfile.py",
+    )
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy --strict on the framework-free core."""
+    session.run(sys.executable, "-m", "mypy", "src/ltp_core")
+
+
+@nox.session
+def tests_core(session: nox.Session) -> None:
+    """Core tests and the core's docstring examples."""
+    pytest(session, "tests/core", "-q")
+    pytest(session, "--doctest-modules", "src/ltp_core", "-q")
+
+
+@nox.session
+def tests_torch(session: nox.Session) -> None:
+    """PyTorch adapter tests."""
+    pytest(session, "tests/torch", "-q")
+
+
+@nox.session
+@nox.parametrize("backend", KERAS_BACKENDS)
+def tests_keras(session: nox.Session, backend: str) -> None:
+    """Keras adapter tests under one Keras backend."""
+    pytest(session, "tests/keras", "-q", env={"KERAS_BACKEND": backend})
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Everything: core, torch, Keras on all three backends, examples and CLI."""
+    others = [
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "tests").iterdir())
+        if p.is_dir() and p.name not in {"keras", "__pycache__"}
+    ]
+    pytest(session, *others, "-q")
+    pytest(session, "--doctest-modules", "src/ltp_core", "-q")
+    for backend in KERAS_BACKENDS:
+        pytest(session, "tests/keras", "-q", env={"KERAS_BACKEND": backend})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark script (slow; on demand, never in CI)."""
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run(sys.executable, str(script), env=ENV)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build sdist and wheel, install the wheel in a clean virtualenv, import it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dist = Path(tmp) / "dist"
+        session.run(sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT))
+        wheels = list(dist.glob("*.whl"))
+        sdists = list(dist.glob("*.tar.gz"))
+        if len(wheels) != 1 or len(sdists) != 1:
+            session.error(f"expected one wheel and one sdist, got {wheels + sdists}")
+        venv = Path(tmp) / "venv"
+        session.run(sys.executable, "-m", "venv", str(venv))
+        python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
+        session.run(python, "-m", "pip", "install", "-q", str(wheels[0]))
+        session.run(
+            python,
+            "-c",
+            "import importlib.util, ltp_core, numpy as np;"
+            "p = ltp_core.LotteryTicketPruner([np.ones((4, 4))]);"
+            "p.calc_prune_mask([np.ones((4, 4))], 0.5, 'smallest_weights');"
+            "assert p.cumulative_pruning_rate == 0.5;"
+            "assert all(importlib.util.find_spec(m) for m in ('ltp_keras', 'ltp_torch'));"
+            "print('wheel OK', ltp_core.__version__)",
+            external=True,
+        )
