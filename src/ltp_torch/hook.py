@@ -38,8 +38,9 @@ class PrunerHook:
     """Enforce a pruner's masks on a module after every step of an optimizer.
 
     Creating the hook zeroes the pruned weights and the matching optimizer state at once. Later
-    mask changes (another :meth:`LotteryTicketPruner.calc_prune_mask`, ``reset_masks`` or
-    ``load_state_dict``) are picked up at the next step.
+    mask changes (another :meth:`LotteryTicketPruner.calc_prune_mask`, ``set_masks``,
+    ``reset_masks`` or ``load_state_dict``) are picked up after the next step, or at once with
+    :meth:`refresh`.
 
     Args:
         pruner: The :class:`ltp_torch.LotteryTicketPruner` holding the masks.
@@ -124,6 +125,15 @@ class PrunerHook:
             return
         for parameter, mask in zip(self._params_list, self._masks_list, strict=True):
             parameter.mul_(mask)
+
+    def refresh(self) -> None:
+        """Apply the pruner's current masks now instead of after the next step.
+
+        Useful right after :meth:`LotteryTicketPruner.calc_prune_mask` when the module is
+        evaluated or saved before training continues. Zeroes the optimizer state at pruned
+        entries too (unless disabled).
+        """
+        self._refresh()
 
     @property
     def active(self) -> bool:

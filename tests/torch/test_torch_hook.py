@@ -254,3 +254,29 @@ def test_errors() -> None:
     other = make_mlp(seed=1)
     with pytest.raises(ValueError, match="None of the pruned parameters"):
         PrunerHook(pruner, model, torch.optim.SGD(other.parameters(), lr=0.1))
+
+
+def test_refresh_applies_new_masks_at_once() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with PrunerHook(pruner, model, optimizer) as hook:
+        step(model, optimizer, mlp_batch())
+        pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+        assert zero_counts(pruner, model) != pruned_counts(pruner)  # not yet applied
+        hook.refresh()
+        assert zero_counts(pruner, model) == pruned_counts(pruner)
+        assert assert_state_zero_where_pruned(pruner, model, optimizer) == 3
+
+
+def test_zero_optimizer_state_can_be_disabled() -> None:
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    step(model, optimizer, mlp_batch())
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    momentum = [optimizer.state[p]["momentum_buffer"].clone() for p in pruner.parameters(model)]
+    with PrunerHook(pruner, model, optimizer, zero_optimizer_state=False):
+        assert zero_counts(pruner, model) == pruned_counts(pruner)
+        for parameter, before in zip(pruner.parameters(model), momentum, strict=True):
+            assert torch.equal(optimizer.state[parameter]["momentum_buffer"], before)

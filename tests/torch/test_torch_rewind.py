@@ -1,0 +1,86 @@
+"""RewindPointHook: late rewinding to the weights after optimizer step k."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch_models import make_convnet, make_mlp, mlp_batch
+
+from ltp_torch import LotteryTicketPruner, PrunerHook, RewindPointHook
+
+
+def step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
+    x, y = mlp_batch(seed=seed)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def test_captures_after_step_k_and_rewinds_there() -> None:
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    capture = RewindPointHook(pruner, model, optimizer, step=3)
+    snapshots = []
+    for i in range(6):
+        step(model, optimizer, seed=i)
+        snapshots.append(copy.deepcopy(model.state_dict()))
+    assert capture.captured and capture.steps_seen == 3
+    pruner.set_pretrained_weights(model)
+    pruner.calc_prune_mask(model, 0.5, "large_final")
+    params_before = list(model.parameters())
+    pruner.rewind(model)
+    assert all(a is b for a, b in zip(params_before, model.parameters(), strict=True))
+    after_step_3 = snapshots[2]
+    for name, value in model.state_dict().items():
+        expected = after_step_3[name]
+        if name in pruner.names:
+            expected = expected * torch.from_numpy(pruner.masks[pruner.names.index(name)])
+        assert torch.equal(value, expected), name
+
+
+def test_step_zero_captures_now_and_remove_stops_counting() -> None:
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step(model, optimizer, seed=0)
+    now = copy.deepcopy(model.state_dict())
+    assert RewindPointHook(pruner, model, optimizer, step=0).captured
+    with RewindPointHook(pruner, model, optimizer, step=5) as late:
+        step(model, optimizer, seed=1)
+    step(model, optimizer, seed=2)
+    assert not late.captured and late.steps_seen == 1
+    pruner.rewind(model)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, now[name]), name
+
+
+def test_works_together_with_the_pruner_hook() -> None:
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with PrunerHook(pruner, model, optimizer), RewindPointHook(pruner, model, optimizer, step=2):
+        for i in range(4):
+            step(model, optimizer, seed=i)
+    # The captured weights were taken after the pruner hook ran: pruned entries are zero.
+    for weights, mask in zip(pruner.core.rewind_weights, pruner.masks, strict=True):
+        assert (weights[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_invalid_step(bad: object) -> None:
+    model = make_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="Received: step="):
+        RewindPointHook(LotteryTicketPruner(model), model, optimizer, step=bad)  # type: ignore[arg-type]
+
+
+def test_mismatched_module_fails_at_once() -> None:
+    model = make_mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="does not match the pruner"):
+        RewindPointHook(LotteryTicketPruner(model), make_convnet(), optimizer, step=2)
