@@ -1,0 +1,278 @@
+"""``LotteryTicketPruner`` for Keras 3 models: the core pruner plus variable bookkeeping.
+
+Every pruning decision is made by :class:`ltp_core.LotteryTicketPruner` on NumPy copies of the
+prunable variables; this class only finds those variables, maps their paths to indices, and
+writes masked values back (weights, optimizer slots, rewind points).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from ltp_core import LotteryTicketPruner as CorePruner
+from ltp_core import apply_masks
+
+from .masking import MaskEnforcer
+from .optimizer_state import zero_pruned_slots
+from .variables import (
+    Prunable,
+    read_arrays,
+    select_prunable_variables,
+    sync_model_state,
+    unique_names,
+    write_arrays,
+)
+
+__all__ = ["LotteryTicketPruner"]
+
+logger = logging.getLogger(__name__)
+
+
+class LotteryTicketPruner:
+    """Lottery-ticket pruning of a Keras 3 model (TensorFlow, torch or JAX backend).
+
+    The methods mirror :class:`ltp_core.LotteryTicketPruner` but take a model. The model passed
+    later may be another instance of the same architecture: prunable variables are matched by
+    position and shape.
+
+    Args:
+        model: A built ``keras.Model``; its current weights are the initial weights.
+        prunable: ``None`` (kernels of Dense, EinsumDense and convolution layers), a predicate
+            over ``keras.Variable``, or a list of variable paths.
+        seed: Seed for tie-breaking and the ``random`` strategy (``None`` means ``0``).
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+        ...                           keras.layers.Dense(2)])
+        >>> pruner = LotteryTicketPruner(model)
+        >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+        >>> pruner.apply_pruning(model)
+        >>> round(pruner.cumulative_pruning_rate, 2)
+        0.5
+    """
+
+    def __init__(self, model: keras.Model, *, prunable: Prunable = None, seed: int | None = None):
+        sync_model_state(model)
+        variables = select_prunable_variables(model, prunable)
+        self._prunable = prunable
+        names = unique_names(variables)
+        self._core = CorePruner(read_arrays(variables), names=names, seed=seed)
+        self._index = {name: i for i, name in enumerate(names)}
+        others = self._other_variables(model, variables, check=False)
+        self._other_shapes = [tuple(v.shape) for v in others]
+        self._initial_others = read_arrays(others)
+        self._rewind_others: list[np.ndarray] | None = None
+        logger.info("Pruning %d variables of %s: %s", len(names), model.name, names)
+
+    # ------------------------------------------------------------------ core state
+    @property
+    def core(self) -> CorePruner:
+        """The wrapped framework-free pruner (for ``save``, ``history``, reports...)."""
+        return self._core
+
+    @property
+    def names(self) -> list[str]:
+        """Paths of the prunable variables, in order."""
+        return self._core.names
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the prunable variables."""
+        return self._core.shapes
+
+    @property
+    def masks(self) -> list[np.ndarray]:
+        """Boolean masks, ``True`` = kept (read-only)."""
+        return self._core.masks
+
+    @property
+    def cumulative_pruning_rate(self) -> float:
+        """Total fraction of prunable weights pruned so far."""
+        return self._core.cumulative_pruning_rate
+
+    @property
+    def level(self) -> int:
+        """Number of pruning levels applied since creation or :meth:`reset_masks`."""
+        return self._core.level
+
+    def index_of(self, path: str) -> int:
+        """Position of the prunable variable with this path in :attr:`names` and :attr:`masks`."""
+        if path not in self._index:
+            raise ValueError(f"Unknown variable path; known: {self.names}. Received: path={path!r}")
+        return self._index[path]
+
+    # ------------------------------------------------------------------ variables
+    def prunable_variables(self, model: keras.Model) -> list[keras.Variable]:
+        """The model's variables that correspond to this pruner's masks.
+
+        Raises:
+            ValueError: The model's prunable variables differ in count or shape.
+        """
+        variables = select_prunable_variables(model, self._prunable)
+        shapes = [tuple(v.shape) for v in variables]
+        if shapes != self.shapes:
+            got = [f"{v.path} {tuple(v.shape)}" for v in variables]
+            want = [f"{n} {s}" for n, s in zip(self.names, self.shapes, strict=True)]
+            raise ValueError(
+                f"The model's prunable variables do not match this pruner's: expected {want}. "
+                f"Received: model {model.name!r} with {got}"
+            )
+        return variables
+
+    def _other_variables(
+        self, model: keras.Model, variables: Sequence[keras.Variable], check: bool = True
+    ) -> list[keras.Variable]:
+        ids = {id(v) for v in variables}
+        seen: set[int] = set()
+        others = []
+        for v in model.weights:
+            if id(v) not in ids and id(v) not in seen:
+                seen.add(id(v))
+                others.append(v)
+        if check and [tuple(v.shape) for v in others] != self._other_shapes:
+            raise ValueError(
+                f"The model's non-prunable weights do not match the model this pruner was "
+                f"created with ({len(self._other_shapes)} arrays of shapes "
+                f"{self._other_shapes}). Received: model {model.name!r} with "
+                f"{[tuple(v.shape) for v in others]}"
+            )
+        return others
+
+    def _read(self, model: keras.Model) -> list[np.ndarray]:
+        sync_model_state(model)
+        return read_arrays(self.prunable_variables(model))
+
+    def _write_masked(
+        self, model: keras.Model, variables: Sequence[keras.Variable], arrays: list[np.ndarray]
+    ) -> None:
+        write_arrays(variables, apply_masks(arrays, self.masks))
+        zero_pruned_slots(getattr(model, "optimizer", None), variables, self.masks)
+
+    def _layer_rates(
+        self, model: keras.Model, layer_rates: Mapping[Any, float] | None
+    ) -> Mapping[Any, float] | None:
+        if layer_rates is None or not isinstance(layer_rates, Mapping):
+            return layer_rates
+        variables = self.prunable_variables(model)
+        result: dict[Any, float] = {}
+        for key, rate in layer_rates.items():
+            if isinstance(key, keras.Variable):
+                matches = [i for i, v in enumerate(variables) if v is key]
+                result.update({i: rate for i in matches} if matches else {str(key.path): rate})
+            elif isinstance(key, str) and key not in self._index:
+                # A layer name selects that layer's prunable variables.
+                matches = [i for i, n in enumerate(self.names) if key in n.split("/")[:-1]]
+                result.update({i: rate for i in matches} if matches else {key: rate})
+            else:
+                result[key] = rate
+        return result
+
+    # ------------------------------------------------------------------ the old API
+    def set_pretrained_weights(self, model: keras.Model) -> None:
+        """Record the trained weights of ``model`` (ranked by ``large_final`` and friends)."""
+        self._core.set_pretrained_weights(self._read(model))
+
+    def calc_prune_mask(
+        self,
+        model: keras.Model,
+        prune_percentage: float,
+        prune_strategy: str,
+        layer_rates: Mapping[Any, float] | None = None,
+    ) -> None:
+        """Prune ``prune_percentage`` of the still-unpruned weights; the model is not changed.
+
+        Args:
+            model: Supplies the current weights (ranked by ``smallest_weights``).
+            prune_percentage: Fraction of the remaining weights to prune, ``0 <= p < 1``.
+            prune_strategy: A name from ``ltp_core.STRATEGIES``.
+            layer_rates: ``{path, layer name, index or variable: multiplier}``.
+        """
+        self._core.calc_prune_mask(
+            self._read(model),
+            prune_percentage,
+            prune_strategy,
+            layer_rates=self._layer_rates(model, layer_rates),
+        )
+
+    def apply_pruning(self, model: keras.Model) -> None:
+        """Zero the pruned weights of ``model`` and their optimizer state, in place."""
+        variables = self.prunable_variables(model)
+        sync_model_state(model)
+        self._write_masked(model, variables, read_arrays(variables))
+
+    def apply_dwr(self, model: keras.Model) -> None:
+        """Dynamic weight rescaling (Zhou et al. 2019, section 5.2), applied once.
+
+        Each prunable array of the model's *current* weights is masked and multiplied by
+        ``size / kept``. Calling it twice scales twice: call it once after rewinding
+        (``PrunerCallback(use_dwr=True)`` does that once per new set of masks).
+        """
+        variables = self.prunable_variables(model)
+        sync_model_state(model)
+        scaled = []
+        for array, mask in zip(read_arrays(variables), self.masks, strict=True):
+            kept = int(mask.sum())
+            factor = mask.size / kept if kept else 0.0
+            scaled.append((array * factor).astype(array.dtype))
+        self._write_masked(model, variables, scaled)
+
+    def reset_masks(self) -> None:
+        """Keep every weight again (cumulative rate and level restart from zero)."""
+        self._core.reset_masks()
+
+    # ------------------------------------------------------------------ rewinding
+    def set_rewind_weights(self, model: keras.Model) -> None:
+        """Capture all of ``model``'s weights as the rewind point (late resetting)."""
+        variables = self.prunable_variables(model)
+        sync_model_state(model)
+        self._core.set_rewind_weights(read_arrays(variables))
+        self._rewind_others = read_arrays(self._other_variables(model, variables))
+
+    def rewind(self, model: keras.Model) -> None:
+        """Set every weight of ``model`` to the rewind point (initial weights unless
+        :meth:`set_rewind_weights` was called), with pruned weights and slots zeroed.
+        Variable identity is kept (optimizers hold references)."""
+        variables = self.prunable_variables(model)
+        others = self._other_variables(model, variables)
+        sync_model_state(model)
+        write_arrays(others, self._rewind_others or self._initial_others)
+        self._write_masked(model, variables, self._core.rewind_weights)
+
+    # ------------------------------------------------------------------ training helpers
+    def enforce_masks(self, model: keras.Model) -> MaskEnforcer:
+        """A :class:`~ltp_keras.masking.MaskEnforcer` for custom training loops.
+
+        Example:
+            >>> import keras
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> pruner = LotteryTicketPruner(model)
+            >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+            >>> with pruner.enforce_masks(model):
+            ...     pass  # optimizer.apply(...) steps keep pruned weights at zero here
+        """
+        return MaskEnforcer(self.prunable_variables(model), self.masks)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """The core pruner's state (masks, initial/pretrained/rewind prunable weights)."""
+        return self._core.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (non-prunable rewind weights are not included)."""
+        self._core.load_state_dict(state)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the core pruner's state to a portable ``.npz`` file."""
+        self._core.save(path)
+
+    def __repr__(self) -> str:
+        return (
+            f"ltp_keras.LotteryTicketPruner(variables={len(self.names)}, level={self.level}, "
+            f"cumulative_pruning_rate={self.cumulative_pruning_rate:.4f})"
+        )
