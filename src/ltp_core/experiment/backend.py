@@ -1,0 +1,188 @@
+"""The small protocol one IMP loop uses to talk to any framework.
+
+A backend builds models, moves weights in and out as NumPy arrays and trains with masks held at
+exactly zero. Everything else (levels, pruning, rewinding, controls, early stopping, results) is
+framework-free and lives in :mod:`ltp_core.experiment`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..datasets import Dataset
+
+__all__ = [
+    "BACKENDS",
+    "MODELS",
+    "EvalPoint",
+    "LayerKind",
+    "ProgressFn",
+    "TrainOutcome",
+    "TrainSettings",
+    "TrainingBackend",
+    "load_backend",
+]
+
+LayerKind = Literal["dense", "conv", "output"]
+
+MODELS: tuple[str, ...] = ("lenet300_100", "conv2", "conv4", "conv6", "mnist_cnn")
+"""Model names every backend builds (Frankle & Carbin's, plus the old package's example)."""
+
+BACKENDS: dict[str, str] = {
+    "torch": "ltp_torch.experiment:TorchBackend",
+    "keras": "ltp_keras.experiment:KerasBackend",
+}
+"""``--framework`` name -> ``module:class`` of its backend, imported only when asked for."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one training run goes.
+
+    Attributes:
+        iterations: Optimizer steps to train for.
+        batch_size: Examples per step.
+        optimizer: ``"adam"`` or ``"sgd"`` (SGD uses ``momentum``).
+        learning_rate: Step size.
+        momentum: SGD momentum.
+        eval_every: Steps between evaluations on validation and test data.
+        seed: Seeds the data order (and nothing else: model init is seeded at build time).
+        capture_at: If set, snapshot all weights after this many steps (late rewinding).
+    """
+
+    iterations: int
+    batch_size: int = 60
+    optimizer: str = "adam"
+    learning_rate: float = 1.2e-3
+    momentum: float = 0.9
+    eval_every: int = 100
+    seed: int = 0
+    capture_at: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """Metrics measured at one step of training."""
+
+    iteration: int
+    val_loss: float
+    val_accuracy: float
+    test_accuracy: float
+
+
+@dataclass
+class TrainOutcome:
+    """What a backend reports after training.
+
+    Attributes:
+        evaluations: Metrics at every evaluation, in step order (the last is at the end).
+        seconds: Wall time of training.
+        captured: Snapshot taken after ``settings.capture_at`` steps, if requested.
+    """
+
+    evaluations: list[EvalPoint]
+    seconds: float
+    captured: list[np.ndarray] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def early_stop(self) -> EvalPoint:
+        """The evaluation with the lowest validation loss (Frankle & Carbin's early stopping)."""
+        return min(self.evaluations, key=lambda e: (e.val_loss, e.iteration))
+
+    @property
+    def final(self) -> EvalPoint:
+        """The evaluation at the end of training."""
+        return self.evaluations[-1]
+
+
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+"""``progress(step, total_steps, metrics)``, called by backends while training."""
+
+
+@runtime_checkable
+class TrainingBackend(Protocol):
+    """What the experiment driver needs from a framework (see ``ltp_torch.experiment``)."""
+
+    name: str
+
+    def build(self, model: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> Any:
+        """A fresh model named in :data:`MODELS`, initialized from ``seed``."""
+        ...
+
+    def layer_names(self, model: Any) -> list[str]:
+        """Names of the prunable weights, in the order of :meth:`get_prunable`."""
+        ...
+
+    def layer_kinds(self, model: Any) -> list[LayerKind]:
+        """``"conv"``, ``"dense"`` or ``"output"`` (the last dense layer) per prunable weight."""
+        ...
+
+    def get_prunable(self, model: Any) -> list[np.ndarray]:
+        """Copies of the prunable weights."""
+        ...
+
+    def set_prunable(self, model: Any, weights: Sequence[np.ndarray]) -> None:
+        """Write the prunable weights (in place: parameter identity is kept)."""
+        ...
+
+    def snapshot(self, model: Any) -> list[np.ndarray]:
+        """Copies of every weight of the model (prunable or not), for rewinding."""
+        ...
+
+    def restore(self, model: Any, snapshot: Sequence[np.ndarray]) -> None:
+        """Write back a :meth:`snapshot`."""
+        ...
+
+    def train(
+        self,
+        model: Any,
+        masks: Sequence[np.ndarray] | None,
+        data: Dataset,
+        settings: TrainSettings,
+        progress: ProgressFn | None = None,
+    ) -> TrainOutcome:
+        """Train with pruned weights held at exactly zero after every step; fresh optimizer."""
+        ...
+
+    def evaluate(self, model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """``(loss, accuracy)`` of the model as it is."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the framework packages, for the results file."""
+        ...
+
+
+def load_backend(framework: str, **options: Any) -> TrainingBackend:
+    """Import and create the backend for ``framework`` (``"torch"`` or ``"keras"``).
+
+    Raises:
+        ValueError: Unknown framework.
+        ImportError: The framework is not installed; the message names the extra to install.
+
+    Example:
+        >>> load_backend("mxnet")
+        Traceback (most recent call last):
+        ...
+        ValueError: `framework` must be one of ['keras', 'torch']. Received: framework='mxnet'
+    """
+    if framework not in BACKENDS:
+        raise ValueError(
+            f"`framework` must be one of {sorted(BACKENDS)}. Received: framework={framework!r}"
+        )
+    module_name, class_name = BACKENDS[framework].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(
+            f"The {framework} backend needs its framework: pip install "
+            f"'lottery-tickets[{framework}]' ({error})"
+        ) from error
+    backend: TrainingBackend = getattr(module, class_name)(**options)
+    return backend

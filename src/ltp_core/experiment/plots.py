@@ -1,0 +1,93 @@
+"""Plots of experiment results (matplotlib, imported only when plotting)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from .results import RunRecord, summarize
+
+__all__ = ["plot_imp"]
+
+ARM_STYLE = {
+    "ticket": ("tab:blue", "o", "winning ticket"),
+    "random_reinit": ("tab:orange", "s", "random reinit"),
+    "random_prune": ("tab:green", "^", "random pruning"),
+}
+
+
+def plot_imp(
+    records: Sequence[RunRecord], out_dir: str | os.PathLike[str], title: str = ""
+) -> list[Path]:
+    """Write ``accuracy_vs_weights_remaining.png`` and ``early_stop_vs_weights_remaining.png``.
+
+    Both use a log x axis (weights remaining, %, decreasing to the right) and show mean ± std over
+    seeds for the ticket and each control. The dense network (level 0) starts every curve.
+
+    Raises:
+        ImportError: matplotlib is missing (``pip install 'lottery-tickets[plot]'``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("Plots need matplotlib: pip install 'lottery-tickets[plot]'") from error
+
+    summaries = summarize(records)
+    curves: dict[str, list[tuple[float, float, float, float, float]]] = defaultdict(list)
+    dense = [s for s in summaries if s.key[0] == 0 and s.arm == "ticket"]
+    arms = sorted({s.arm for s in summaries}, key=lambda a: (a != "ticket", a))
+    for arm in arms:
+        for s in dense:
+            curves[arm].append(
+                (s.weights_remaining, s.test_mean, s.test_std, s.stop_mean, s.stop_std)
+            )
+    for s in summaries:
+        if s.key[0] != 0:
+            curves[s.arm].append(
+                (s.weights_remaining, s.test_mean, s.test_std, s.stop_mean, s.stop_std)
+            )
+    paths = []
+    for metric, filename, ylabel in (
+        (1, "accuracy_vs_weights_remaining.png", "test accuracy at early stop (%)"),
+        (3, "early_stop_vs_weights_remaining.png", "early-stop iteration"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for arm in arms:
+            points = sorted(curves[arm], reverse=True)
+            if not points:
+                continue
+            color, marker, label = ARM_STYLE.get(arm, ("tab:gray", "x", arm))
+            xs = [p[0] * 100 for p in points]
+            scale = 100.0 if metric == 1 else 1.0
+            ys = [p[metric] * scale for p in points]
+            errs = [p[metric + 1] * scale for p in points]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=errs,
+                color=color,
+                marker=marker,
+                label=label,
+                capsize=3,
+                linewidth=1.5,
+                markersize=4,
+            )
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("weights remaining (%)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+        path = Path(out_dir) / filename
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

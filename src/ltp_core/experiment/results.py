@@ -1,0 +1,283 @@
+"""Experiment results: records, the files they are saved in, and summary tables.
+
+An output folder holds ``results.json`` (config, package versions, one record per
+level/seed/arm), ``results.csv`` (the same records, flat) and ``table.md`` (mean +- std over
+seeds). Every file is rewritten atomically after each finished level, so a killed run leaves a
+consistent folder behind and can resume from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import os
+import platform
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_bytes
+
+__all__ = ["RESULTS_FILE", "ResultStore", "RunRecord", "summarize", "summary_table"]
+
+RESULTS_FILE = "results.json"
+RESULTS_VERSION = 1
+
+
+@dataclass
+class RunRecord:
+    """One trained (or evaluated) network: an arm at a level for a seed."""
+
+    seed: int
+    level: int
+    arm: str
+    weights_remaining: float
+    layer_density: list[float]
+    test_accuracy: float
+    val_accuracy: float
+    early_stop_iteration: int
+    final_test_accuracy: float
+    train_seconds: float
+    prune_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """Inverse of ``asdict``."""
+        return cls(**data)
+
+
+class ResultStore:
+    """Records of one experiment in ``out_dir``, loaded if they exist.
+
+    Args:
+        out_dir: Output folder (created).
+        kind: Experiment kind (``"imp"`` or ``"oneshot"``).
+        config: The experiment's configuration dict; an existing folder must hold the same.
+        versions: Package versions to record.
+
+    Raises:
+        ValueError: ``out_dir`` holds results of a different experiment.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        kind: str,
+        config: dict[str, Any],
+        versions: dict[str, str],
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.kind = kind
+        self.config = json.loads(json.dumps(config))
+        self.versions = dict(versions)
+        self.records: list[RunRecord] = []
+        self.seeds_info: dict[str, Any] = {}
+        path = self.out_dir / RESULTS_FILE
+        if path.exists():
+            existing = load_results(path)
+            if existing["kind"] != kind or existing["config"] != self.config:
+                raise ValueError(
+                    f"{path} holds results of a different experiment; pass another --out or "
+                    f"delete the folder to start over. Received: out={os.fspath(out_dir)!r}"
+                )
+            self.records = [RunRecord.from_dict(r) for r in existing["records"]]
+
+    def done(self, seed: int, level: int) -> bool:
+        """Whether every arm of ``level`` for ``seed`` is recorded."""
+        return any(r.seed == seed and r.level == level for r in self.records)
+
+    def add(self, records: Iterable[RunRecord]) -> None:
+        """Append records and rewrite every results file atomically."""
+        self.records.extend(records)
+        self.write()
+
+    def write(self) -> None:
+        """Write ``results.json``, ``results.csv`` and ``table.md``."""
+        document = {
+            "format_version": RESULTS_VERSION,
+            "kind": self.kind,
+            "config": self.config,
+            "versions": {**self.versions, "python": platform.python_version()},
+            "records": [asdict(r) for r in self.records],
+        }
+        text = json.dumps(document, indent=2)
+        atomic_write_bytes(self.out_dir / RESULTS_FILE, lambda f: f.write(text.encode()))
+        csv_text = records_csv(self.records)
+        atomic_write_bytes(self.out_dir / "results.csv", lambda f: f.write(csv_text.encode()))
+        table = summary_table(self.records, self.kind)
+        atomic_write_bytes(self.out_dir / "table.md", lambda f: f.write(table.encode()))
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ``results.json`` (or the folder holding one).
+
+    Raises:
+        FileNotFoundError: Nothing there.
+        ValueError: Not a results file of this package.
+    """
+    target = Path(path)
+    if target.is_dir():
+        target = target / RESULTS_FILE
+    if not target.exists():
+        raise FileNotFoundError(f"No {RESULTS_FILE} at {os.fspath(target)!r}")
+    try:
+        document = json.loads(target.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{target} is not valid JSON ({error}). Received: path={os.fspath(target)!r}"
+        ) from error
+    if not isinstance(document, dict) or "records" not in document or "kind" not in document:
+        raise ValueError(
+            f"{target} is not a lottery-tickets results file. Received: path={os.fspath(target)!r}"
+        )
+    return document
+
+
+def records_csv(records: Sequence[RunRecord]) -> str:
+    """Records as CSV text (per-layer densities joined with ``;``)."""
+    buffer = _io.StringIO()
+    columns = [
+        "seed",
+        "level",
+        "arm",
+        "weights_remaining",
+        "test_accuracy",
+        "val_accuracy",
+        "early_stop_iteration",
+        "final_test_accuracy",
+        "train_seconds",
+        "prune_seconds",
+        "layer_density",
+    ]
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for r in records:
+        row = asdict(r)
+        row["layer_density"] = ";".join(f"{d:.6f}" for d in r.layer_density)
+        writer.writerow([row[c] for c in columns])
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean and standard deviation over seeds for one (group, arm)."""
+
+    key: tuple[Any, ...]
+    arm: str
+    weights_remaining: float
+    n: int
+    test_mean: float
+    test_std: float
+    stop_mean: float
+    stop_std: float
+    extra_mean: dict[str, float]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarize(records: Sequence[RunRecord], group: Sequence[str] = ("level",)) -> list[Summary]:
+    """Aggregate records by ``group`` fields and arm (mean +- sample std over seeds)."""
+    buckets: dict[tuple[tuple[Any, ...], str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        key = tuple(asdict(r)[g] if g in asdict(r) else r.extra.get(g) for g in group)
+        buckets[(key, r.arm)].append(r)
+    result = []
+    for (key, arm), items in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        test = _mean_std([r.test_accuracy for r in items])
+        stop = _mean_std([float(r.early_stop_iteration) for r in items])
+        extras: dict[str, list[float]] = defaultdict(list)
+        for r in items:
+            for name, value in r.extra.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    extras[name].append(float(value))
+        result.append(
+            Summary(
+                key,
+                arm,
+                statistics.fmean(r.weights_remaining for r in items),
+                len(items),
+                test[0],
+                test[1],
+                stop[0],
+                stop[1],
+                {name: statistics.fmean(v) for name, v in extras.items()},
+            )
+        )
+    return result
+
+
+def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
+    """Markdown table of test accuracy (%) mean ± std per level (IMP) or per cell (one-shot)."""
+    if kind == "oneshot":
+        return _oneshot_table(records)
+    summaries = summarize(records)
+    arms = sorted({s.arm for s in summaries}, key=lambda a: (a != "ticket", a))
+    by_level: dict[int, dict[str, Summary]] = defaultdict(dict)
+    for s in summaries:
+        by_level[int(s.key[0])][s.arm] = s
+    header = [
+        "level",
+        "weights remaining",
+        *[f"{a} test acc (%)" for a in arms],
+        "ticket early-stop iteration",
+        "seeds",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for level in sorted(by_level):
+        row = by_level[level]
+        first = next(iter(row.values()))
+        ticket = row.get("ticket")
+        cells = [
+            str(level),
+            f"{first.weights_remaining * 100:.2f}%",
+            *[_pm(row[a].test_mean, row[a].test_std) if a in row else "-" for a in arms],
+            _pm(ticket.stop_mean, ticket.stop_std, 1.0, 0) if ticket else "-",
+            str(max(s.n for s in row.values())),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _oneshot_table(records: Sequence[RunRecord]) -> str:
+    header = [
+        "prune percentage",
+        "dataset",
+        "strategy",
+        "untrained accuracy (%)",
+        "trained accuracy (%)",
+        "seeds",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups: dict[tuple[float, str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        target = float(r.extra.get("target_sparsity", 1 - r.weights_remaining))
+        groups[(round(target, 6), str(r.extra.get("dataset", "")), r.arm)].append(r)
+    for (pruned, dataset, strategy), items in sorted(groups.items()):
+        untrained = _mean_std(
+            [float(r.extra.get("untrained_test_accuracy", math.nan)) for r in items]
+        )
+        trained = _mean_std([r.test_accuracy for r in items])
+        lines.append(
+            f"| {pruned * 100:.2f}% | {dataset} | {strategy} | {_pm(*untrained)} | "
+            f"{_pm(*trained)} | {len(items)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,191 @@
+"""The framework-free IMP and one-shot loops, on real digits data with a NumPy backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy_mlp_backend import NumpyBackend
+
+from ltp_core import LotteryTicketPruner
+from ltp_core.datasets import load_dataset
+from ltp_core.experiment import (
+    ImpConfig,
+    OneShotConfig,
+    layer_rates_for,
+    random_masks_like,
+    run_imp,
+    run_oneshot,
+)
+from ltp_core.experiment.plots import plot_imp
+
+
+@pytest.fixture(scope="module")
+def digits():  # type: ignore[no-untyped-def]
+    pytest.importorskip("sklearn")
+    return load_dataset("digits")
+
+
+CONFIG = ImpConfig(
+    framework="numpy",
+    levels=3,
+    seeds=2,
+    iterations=120,
+    eval_every=30,
+    learning_rate=0.05,
+    optimizer="sgd",
+)
+
+
+def test_imp_records_levels_arms_and_densities(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    store = run_imp(CONFIG, NumpyBackend(), digits, tmp_path)
+    assert len(store.records) == 2 * (1 + 3 * 3)
+    tickets = [r for r in store.records if r.arm == "ticket" and r.seed == 0]
+    assert [r.level for r in tickets] == [0, 1, 2, 3]
+    # hidden layers lose 20% per level, the output layer 10% (half rate)
+    expected_hidden = [1.0, 0.8, 0.64, 0.512]
+    for record, hidden in zip(tickets, expected_hidden, strict=True):
+        assert record.layer_density[0] == pytest.approx(hidden, abs=2e-3)
+    assert tickets[3].layer_density[-1] == pytest.approx(0.9**3, abs=0.01)
+    for level in (1, 2, 3):
+        arms = {r.arm: r for r in store.records if r.seed == 0 and r.level == level}
+        assert set(arms) == {"ticket", "random_reinit", "random_prune"}
+        assert arms["random_prune"].layer_density == pytest.approx(arms["ticket"].layer_density)
+    assert tickets[0].test_accuracy > 0.8  # the dense net learns digits
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["config"]["resolved"]["iterations"] == 120
+    assert (tmp_path / "results.csv").read_text().count("\n") == 1 + 20
+    assert "| 3 | 52.20% |" in (tmp_path / "table.md").read_text()
+
+
+class CrashingBackend(NumpyBackend):
+    def __init__(self, crash_at: int) -> None:
+        super().__init__()
+        self.crash_at = crash_at
+
+    def train(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.train_calls + 1 == self.crash_at:
+            raise KeyboardInterrupt("simulated crash")
+        return super().train(*args, **kwargs)
+
+
+def test_resume_after_crash_gives_identical_masks(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = ImpConfig(
+        framework="numpy",
+        levels=3,
+        seeds=1,
+        iterations=60,
+        eval_every=30,
+        learning_rate=0.05,
+        optimizer="sgd",
+    )
+    run_imp(config, NumpyBackend(), digits, tmp_path / "clean")
+    for crash_at in (2, 6):  # inside level 1, inside level 2
+        out = tmp_path / f"crash_{crash_at}"
+        with pytest.raises(KeyboardInterrupt):
+            run_imp(config, CrashingBackend(crash_at), digits, out)
+        resumed = NumpyBackend()
+        run_imp(config, resumed, digits, out)
+        assert resumed.train_calls < 1 + 3 * 3
+        clean = LotteryTicketPruner.load(tmp_path / "clean/state/seed_0/pruner_level_3.npz")
+        again = LotteryTicketPruner.load(out / "state/seed_0/pruner_level_3.npz")
+        for a, b in zip(clean.masks, again.masks, strict=True):
+            np.testing.assert_array_equal(a, b)
+        first = json.loads((tmp_path / "clean/results.json").read_text())["records"]
+        second = json.loads((out / "results.json").read_text())["records"]
+        key = [(r["seed"], r["level"], r["arm"], r["test_accuracy"]) for r in first]
+        assert key == [(r["seed"], r["level"], r["arm"], r["test_accuracy"]) for r in second]
+
+
+def test_finished_run_is_not_retrained_and_other_config_is_refused(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = ImpConfig(
+        framework="numpy", levels=1, seeds=1, iterations=30, eval_every=30, controls=()
+    )
+    run_imp(config, NumpyBackend(), digits, tmp_path)
+    backend = NumpyBackend()
+    run_imp(config, backend, digits, tmp_path)
+    assert backend.train_calls == 0
+    with pytest.raises(ValueError, match="different experiment"):
+        run_imp(
+            ImpConfig(framework="numpy", levels=2, seeds=1, iterations=30, controls=()),
+            NumpyBackend(),
+            digits,
+            tmp_path,
+        )
+
+
+def test_late_rewinding_uses_captured_weights(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = ImpConfig(
+        framework="numpy",
+        levels=1,
+        seeds=1,
+        iterations=40,
+        eval_every=20,
+        rewind_iteration=10,
+        controls=(),
+    )
+    run_imp(config, NumpyBackend(), digits, tmp_path)
+    init = np.load(tmp_path / "state/seed_0/init.npz")["a0"]
+    rewind = np.load(tmp_path / "state/seed_0/rewind.npz")["a0"]
+    assert not np.array_equal(init, rewind)
+
+
+def test_oneshot_table(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = OneShotConfig(
+        framework="numpy",
+        model="lenet300_100",
+        iterations=40,
+        eval_every=20,
+        learning_rate=0.05,
+        optimizer="sgd",
+    )
+    store = run_oneshot(config, NumpyBackend(), digits, tmp_path)
+    strategies = {r.arm for r in store.records}
+    assert strategies == {"dense", "smallest_weights", "smallest_weights_global", "large_final"}
+    pruned = sorted({round(1 - r.weights_remaining, 2) for r in store.records if r.level})
+    assert pruned == [0.2, 0.56, 0.9, 0.99]
+    table = (tmp_path / "table.md").read_text()
+    assert table.splitlines()[0].startswith("| prune percentage | dataset | strategy |")
+    assert "| 20.00% | digits | large_final |" in table
+
+
+def test_plots_are_written(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    config = ImpConfig(framework="numpy", levels=2, seeds=2, iterations=30, eval_every=30)
+    store = run_imp(config, NumpyBackend(), digits, tmp_path)
+    paths = plot_imp(store.records, tmp_path)
+    assert [p.name for p in paths] == [
+        "accuracy_vs_weights_remaining.png",
+        "early_stop_vs_weights_remaining.png",
+    ]
+    assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_layer_rates_and_random_masks() -> None:
+    config = ImpConfig(model="conv2", rate=0.2)
+    assert layer_rates_for(config, ["conv", "conv", "dense", "output"]) == {
+        2: pytest.approx(1.0),
+        3: 0.5,
+    } or layer_rates_for(config, ["conv", "conv", "dense", "output"]) == {3: 0.5}
+    paper = ImpConfig(model="conv6")
+    assert layer_rates_for(paper, ["conv", "dense", "output"]) == {
+        0: pytest.approx(0.75),
+        2: pytest.approx(0.5),
+    }
+    masks = [np.random.default_rng(0).random((20, 5)) < 0.3]
+    random = random_masks_like(masks, seed=3)
+    assert int(random[0].sum()) == int(masks[0].sum())
+    assert not np.array_equal(random[0], masks[0])
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        ImpConfig(strategy="large_final_global")
+    with pytest.raises(ValueError, match="levels"):
+        ImpConfig(levels=0)
+    with pytest.raises(ValueError, match="model"):
+        ImpConfig(model="resnet")
+    with pytest.raises(ValueError, match="rate"):
+        ImpConfig(rate=1.5)
