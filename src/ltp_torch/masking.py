@@ -43,7 +43,7 @@ def mask_tensors(masks: Sequence[np.ndarray], parameters: Sequence[torch.Tensor]
 
 
 @torch.no_grad()
-def apply_masks_(parameters: Sequence[torch.Tensor], masks: MaskTensors) -> None:
+def apply_masks_(parameters: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None]) -> None:
     """Multiply each parameter by its mask in place (``None`` masks are skipped).
 
     Example:
@@ -61,7 +61,7 @@ def apply_masks_(parameters: Sequence[torch.Tensor], masks: MaskTensors) -> None
 def zero_optimizer_state_(
     optimizer: torch.optim.Optimizer,
     parameters: Sequence[torch.Tensor],
-    masks: MaskTensors,
+    masks: Sequence[torch.Tensor | None],
 ) -> int:
     """Zero the optimizer's per-parameter state at pruned entries.
 

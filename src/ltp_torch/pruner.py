@@ -262,10 +262,11 @@ class LotteryTicketPruner:
         Raises:
             ValueError: When ``state`` is not a pruner state or belongs to another model.
         """
-        if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
+        found = state.get("format") if isinstance(state, Mapping) else None
+        if found != _FORMAT:
             raise ValueError(
                 "Expected a state from ltp_torch.LotteryTicketPruner.state_dict(). "
-                f"Received: state with format={getattr(state, 'get', dict().get)('format')!r}"
+                f"Received: state with format={found!r}"
             )
         if state.get("version") != _FORMAT_VERSION:
             raise ValueError(

@@ -93,7 +93,7 @@ def restore_snapshot(module: nn.Module, saved: Mapping[str, torch.Tensor]) -> No
         >>> torch.equal(layer.bias, saved["bias"])
         True
     """
-    tensors = dict(module.named_parameters())
+    tensors: dict[str, torch.Tensor] = dict(module.named_parameters())
     tensors.update(module.named_buffers())
     for name, value in saved.items():
         target = tensors.get(name)
