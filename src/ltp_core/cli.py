@@ -178,6 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=["smallest_weights", "smallest_weights_global", "large_final"],
     )
 
+    mask = commands.add_parser(
+        "mask", help="masks for weights in .npz/.safetensors shards, streamed (any size)"
+    )
+    mask.add_argument("shards", nargs="+", type=Path, help="shard files with the trained weights")
+    mask.add_argument(
+        "--initial",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="shard files with the initial weights (movement, large_init, ...)",
+    )
+    mask.add_argument("--strategy", default="large_final_global", choices=sorted(STRATEGIES))
+    mask.add_argument(
+        "--fraction", type=_fraction, required=True, help="fraction of the weights to prune"
+    )
+    mask.add_argument(
+        "--include",
+        default=None,
+        help="regex of tensor names to prune (default: tensors with 2+ dims)",
+    )
+    mask.add_argument("--seed", type=int, default=None)
+    mask.add_argument("--out", type=Path, required=True, help="portable mask file (.npz)")
+    mask.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="also write the per-layer sparsity report (.md, .json or .txt)",
+    )
+
     report = commands.add_parser("report", help="rebuild tables and plots from saved results")
     report.add_argument("dir", type=Path)
     report.add_argument("--no-plots", action="store_true")
@@ -221,6 +250,43 @@ def _finish(out: Path, kind: str, records: list[RunRecord], plots: bool, title: 
     print(f"results in {out}/ (results.json, results.csv, table.md)")
 
 
+def _mask(args: argparse.Namespace) -> int:
+    from .shards import masks_from_shards, save_packed_masks
+
+    try:
+        result = masks_from_shards(
+            args.shards,
+            args.strategy,
+            args.fraction,
+            initial=args.initial,
+            include=args.include,
+            seed=args.seed,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        raise SystemExit(f"ltp: error: {error}") from None
+    save_packed_masks(
+        args.out,
+        result,
+        strategy=args.strategy,
+        fraction=args.fraction,
+        seed=args.seed,
+        sources=[str(p) for p in args.shards],
+    )
+    print(result.report.to_text())
+    if args.report is not None:
+        suffix = args.report.suffix
+        text = (
+            result.report.to_markdown()
+            if suffix == ".md"
+            else result.report.to_json()
+            if suffix == ".json"
+            else result.report.to_text()
+        )
+        args.report.write_text(text + "\n")
+    print(f"masks written to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ltp`` console script."""
     args = build_parser().parse_args(argv)
@@ -228,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "quiet", False) else logging.WARNING,
         format="%(asctime)s %(name)s: %(message)s",
     )
+    if args.command == "mask":
+        return _mask(args)
     if args.command == "report":
         try:
             document = load_results(args.dir)

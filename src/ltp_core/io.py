@@ -77,12 +77,18 @@ def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """
     arrays: dict[str, np.ndarray] = {}
     metadata = {
-        key: value for key, value in state.items() if key not in _ARRAY_LISTS and key != "masks"
+        key: value
+        for key, value in state.items()
+        if key not in _ARRAY_LISTS and key not in ("masks", "packed_masks")
     }
     metadata["format"] = FORMAT_NAME
     metadata["format_version"] = FORMAT_VERSION
-    for i, mask in enumerate(state["masks"]):
-        arrays[f"mask_{i}"] = np.packbits(np.asarray(mask, dtype=bool).reshape(-1))
+    if "packed_masks" in state:  # already np.packbits output, one per shape
+        for i, packed in enumerate(state["packed_masks"]):
+            arrays[f"mask_{i}"] = np.asarray(packed, dtype=np.uint8)
+    else:
+        for i, mask in enumerate(state["masks"]):
+            arrays[f"mask_{i}"] = np.packbits(np.asarray(mask, dtype=bool).reshape(-1))
     present = []
     for key in _ARRAY_LISTS:
         values = state.get(key)

@@ -232,7 +232,7 @@ class _Candidates:
 
 
 def keep_after_pruning_smallest(
-    sources: Sequence[ScoreSource], k: int, salt: int
+    sources: Sequence[ScoreSource], k: int, salt: int, *, packed: bool = False
 ) -> list[np.ndarray]:
     """Prune exactly the ``k`` alive entries with the smallest scores.
 
@@ -240,9 +240,11 @@ def keep_after_pruning_smallest(
         sources: One score source per array, with their alive entries.
         k: How many alive entries to prune, ``0 <= k <= total alive``.
         salt: Seeds the reproducible tie-breaking and the sampling.
+        packed: Return masks bit-packed (``np.packbits`` layout, 1 bit per weight) instead of
+            ``bool`` arrays: for weights larger than memory.
 
     Returns:
-        Flat boolean keep masks, one per source: alive and not among the ``k`` smallest.
+        Flat keep masks, one per source: alive and not among the ``k`` smallest.
 
     Raises:
         ValueError: ``k`` is out of range, or scores are not finite.
@@ -257,39 +259,59 @@ def keep_after_pruning_smallest(
     if not 0 <= k <= n_alive:
         raise ValueError(f"`k` must be in [0, {n_alive}]. Received: k={k}")
     if k == 0:
-        return [_alive_copy(source) for source in sources]
+        return [_alive_copy(source, packed) for source in sources]
     if k == n_alive:
-        return [np.zeros(source.size, dtype=bool) for source in sources]
+        return [_new_mask(source.size, packed, fill=0) for source in sources]
     if n_alive > SMALL_ALIVE:
         sample = _sample_alive_scores(sources, n_alive, salt)
         if sample.size >= MIN_SAMPLE:
             for sigmas in (5.0, 20.0):
                 lo, hi = _bracket(sample, k / n_alive, sigmas)
                 if lo == hi:
-                    tied = _prune_at_tied_value(sources, k, lo, salt)
+                    tied = _prune_at_tied_value(sources, k, lo, salt, packed)
                     if tied is not None:
                         return tied
                     continue
                 width = _bracket_width(sample, lo, hi)
                 budget = max(int(4 * width * n_alive), 1 << 16) if width < 1.0 else None
-                result = _fused_pass(sources, k, lo, hi, salt, budget)
+                result = _fused_pass(sources, k, lo, hi, salt, budget, packed)
                 if result is not None:
                     return result
-    result = _fused_pass(sources, k, -math.inf, math.inf, salt, budget=None)
+    result = _fused_pass(sources, k, -math.inf, math.inf, salt, None, packed)
     if result is None:  # pragma: no cover - an unbounded pass always resolves
         raise RuntimeError("exact selection failed; please report this as a bug")
     return result
 
 
-def _alive_copy(source: ScoreSource) -> np.ndarray:
-    out = np.ones(source.size, dtype=bool)
+def _new_mask(size: int, packed: bool, fill: int | None = None) -> np.ndarray:
+    if packed:
+        length = (size + 7) // 8
+        if fill is None:
+            return np.empty(length, dtype=np.uint8)
+        return np.full(length, 0xFF if fill else 0, dtype=np.uint8)
+    if fill is None:
+        return np.empty(size, dtype=bool)
+    return np.full(size, bool(fill), dtype=bool)
+
+
+def _store(out: np.ndarray, start: int, kept: np.ndarray, packed: bool) -> None:
+    """Write a chunk of keep flags (``start`` is a multiple of 8 when packed)."""
+    if packed:
+        out[start // 8 : start // 8 + (kept.size + 7) // 8] = np.packbits(kept)
+    else:
+        out[start : start + kept.size] = kept
+
+
+def _alive_copy(source: ScoreSource, packed: bool = False) -> np.ndarray:
+    out = _new_mask(source.size, packed, fill=1)
     if source.n_alive == source.size:
+        if packed and source.size % 8:
+            out[-1] = np.packbits(np.ones(source.size % 8, dtype=bool))[0]
         return out
     for start in range(0, source.size, CHUNK_SIZE):
         stop = min(start + CHUNK_SIZE, source.size)
         _, alive = source.chunk(start, stop)
-        if alive is not None:
-            out[start:stop] = alive
+        _store(out, start, np.ones(stop - start, bool) if alive is None else alive, packed)
     return out
 
 
@@ -336,19 +358,21 @@ def _fused_pass(
     hi: float,
     salt: int,
     budget: int | None,
+    packed: bool = False,
 ) -> list[np.ndarray] | None:
     """Write masks keeping scores >= lo, collect candidates in [lo, hi], resolve exactly."""
     outs: list[np.ndarray] = []
     candidates = _Candidates([], [])
     kept_at_or_above_lo = 0
     inside = np.empty(CHUNK_SIZE, dtype=bool)
+    scratch = np.empty(CHUNK_SIZE, dtype=bool) if packed else None
     for source in sources:
-        out = np.empty(source.size, dtype=bool)
+        out = _new_mask(source.size, packed)
         outs.append(out)
         for start in range(0, source.size, CHUNK_SIZE):
             stop = min(start + CHUNK_SIZE, source.size)
             scores, alive = source.chunk(start, stop)
-            kept = out[start:stop]
+            kept = out[start:stop] if scratch is None else scratch[: stop - start]
             np.greater_equal(scores, lo, out=kept)
             if alive is not None:
                 kept &= alive
@@ -360,6 +384,8 @@ def _fused_pass(
                 np.less_equal(scores, hi, out=in_bracket)
                 in_bracket &= kept
             found = np.flatnonzero(in_bracket)
+            if scratch is not None:
+                _store(out, start, kept, packed)
             if found.size:
                 candidates.values.append(scores[found])
                 candidates.keys.append(position_keys(source.array_id, found + start))
@@ -373,7 +399,7 @@ def _fused_pass(
         return None
     if still_to_prune:
         keys = _smallest_candidates(candidates, still_to_prune, salt)
-        _clear_positions(outs, sources, keys)
+        _clear_positions(outs, sources, keys, packed)
     return outs
 
 
@@ -393,7 +419,10 @@ def _smallest_candidates(candidates: _Candidates, count: int, salt: int) -> np.n
 
 
 def _clear_positions(
-    outs: Sequence[np.ndarray], sources: Sequence[ScoreSource], keys: np.ndarray
+    outs: Sequence[np.ndarray],
+    sources: Sequence[ScoreSource],
+    keys: np.ndarray,
+    packed: bool = False,
 ) -> None:
     keys = np.sort(keys)
     ids = np.array([source.array_id for source in sources], dtype=np.uint64)
@@ -402,29 +431,34 @@ def _clear_positions(
     low_bits = np.uint64((1 << _POSITION_BITS) - 1)
     for out, start, stop in zip(outs, bounds, ends, strict=True):
         if stop > start:
-            out[(keys[start:stop] & low_bits).astype(np.intp)] = False
+            flat = (keys[start:stop] & low_bits).astype(np.intp)
+            if packed:
+                bits = (0x80 >> (flat & 7)).astype(np.uint8)
+                np.bitwise_and.at(out, flat >> 3, ~bits)
+            else:
+                out[flat] = False
 
 
 def _prune_at_tied_value(
-    sources: Sequence[ScoreSource], k: int, value: float, salt: int
+    sources: Sequence[ScoreSource], k: int, value: float, salt: int, packed: bool = False
 ) -> list[np.ndarray] | None:
     """Handle a threshold on a heavily repeated value: prune all below, hash-pick among equals."""
     outs: list[np.ndarray] = []
     tied_counts: list[int] = []
     above_total = 0
     for source in sources:
-        out = np.empty(source.size, dtype=bool)
+        out = _new_mask(source.size, packed)
         outs.append(out)
         tied_here = 0
         for start in range(0, source.size, CHUNK_SIZE):
             stop = min(start + CHUNK_SIZE, source.size)
             scores, alive = source.chunk(start, stop)
-            kept = out[start:stop]
-            np.greater(scores, value, out=kept)
+            kept = np.greater(scores, value)
             equal = scores == value
             if alive is not None:
                 kept &= alive
                 equal &= alive
+            _store(out, start, kept, packed)
             above_total += int(np.count_nonzero(kept))
             tied_here += int(np.count_nonzero(equal))
         tied_counts.append(tied_here)
@@ -437,7 +471,9 @@ def _prune_at_tied_value(
         TieBreakScores(source, value, salt, n)
         for source, n in zip(sources, tied_counts, strict=True)
     ]
-    keep_tied = keep_after_pruning_smallest(tie_sources, k - below, salt ^ 0x5BD1E995)
+    keep_tied = keep_after_pruning_smallest(
+        tie_sources, k - below, salt ^ 0x5BD1E995, packed=packed
+    )
     for out, keep in zip(outs, keep_tied, strict=True):
         out |= keep
     return outs

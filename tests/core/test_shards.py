@@ -1,0 +1,229 @@
+"""Masks from .npz / .safetensors shards: same masks as in memory, bounded memory, errors."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ltp_core import compute_masks, load_masks
+from ltp_core.cli import main
+from ltp_core.shards import masks_from_shards, open_shards, save_packed_masks
+
+SAFETENSORS_CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64"}
+
+
+def write_safetensors(
+    path: Path, tensors: dict[str, np.ndarray], bfloat16: frozenset[str] = frozenset()
+) -> None:
+    """Minimal safetensors writer (header JSON + raw little-endian data)."""
+    header: dict[str, object] = {}
+    blobs = []
+    offset = 0
+    for name, array in tensors.items():
+        if name in bfloat16:
+            data = (np.asarray(array, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+            code = "BF16"
+        else:
+            data = np.ascontiguousarray(array).tobytes()
+            code = SAFETENSORS_CODES[array.dtype]
+        header[name] = {
+            "dtype": code,
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        blobs.append(data)
+        offset += len(data)
+    encoded = json.dumps(header).encode()
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(encoded)))
+        file.write(encoded)
+        for blob in blobs:
+            file.write(blob)
+
+
+def weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "embed": rng.normal(size=(64, 16)).astype(np.float32),
+        "block.0.w": rng.normal(size=(16, 48)).astype(np.float32),
+        "block.0.bias": rng.normal(size=(48,)).astype(np.float32),
+        "block.1.w": rng.normal(size=(48, 16)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "large_final_global",
+        "large_final",
+        "random_global",
+        "movement_global",
+        "large_final_same_sign",
+    ],
+)
+def test_shard_masks_equal_in_memory_masks(
+    tmp_path: Path, strategy: str, selection_path: str
+) -> None:
+    trained, initial = weights(0), weights(1)
+    write_safetensors(tmp_path / "a.safetensors", {k: trained[k] for k in ("embed", "block.0.w")})
+    np.savez(tmp_path / "b.npz", **{k: trained[k] for k in ("block.0.bias", "block.1.w")})
+    write_safetensors(tmp_path / "init.safetensors", initial)
+    result = masks_from_shards(
+        [tmp_path / "a.safetensors", tmp_path / "b.npz"],
+        strategy,
+        0.3,
+        initial=[tmp_path / "init.safetensors"],
+        seed=4,
+    )
+    names = ["embed", "block.0.w", "block.1.w"]  # 1-d bias excluded by default
+    assert result.names == names
+    expected = compute_masks(
+        strategy,
+        0.3,
+        trained=[trained[n] for n in names],
+        initial=[initial[n] for n in names],
+        seed=4,
+    )
+    for got, want in zip(result.unpacked(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert result.report.kept == sum(int(m.sum()) for m in expected)
+
+
+def test_bfloat16_and_float16_shards(tmp_path: Path) -> None:
+    w = weights()
+    write_safetensors(
+        tmp_path / "w.safetensors",
+        {"embed": w["embed"], "block.0.w": w["block.0.w"].astype(np.float16)},
+        bfloat16=frozenset({"embed"}),
+    )
+    result = masks_from_shards([tmp_path / "w.safetensors"], "large_final_global", 0.5)
+    assert result.report.kept == (64 * 16 + 16 * 48) // 2 + (64 * 16 + 16 * 48) % 2
+
+
+def test_cli_writes_portable_mask_file_and_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = weights()
+    np.savez(tmp_path / "w.npz", **w)
+    code = main(
+        [
+            "mask",
+            str(tmp_path / "w.npz"),
+            "--fraction",
+            "0.25",
+            "--include",
+            r"\.w$",
+            "--out",
+            str(tmp_path / "masks.npz"),
+            "--report",
+            str(tmp_path / "r.md"),
+        ]
+    )
+    assert code == 0
+    masks, names = load_masks(tmp_path / "masks.npz")
+    assert names == ["block.0.w", "block.1.w"]
+    assert sum(int((~m).sum()) for m in masks) == int(0.25 * 2 * 16 * 48)
+    assert "| block.0.w |" in (tmp_path / "r.md").read_text()
+    assert "masks written to" in capsys.readouterr().out
+
+
+def test_errors(tmp_path: Path) -> None:
+    w = weights()
+    np.savez_compressed(tmp_path / "c.npz", **w)
+    with pytest.raises(ValueError, match="compressed"):
+        open_shards([tmp_path / "c.npz"])
+    write_safetensors(tmp_path / "t.safetensors", w)
+    data = (tmp_path / "t.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        masks_from_shards([tmp_path / "cut.safetensors"], "large_final_global", 0.2)
+    np.savez(tmp_path / "dup.npz", embed=w["embed"])
+    with pytest.raises(ValueError, match="unique"):
+        open_shards([tmp_path / "t.safetensors", tmp_path / "dup.npz"])
+    (tmp_path / "w.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"\.safetensors or \.npz"):
+        open_shards([tmp_path / "w.bin"])
+    with pytest.raises(ValueError, match="initial"):
+        masks_from_shards([tmp_path / "t.safetensors"], "movement", 0.2)
+    with pytest.raises(ValueError, match="cannot stream"):
+        masks_from_shards(
+            [tmp_path / "t.safetensors"],
+            "large_init_large_final",
+            0.2,
+            initial=[tmp_path / "t.safetensors"],
+        )
+    with pytest.raises(ValueError, match="No prunable tensors"):
+        masks_from_shards([tmp_path / "t.safetensors"], "large_final", 0.2, include="nothing")
+    with pytest.raises(SystemExit, match="ltp: error"):
+        main(
+            [
+                "mask",
+                str(tmp_path / "missing.npz"),
+                "--fraction",
+                "0.2",
+                "--out",
+                str(tmp_path / "m.npz"),
+            ]
+        )
+
+
+def test_packed_round_trip(tmp_path: Path) -> None:
+    np.savez(tmp_path / "w.npz", **weights())
+    result = masks_from_shards([tmp_path / "w.npz"], "large_final", 0.4)
+    save_packed_masks(tmp_path / "m.npz", result)
+    masks, _ = load_masks(tmp_path / "m.npz")
+    for a, b in zip(masks, result.unpacked(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gigabyte_of_weights_under_300_mb_extra_resident_memory(tmp_path: Path) -> None:
+    """>= 1 GiB of float32 weights in 4 shards; peak RSS growth must stay under 300 MB."""
+    rng = np.random.default_rng(0)
+    per_shard = 2**28 // 4  # 4 shards x 256 MiB = 1 GiB (268M weights)
+    rows = per_shard // 4096
+    paths = []
+    for s in range(4):
+        path = tmp_path / f"shard_{s}.safetensors"
+        header = json.dumps(
+            {
+                f"layer{s}.w": {
+                    "dtype": "F32",
+                    "shape": [rows, 4096],
+                    "data_offsets": [0, rows * 4096 * 4],
+                }
+            }
+        ).encode()
+        with open(path, "wb") as file:
+            file.write(struct.pack("<Q", len(header)))
+            file.write(header)
+            for _ in range(rows // 2048):
+                file.write(rng.standard_normal((2048, 4096), dtype=np.float32).tobytes())
+        paths.append(str(path))
+    script = textwrap.dedent(f"""
+        import resource, sys
+        import numpy as np
+        from ltp_core.shards import masks_from_shards, save_packed_masks
+        from ltp_core.compute import count_to_prune
+        def rss_kb():
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("VmRSS"))
+        base = rss_kb()
+        result = masks_from_shards({paths!r}, "large_final_global", 0.2)
+        save_packed_masks({str(tmp_path / "m.npz")!r}, result)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        total = sum(int(np.prod(s)) for s in result.shapes)
+        assert total >= 2**28, total
+        assert total - result.report.kept == count_to_prune(0.2, total)
+        print((peak - base) / 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    extra_mb = float(out.stdout.strip().splitlines()[-1])
+    print(f"extra resident memory: {extra_mb:.0f} MB")
+    assert extra_mb < 300, f"extra resident memory {extra_mb:.0f} MB"
