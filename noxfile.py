@@ -81,8 +81,9 @@ def tests_core(session: nox.Session) -> None:
 
 @nox.session
 def tests_torch(session: nox.Session) -> None:
-    """PyTorch adapter tests."""
+    """PyTorch adapter tests and its docstring examples."""
     pytest(session, "tests/torch", "-q")
+    pytest(session, "--doctest-modules", "src/ltp_torch", "-q")
 
 
 @nox.session
@@ -101,7 +102,7 @@ def tests(session: nox.Session) -> None:
         if p.is_dir() and p.name not in {"keras", "__pycache__"}
     ]
     pytest(session, *others, "-q")
-    pytest(session, "--doctest-modules", "src/ltp_core", "-q")
+    pytest(session, "--doctest-modules", "src/ltp_core", "src/ltp_torch", "-q")
     for backend in KERAS_BACKENDS:
         pytest(session, "tests/keras", "-q", env={"KERAS_BACKEND": backend})
 
