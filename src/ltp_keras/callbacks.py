@@ -139,9 +139,7 @@ class RewindCheckpoint(keras.callbacks.Callback):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0
             ):
-                raise ValueError(
-                    f"`{name}` must be a non-negative int. Received: {name}={value!r}"
-                )
+                raise ValueError(f"`{name}` must be a non-negative int. Received: {name}={value!r}")
         self.iteration = None if iteration is None else int(iteration)
         self.epoch = None if epoch is None else int(epoch)
         self.once = bool(once)
@@ -161,7 +159,9 @@ class RewindCheckpoint(keras.callbacks.Callback):
         if self.iteration is not None and self._steps != self.iteration:
             logger.warning(
                 "RewindCheckpoint captured after step %d, not %d (steps_per_execution does "
-                "not divide it)", self._steps, self.iteration
+                "not divide it)",
+                self._steps,
+                self.iteration,
             )
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -189,5 +189,8 @@ class RewindCheckpoint(keras.callbacks.Callback):
         if self._wanted():
             logger.warning(
                 "RewindCheckpoint did not capture: training ended after %d steps, before "
-                "iteration=%s / epoch=%s", self._steps, self.iteration, self.epoch
+                "iteration=%s / epoch=%s",
+                self._steps,
+                self.iteration,
+                self.epoch,
             )

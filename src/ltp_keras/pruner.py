@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 import numpy as np
+
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import apply_masks
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import keras
 import numpy as np
@@ -27,7 +27,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Prunable = Union[Callable[[keras.Variable], bool], Sequence[str], None]
+Prunable = Callable[[keras.Variable], bool] | Sequence[str] | None
 
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 _SINGLE_KERNEL = (
@@ -45,8 +45,9 @@ _SINGLE_KERNEL = (
 
 
 def _is_float_variable(variable: keras.Variable) -> bool:
-    return bool(np.issubdtype(np.dtype(keras.backend.standardize_dtype(variable.dtype)),
-                              np.floating))
+    return bool(
+        np.issubdtype(np.dtype(keras.backend.standardize_dtype(variable.dtype)), np.floating)
+    )
 
 
 def _walk_layers(model: keras.layers.Layer) -> Iterable[keras.layers.Layer]:
@@ -57,8 +58,10 @@ def _walk_layers(model: keras.layers.Layer) -> Iterable[keras.layers.Layer]:
 
 def _layer_kernels(layer: keras.layers.Layer) -> list[keras.Variable]:
     if isinstance(layer, _SEPARABLE):
-        candidates = [getattr(layer, "depthwise_kernel", None),
-                      getattr(layer, "pointwise_kernel", None)]
+        candidates = [
+            getattr(layer, "depthwise_kernel", None),
+            getattr(layer, "pointwise_kernel", None),
+        ]
     elif isinstance(layer, _SINGLE_KERNEL):
         # ``_kernel`` is the variable itself where ``kernel`` is a computed property (LoRA).
         raw = getattr(layer, "_kernel", None)
@@ -122,8 +125,10 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
         selected = default_prunable_variables(model)
     elif callable(prunable):
         selected = [v for v in weights if _is_float_variable(v) and prunable(v)]
-    elif isinstance(prunable, Sequence) and not isinstance(prunable, (str, bytes)) and all(
-        isinstance(p, str) for p in prunable
+    elif (
+        isinstance(prunable, Sequence)
+        and not isinstance(prunable, (str, bytes))
+        and all(isinstance(p, str) for p in prunable)
     ):
         by_path = {v.path: v for v in weights}
         unknown = [p for p in prunable if p not in by_path]

@@ -8,8 +8,3 @@ import pytest
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"keras {keras.__version__}, backend {keras.backend.backend()}"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_keras_state() -> None:
-    keras.backend.clear_session()

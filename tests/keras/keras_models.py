@@ -30,8 +30,11 @@ def make_nested_model(seed: int = 0) -> keras.Model:
 def make_mlp(seed: int = 0, hidden: int = 16) -> keras.Model:
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
-        [keras.Input((10,)), layers.Dense(hidden, activation="relu", name="hidden"),
-         layers.Dense(3, name="out")],
+        [
+            keras.Input((10,)),
+            layers.Dense(hidden, activation="relu", name="hidden"),
+            layers.Dense(3, name="out"),
+        ],
         name="mlp",
     )
 

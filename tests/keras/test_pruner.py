@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import layers
 from keras_models import compile_model, image_data, make_mlp, make_nested_model, to_numpy
+
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import compute_masks
 from ltp_keras import LotteryTicketPruner
@@ -49,7 +50,9 @@ def test_old_package_conv_large_final_counts(equal: bool) -> None:
     assert np.sum(to_numpy(kernel) == 0) == 64
 
 
-@pytest.mark.parametrize("strategy", ["smallest_weights_global", "large_final", "movement", "random"])
+@pytest.mark.parametrize(
+    "strategy", ["smallest_weights_global", "large_final", "movement", "random"]
+)
 def test_masks_equal_the_cores(strategy: str) -> None:
     model = make_nested_model()
     pruner = LotteryTicketPruner(model, seed=3)
@@ -66,8 +69,14 @@ def test_masks_equal_the_cores(strategy: str) -> None:
     for mine, theirs in zip(pruner.masks, core.masks, strict=True):
         np.testing.assert_array_equal(mine, theirs)
     direct = compute_masks(
-        strategy, 0.3, initial=initial, trained=trained, current=trained, seed=[3, 0],
-        layer_rates={7: 0.5}, names=pruner.names,
+        strategy,
+        0.3,
+        initial=initial,
+        trained=trained,
+        current=trained,
+        seed=[3, 0],
+        layer_rates={7: 0.5},
+        names=pruner.names,
     )
     for mine, theirs in zip(pruner.masks, direct, strict=True):
         np.testing.assert_array_equal(mine, theirs)

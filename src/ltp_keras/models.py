@@ -1,0 +1,117 @@
+"""Keras 3 builds of the experiment models (``ltp_core.experiment.models.MODEL_SPECS``).
+
+Every model is a ``keras.Sequential`` with stable, explicit names (the model is named after the
+spec, layers ``conv1``, ``pool1``, ``fc1``, ..., ``output``), so variable paths, and therefore
+the pruner's layer names, are the same in every process and for every seed. Kernels are
+Glorot (Xavier) normal and biases zero, as in Frankle & Carbin (2019); the output layer gives
+logits.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from ltp_core.experiment.models import model_spec
+
+__all__ = ["build_model", "output_layer"]
+
+
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> keras.Sequential:
+    """Build the experiment model ``name``, initialized from ``seed``.
+
+    The same arguments give the same initial weights (and dropout seeds), on every Keras backend.
+    The global seeds (Python, NumPy, backend) are set with ``keras.utils.set_random_seed(seed)``.
+
+    Args:
+        name: A model of ``ltp_core.experiment.models.MODEL_SPECS``.
+        input_shape: Shape of one image, ``(height, width, channels)``.
+        num_classes: Width of the output layer.
+        seed: Initialization seed.
+
+    Raises:
+        ValueError: Unknown ``name``, or an input too small for the model's pooling layers.
+
+    Example:
+        >>> model = build_model("lenet300_100", (8, 8, 1), 10, seed=0)
+        >>> [layer.name for layer in model.layers]
+        ['flatten', 'fc1', 'fc2', 'output']
+        >>> model.count_params()
+        50810
+    """
+    spec = model_spec(name)
+    if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
+        )
+    keras.utils.set_random_seed(int(seed))
+    layers: list[keras.layers.Layer] = [keras.Input(tuple(int(d) for d in input_shape))]
+    n_conv = n_pool = 0
+    size = min(int(input_shape[0]), int(input_shape[1]))
+    for filters in spec.conv_filters:
+        if filters == 0:
+            n_pool += 1
+            if size < 2:
+                raise ValueError(
+                    f"{name} pools more often than the input allows. "
+                    f"Received: input_shape={input_shape}"
+                )
+            size //= 2
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool{n_pool}"))
+        else:
+            n_conv += 1
+            if spec.conv_padding == "valid":
+                size -= 2
+            layers.append(
+                keras.layers.Conv2D(
+                    filters,
+                    3,
+                    padding=spec.conv_padding,
+                    activation="relu",
+                    kernel_initializer="glorot_normal",
+                    bias_initializer="zeros",
+                    name=f"conv{n_conv}",
+                )
+            )
+    if spec.conv_filters and spec.dropout[0] > 0:
+        layers.append(keras.layers.Dropout(spec.dropout[0], name="dropout_conv"))
+    layers.append(keras.layers.Flatten(name="flatten"))
+    for i, units in enumerate(spec.dense_units, start=1):
+        layers.append(
+            keras.layers.Dense(
+                units,
+                activation="relu",
+                kernel_initializer="glorot_normal",
+                bias_initializer="zeros",
+                name=f"fc{i}",
+            )
+        )
+        if spec.dropout[1] > 0:
+            layers.append(keras.layers.Dropout(spec.dropout[1], name=f"dropout{i}"))
+    layers.append(
+        keras.layers.Dense(
+            num_classes,
+            kernel_initializer="glorot_normal",
+            bias_initializer="zeros",
+            name="output",
+        )
+    )
+    return keras.Sequential(layers, name=name)
+
+
+def output_layer(model: keras.Model) -> keras.layers.Dense:
+    """The model's last ``Dense`` layer (the logits).
+
+    Example:
+        >>> output_layer(build_model("conv2", (8, 8, 1), 10, seed=0)).name
+        'output'
+    """
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ValueError(f"The model has no Dense layer. Received: model={model.name!r}")
+    return dense[-1]

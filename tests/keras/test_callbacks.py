@@ -1,0 +1,235 @@
+"""``PrunerCallback`` and ``RewindCheckpoint`` during ``fit`` on the active backend."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from keras_models import (
+    ZeroCheck,
+    compile_model,
+    image_data,
+    make_mlp,
+    make_nested_model,
+    to_numpy,
+    vector_data,
+)
+
+from ltp_keras import LotteryTicketPruner, PrunerCallback, RewindCheckpoint, slot_variables
+
+
+def _zero_counts(pruner: LotteryTicketPruner, model: keras.Model) -> list[int]:
+    return [int(np.sum(to_numpy(v) == 0)) for v in pruner.prunable_variables(model)]
+
+
+def test_readme_flow_on_nested_model_keeps_exact_zeros_after_every_batch() -> None:
+    X, y = image_data(48)
+    model = compile_model(make_nested_model())
+    initial_weights = model.get_weights()
+    pruner = LotteryTicketPruner(model)
+    model.fit(X, y, batch_size=16, verbose=0)
+    pruner.set_pretrained_weights(model)
+    model.set_weights(initial_weights)
+    pruner.calc_prune_mask(model, 0.5, "large_final")
+    untrained_loss = model.evaluate(X, y, verbose=0)  # before fit: weights not pruned yet
+    check = ZeroCheck(pruner)
+    model.fit(
+        X,
+        y,
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        validation_data=(X[:16], y[:16]),
+        callbacks=[PrunerCallback(pruner), check],
+    )
+    trained_loss = model.evaluate(X, y, verbose=0, callbacks=[check])
+    assert np.isfinite(untrained_loss) and np.isfinite(trained_loss)
+    # begin + 2x3 batches + 2 epoch ends + 2 validation batches + 2 evaluate batches
+    assert check.checks == 1 + 2 * 3 + 2 + 2 + 2
+    expected = [int(np.sum(~m)) for m in pruner.masks]
+    assert _zero_counts(pruner, model) == expected
+    assert expected == [m.size // 2 for m in pruner.masks]
+    bn = model.get_layer("bn")  # BatchNormalization is trained, never masked
+    for variable in (bn.gamma, bn.moving_variance):
+        assert np.count_nonzero(to_numpy(variable)) == variable.shape[0]
+
+
+@pytest.mark.parametrize(
+    ("jit_compile", "steps_per_execution"), [(True, 3), (False, 1), (False, 2)]
+)
+def test_zeros_with_jit_compile_and_steps_per_execution(
+    jit_compile: bool, steps_per_execution: int
+) -> None:
+    if steps_per_execution > 1 and keras.backend.backend() == "torch":
+        pytest.skip("the torch backend of Keras requires steps_per_execution=1")
+    X, y = vector_data(24)
+    model = compile_model(
+        make_mlp(), jit_compile=jit_compile, steps_per_execution=steps_per_execution
+    )
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.6, "random")
+    check = ZeroCheck(pruner)
+    before = [to_numpy(v) for v in pruner.prunable_variables(model)]
+    model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner), check])
+    after = [to_numpy(v) for v in pruner.prunable_variables(model)]
+    assert check.checks >= 2
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+    for b, a, m in zip(before, after, pruner.masks, strict=True):
+        assert not np.array_equal(b[m], a[m])  # the kept weights did train
+
+
+class _SlotCheck(keras.callbacks.Callback):
+    def __init__(self, pruner: LotteryTicketPruner) -> None:
+        super().__init__()
+        self.pruner = pruner
+        self.touched = 0
+
+    def on_train_begin(self, logs=None):  # type: ignore[no-untyped-def]
+        optimizer = self.model.optimizer
+        for variable, mask in zip(
+            self.pruner.prunable_variables(self.model), self.pruner.masks, strict=True
+        ):
+            prefix = variable.path.replace("/", "_") + "_"
+            for slot in optimizer.variables:
+                if slot.name.startswith(prefix):
+                    assert np.count_nonzero(to_numpy(slot)[~mask]) == 0, slot.name
+                    self.touched += 1
+
+
+def test_optimizer_slots_are_zeroed_when_masks_change() -> None:
+    X, y = vector_data(32)
+    model = compile_model(make_mlp(), optimizer=keras.optimizers.Adam(learning_rate=0.01))
+    pruner = LotteryTicketPruner(model)
+    model.fit(X, y, batch_size=8, verbose=0)  # dense training: non-zero moments everywhere
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    slots = _SlotCheck(pruner)
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[PrunerCallback(pruner), slots])
+    assert slots.touched == 2 * 2  # momentum and velocity of two kernels
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+
+
+def test_ema_weights_keep_zeros() -> None:
+    # One fit only: on JAX, Keras 3.15 itself fails a second fit with use_ema=True.
+    X, y = vector_data(32)
+    optimizer = keras.optimizers.Adam(learning_rate=0.01, use_ema=True, ema_overwrite_frequency=2)
+    model = compile_model(make_mlp(), optimizer=optimizer)
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    slots = _SlotCheck(pruner)
+    check = ZeroCheck(pruner)
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[PrunerCallback(pruner), slots, check])
+    # momentum, velocity and EMA average of two kernels; TF builds the optimizer lazily
+    # inside the first traced step, from the already masked weights.
+    assert slots.touched == (0 if keras.backend.backend() == "tensorflow" else 2 * 3)
+    assert check.checks == 1 + 4 + 1
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+    for variable, mask in zip(pruner.prunable_variables(model), pruner.masks, strict=True):
+        (average,) = [s for s in slot_variables(optimizer, variable) if s.name.endswith("average")]
+        assert np.count_nonzero(to_numpy(average)[~mask]) == 0
+
+
+def test_callback_is_reusable_and_removes_its_constraints() -> None:
+    X, y = vector_data(32)
+    max_norm = keras.constraints.MaxNorm(5.0)
+    model = make_mlp()
+    kernel = model.layers[0].kernel
+    kernel.constraint = max_norm
+    compile_model(model, optimizer="sgd")
+    pruner = LotteryTicketPruner(model)
+    callback = PrunerCallback(pruner)
+    pruner.calc_prune_mask(model, 0.3, "smallest_weights")
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[callback])
+    assert kernel.constraint is max_norm
+    pruner.calc_prune_mask(model, 0.3, "smallest_weights")  # new masks, same callback
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[callback, ZeroCheck(pruner)])
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+    assert kernel.constraint is max_norm
+    model.fit(X, y, batch_size=8, verbose=0)  # without the callback nothing is enforced
+    assert _zero_counts(pruner, model)[0] < int(np.sum(~pruner.masks[0]))
+
+
+def test_use_dwr_scales_once_per_new_masks() -> None:
+    X, y = vector_data(16)
+    model = compile_model(make_mlp(), optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.75, "smallest_weights")
+    before = [to_numpy(v) for v in pruner.prunable_variables(model)]
+    callback = PrunerCallback(pruner, use_dwr=True)
+    model.fit(X, y, batch_size=8, epochs=3, verbose=0, callbacks=[callback])
+    model.fit(X, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])  # same masks
+    for v, b, m in zip(pruner.prunable_variables(model), before, pruner.masks, strict=True):
+        np.testing.assert_allclose(to_numpy(v), np.where(m, b * 4.0, 0.0), rtol=1e-6)
+    with pytest.raises(TypeError, match="Received: use_dwr='yes'"):
+        PrunerCallback(pruner, use_dwr="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Received: pruner of type"):
+        PrunerCallback(object())  # type: ignore[arg-type]
+
+
+def test_saved_model_and_checkpoints_keep_exact_zeros(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    X, y = vector_data(32)
+    model = compile_model(make_mlp())
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.7, "smallest_weights_global")
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt.keras"))
+    model.fit(X, y, batch_size=16, verbose=0, callbacks=[PrunerCallback(pruner), checkpoint])
+    model.save(tmp_path / "final.keras")
+    expected = [int(np.sum(~m)) for m in pruner.masks]
+    for name in ("ckpt.keras", "final.keras"):
+        loaded = keras.models.load_model(tmp_path / name)  # no custom objects needed
+        assert _zero_counts(pruner, loaded) == expected
+        for v, m in zip(pruner.prunable_variables(loaded), pruner.masks, strict=True):
+            assert np.count_nonzero(to_numpy(v)[~m]) == 0
+
+
+def test_subclassed_model_trains_with_callback() -> None:
+    from keras_models import SubclassedNet
+
+    X, y = vector_data(24)
+    model = SubclassedNet()
+    model(X[:1])
+    compile_model(model)
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[PrunerCallback(pruner), ZeroCheck(pruner)])
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+
+
+class _Recorder(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshots: list[list[np.ndarray]] = []
+
+    def on_train_begin(self, logs=None):  # type: ignore[no-untyped-def]
+        self.snapshots = [self.model.get_weights()]
+
+    def on_train_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
+        self.snapshots.append(self.model.get_weights())
+
+
+@pytest.mark.parametrize("iteration", [0, 3])
+def test_rewind_checkpoint_captures_after_iteration_k(iteration: int) -> None:
+    X, y = vector_data(32)
+    model = compile_model(make_mlp(), optimizer="sgd")
+    pruner = LotteryTicketPruner(model)
+    recorder = _Recorder()
+    checkpoint = RewindCheckpoint(pruner, iteration=iteration)
+    model.fit(X, y, batch_size=8, epochs=2, verbose=0, callbacks=[recorder, checkpoint])
+    assert checkpoint.captured_at == iteration
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[checkpoint])  # once: no new capture
+    pruner.rewind(model)
+    for got, want in zip(model.get_weights(), recorder.snapshots[iteration], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_rewind_checkpoint_by_epoch_and_errors() -> None:
+    X, y = vector_data(32)
+    spe = 1 if keras.backend.backend() == "torch" else 2
+    model = compile_model(make_mlp(), optimizer="sgd", steps_per_execution=spe)
+    pruner = LotteryTicketPruner(model)
+    checkpoint = RewindCheckpoint(pruner, epoch=1)
+    model.fit(X, y, batch_size=8, epochs=2, verbose=0, callbacks=[checkpoint])
+    assert checkpoint.captured_at == 4
+    with pytest.raises(ValueError, match="exactly one"):
+        RewindCheckpoint(pruner)
+    with pytest.raises(ValueError, match="Received: iteration=-1"):
+        RewindCheckpoint(pruner, iteration=-1)
