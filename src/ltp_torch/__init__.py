@@ -15,6 +15,7 @@ Example:
     >>> hook.remove()
 """
 
+from ltp_torch.checkpoint import load_checkpoint, save_checkpoint
 from ltp_torch.hook import PrunerHook
 from ltp_torch.parameters import default_prunable, find_prunable_parameters
 from ltp_torch.pruner import LotteryTicketPruner
@@ -26,4 +27,6 @@ __all__ = [
     "RewindPointHook",
     "default_prunable",
     "find_prunable_parameters",
+    "load_checkpoint",
+    "save_checkpoint",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "PrunableSpec",
     "default_prunable",
     "find_prunable_parameters",
+    "parameter_kinds",
     "resolve_parameters",
     "unwrap_module",
 ]
@@ -126,8 +127,14 @@ def _check_selected(name: str, owner: nn.Module, parameter: nn.Parameter) -> Non
         )
     if not parameter.is_floating_point():
         raise TypeError(
-            f"Only floating point parameters can be pruned. "
-            f"Received: parameter {name!r} with dtype={parameter.dtype}"
+            f"Only floating point parameters can be pruned; `prunable` selects '{name}'. "
+            f"Received: prunable selecting parameter {name!r} with dtype={parameter.dtype}"
+        )
+    if parameter.dim() == 0 or parameter.numel() == 0:
+        raise ValueError(
+            f"A pruned parameter needs at least one dimension and one entry; `prunable` selects "
+            f"'{name}'. Received: prunable selecting parameter {name!r} of shape "
+            f"{tuple(parameter.shape)}"
         )
 
 
@@ -266,3 +273,34 @@ def resolve_parameters(
             )
         parameters.append(parameter)
     return parameters
+
+
+def parameter_kinds(module: nn.Module, names: Sequence[str]) -> list[str]:
+    """Tell the weight layout kind of each named parameter, for portable mask files.
+
+    ``"dense"`` for the weight of ``nn.Linear`` (``(out, in)``), ``"conv"`` for ``nn.ConvNd``
+    (``(out, in/groups, *kernel)``), ``"conv_transpose"`` for ``nn.ConvTransposeNd``
+    (``(in, out/groups, *kernel)``) and ``"other"`` for anything else (biases, embeddings, ...).
+    See :mod:`ltp_torch.layout`.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+        >>> parameter_kinds(net, ["0.weight", "2.weight", "2.bias"])
+        ['conv', 'dense', 'other']
+    """
+    module = unwrap_module(module)
+    kinds = []
+    for name in names:
+        owner_name, _, local = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        kind = "other"
+        if local == "weight":
+            if isinstance(owner, nn.Linear):
+                kind = "dense"
+            elif isinstance(owner, nn.modules.conv._ConvTransposeNd):
+                kind = "conv_transpose"
+            elif isinstance(owner, nn.modules.conv._ConvNd):
+                kind = "conv"
+        kinds.append(kind)
+    return kinds

@@ -9,6 +9,7 @@ the parameters keep working.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,11 +18,14 @@ import torch
 from torch import nn
 
 from ltp_core import LotteryTicketPruner as CorePruner
+from ltp_core import io as core_io
 from ltp_torch.arrays import to_numpy, write_into
+from ltp_torch.layout import check_layout, map_saved_masks
 from ltp_torch.masking import MaskTensors, apply_masks_, mask_tensors
 from ltp_torch.parameters import (
     PrunableSpec,
     find_prunable_parameters,
+    parameter_kinds,
     resolve_parameters,
     unwrap_module,
 )
@@ -33,6 +37,17 @@ logger = logging.getLogger(__name__)
 
 _FORMAT = "ltp_torch.LotteryTicketPruner"
 _FORMAT_VERSION = 1
+_LAYOUT = "torch"
+
+
+def _check_finite(names: Sequence[str], arrays: Sequence[np.ndarray], argument: str) -> None:
+    """Raise a ValueError naming the parameter when a weight array holds NaN or inf."""
+    for name, array in zip(names, arrays, strict=True):
+        if not np.isfinite(array).all():
+            raise ValueError(
+                f"Parameter '{name}' of `{argument}` contains NaN or infinite values; masks "
+                f"cannot be computed from them. Received: {argument} with non-finite '{name}'"
+            )
 
 
 class LotteryTicketPruner:
@@ -70,7 +85,10 @@ class LotteryTicketPruner:
         named = find_prunable_parameters(module, prunable)
         self._names = [name for name, _ in named]
         self._shapes = [tuple(parameter.shape) for _, parameter in named]
-        self._core = CorePruner([to_numpy(p) for _, p in named], names=self._names, seed=seed)
+        self._kinds = parameter_kinds(module, self._names)
+        initial = [to_numpy(p) for _, p in named]
+        _check_finite(self._names, initial, "module")
+        self._core = CorePruner(initial, names=self._names, seed=seed)
         self._initial_state = snapshot(module, exclude=set(self._names))
         self._rewind_state: dict[str, torch.Tensor] | None = None
         self._mask_version = 0
@@ -94,6 +112,12 @@ class LotteryTicketPruner:
     def shapes(self) -> list[tuple[int, ...]]:
         """Shapes of the prunable parameters, in order."""
         return list(self._shapes)
+
+    @property
+    def kinds(self) -> list[str]:
+        """Layout kind of each prunable parameter: ``"dense"``, ``"conv"``,
+        ``"conv_transpose"`` or ``"other"`` (see :mod:`ltp_torch.layout`)."""
+        return list(self._kinds)
 
     @property
     def masks(self) -> list[np.ndarray]:
@@ -166,7 +190,9 @@ class LotteryTicketPruner:
             >>> int((~pruner.masks[0]).sum())
             4
         """
-        self._core.set_pretrained_weights(self.weights(module))
+        weights = self.weights(module)
+        _check_finite(self._names, weights, "module")
+        self._core.set_pretrained_weights(weights)
 
     def calc_prune_mask(
         self,
@@ -187,8 +213,10 @@ class LotteryTicketPruner:
         Call :meth:`apply_pruning` or :meth:`rewind`, or use :class:`ltp_torch.PrunerHook`, to
         write the masks into a module.
         """
+        weights = self.weights(module)
+        _check_finite(self._names, weights, "module")
         self._core.calc_prune_mask(
-            self.weights(module), prune_percentage, prune_strategy, layer_rates=layer_rates
+            weights, prune_percentage, prune_strategy, layer_rates=layer_rates
         )
         self._mask_version += 1
 
@@ -205,6 +233,91 @@ class LotteryTicketPruner:
         """
         self._core.set_masks(masks)
         self._mask_version += 1
+
+    def save_masks(self, path: str | os.PathLike[str]) -> None:
+        """Write the masks to a portable mask file (``.npz``), atomically.
+
+        The file is the core's format (:func:`ltp_core.io.save_masks`): bit-packed masks plus the
+        parameter names, the ``layout`` tag ``"torch"`` and each array's kind, so the Keras
+        adapter can transpose Linear and convolution masks into its own layout.
+
+        Example:
+            >>> import os, tempfile
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Linear(4, 3))
+            >>> pruner = LotteryTicketPruner(net)
+            >>> pruner.calc_prune_mask(net, 0.5, "smallest_weights")
+            >>> path = os.path.join(tempfile.mkdtemp(), "masks.npz")
+            >>> pruner.save_masks(path)
+            >>> other = LotteryTicketPruner(nn.Sequential(nn.Linear(4, 3)))
+            >>> other.load_masks(path)
+            >>> bool((other.masks[0] == pruner.masks[0]).all())
+            True
+        """
+        core_io.save_masks(
+            path,
+            self._core.masks,
+            self._names,
+            framework="torch",
+            layout=_LAYOUT,
+            kinds=list(self._kinds),
+            level=self.level,
+            cumulative_pruning_rate=self.cumulative_pruning_rate,
+        )
+
+    def load_masks(self, path: str | os.PathLike[str], *, layout: str | None = None) -> None:
+        """Replace the masks with those of a portable mask or state file.
+
+        Masks are matched to this pruner's parameters by order and shape (names are recorded but
+        differ between frameworks). A file written in Keras layout (Dense kernels ``(in, out)``,
+        convolution kernels ``(*kernel, in, out)``) is permuted into torch layout first. The
+        level and history are kept; the module is not changed (call :meth:`apply_pruning` or
+        :meth:`rewind`, or let a :class:`~ltp_torch.PrunerHook` pick the masks up).
+
+        Args:
+            path: A file written by :meth:`save_masks`, the Keras adapter, ``ltp mask`` or
+                :func:`ltp_core.io.save_masks`.
+            layout: ``"torch"`` or ``"keras"``: the layout of a file that does not record one
+                (default: this pruner's, ``"torch"``). A file that records its layout must
+                agree.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: A corrupt, truncated or foreign file, or masks that do not match this
+                pruner (the message lists every difference). Nothing changes then.
+        """
+        if layout is not None:
+            check_layout(layout)
+        state = core_io.load_state(path)
+        recorded = state.get("layout")
+        if recorded is not None:
+            check_layout(recorded, f"layout recorded in {os.fspath(path)!r}")
+            if layout is not None and layout != recorded:
+                raise ValueError(
+                    f"{os.fspath(path)!r} records layout {recorded!r}. Received: layout={layout!r}"
+                )
+        saved_layout = recorded or layout or _LAYOUT
+        saved_kinds = state.get("kinds")
+        if saved_kinds is not None and (
+            not isinstance(saved_kinds, list) or not all(isinstance(k, str) for k in saved_kinds)
+        ):
+            raise ValueError(
+                f"{os.fspath(path)!r} has malformed `kinds` metadata. "
+                f"Received: kinds={saved_kinds!r}"
+            )
+        masks = map_saved_masks(
+            state["masks"],
+            [str(n) for n in state["names"]],
+            saved_layout,
+            saved_kinds,
+            self._names,
+            self._shapes,
+            self._kinds,
+            _LAYOUT,
+            source=repr(os.fspath(path)),
+        )
+        self.set_masks(masks)
+        logger.info("Loaded masks from %s (%s layout)", os.fspath(path), saved_layout)
 
     def reset_masks(self) -> None:
         """Keep every weight again (level 0); weights already zeroed stay as they are."""
@@ -256,11 +369,12 @@ class LotteryTicketPruner:
             "rewind_state": None if self._rewind_state is None else dict(self._rewind_state),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the parameter names and shapes must match this pruner.
+    def check_state_dict(self, state: Any) -> None:
+        """Check that ``state`` is a :meth:`state_dict` of a pruner with these parameters.
 
         Raises:
-            ValueError: When ``state`` is not a pruner state or belongs to another model.
+            ValueError: When ``state`` is not a pruner state, has another version, or belongs
+                to another model (the message lists both parameter lists).
         """
         found = state.get("format") if isinstance(state, Mapping) else None
         if found != _FORMAT:
@@ -273,24 +387,50 @@ class LotteryTicketPruner:
                 f"Unsupported pruner state version (this version reads {_FORMAT_VERSION}). "
                 f"Received: version={state.get('version')!r}"
             )
-        names = list(state["names"])
-        shapes = [tuple(int(d) for d in shape) for shape in state["shapes"]]
+        try:
+            names = [str(n) for n in state["names"]]
+            shapes = [tuple(int(d) for d in shape) for shape in state["shapes"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"The pruner state lacks valid names and shapes ({error!r}). "
+                f"Received: state with keys {sorted(map(str, state))}"
+            ) from error
         if names != self._names or shapes != self._shapes:
             raise ValueError(
                 "The saved pruner state was made for other parameters: expected "
                 f"{list(zip(self._names, self._shapes, strict=True))}. "
                 f"Received: {list(zip(names, shapes, strict=False))}"
             )
-        self._core.load_state_dict(to_numpy_tree(state["core"]))
-        self._initial_state = {
-            k: v.detach().to("cpu", copy=True) for k, v in state["initial_state"].items()
-        }
-        rewind = state.get("rewind_state")
-        self._rewind_state = (
-            None
-            if rewind is None
-            else {k: v.detach().to("cpu", copy=True) for k, v in rewind.items()}
-        )
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the parameter names and shapes must match this pruner.
+
+        Everything is validated before anything changes: a call that raises leaves the pruner
+        as it was.
+
+        Raises:
+            ValueError: When ``state`` is not a pruner state or belongs to another model.
+        """
+        self.check_state_dict(state)
+        try:
+            core_state = to_numpy_tree(state["core"])
+            initial = {
+                str(k): v.detach().to("cpu", copy=True) for k, v in state["initial_state"].items()
+            }
+            rewind = state.get("rewind_state")
+            rewind_state = (
+                None
+                if rewind is None
+                else {str(k): v.detach().to("cpu", copy=True) for k, v in rewind.items()}
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"The pruner state is incomplete or malformed ({error!r}). "
+                f"Received: state with keys {sorted(map(str, state))}"
+            ) from error
+        self._core.load_state_dict(core_state)  # validates fully before changing anything
+        self._initial_state = initial
+        self._rewind_state = rewind_state
         self._mask_version += 1
 
     def __repr__(self) -> str:

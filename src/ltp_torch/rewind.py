@@ -9,6 +9,7 @@ skipped by an AMP ``GradScaler`` is not counted) and, right after step ``k``, ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -83,6 +84,11 @@ class RewindPointHook:
         """Optimizer steps counted so far (stops counting once captured)."""
         return self._steps
 
+    @property
+    def active(self) -> bool:
+        """Whether the hook is still registered on the optimizer (not yet captured or removed)."""
+        return self._handle is not None
+
     def _capture(self) -> None:
         self._pruner.set_rewind_weights(self._module)
         self._captured = True
@@ -94,6 +100,36 @@ class RewindPointHook:
         self._steps += 1
         if self._steps >= self._target:
             self._capture()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's progress (plain Python values), for checkpoints.
+
+        The captured weights themselves are part of the pruner's state.
+        """
+        return {"step": self._target, "steps_seen": self._steps, "captured": self._captured}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`: count on from the saved step, or stop if the
+        rewind point was already captured.
+
+        Raises:
+            ValueError: ``state`` is not a hook state or was saved for another ``step``.
+        """
+        valid = (
+            isinstance(state, Mapping)
+            and isinstance(state.get("steps_seen"), int)
+            and isinstance(state.get("captured"), bool)
+            and state.get("step") == self._target
+        )
+        if not valid:
+            raise ValueError(
+                f"Expected a RewindPointHook.state_dict() saved with step={self._target}. "
+                f"Received: state={state!r}"
+            )
+        self._steps = int(state["steps_seen"])
+        self._captured = bool(state["captured"])
+        if self._captured:
+            self.remove()
 
     def remove(self) -> None:
         """Stop counting (no capture happens afterwards); calling it again does nothing."""
