@@ -1,0 +1,363 @@
+"""The PyTorch backend of the ``ltp`` experiments (``ltp imp --framework torch``).
+
+:class:`TorchBackend` implements :class:`ltp_core.experiment.backend.TrainingBackend`: it builds the
+experiment models (:mod:`ltp_torch.models`), moves weights in and out as NumPy arrays, and trains
+with the pruned weights held at exactly zero by :class:`ltp_torch.PrunerHook` (the masks are
+applied before the first step and after every optimizer step).
+
+Training is deterministic on the CPU for given seeds: the model's initialization comes from the
+``seed`` of :meth:`TorchBackend.build`, the batch order and dropout from ``settings.seed``, and
+torch's global random state is left as it was. The loop is kept lean: the dataset is converted to
+tensors once and cached, batches are gathered with ``index_select``, Adam and SGD use torch's fused
+kernels where available, nothing synchronizes with Python between evaluations, and evaluation runs
+without autograd in large batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from ltp_core.datasets import Dataset
+from ltp_core.experiment.backend import (
+    EvalPoint,
+    LayerKind,
+    ProgressFn,
+    TrainOutcome,
+    TrainSettings,
+)
+from ltp_torch.hook import PrunerHook
+from ltp_torch.models import build_model
+from ltp_torch.parameters import find_prunable_parameters, unwrap_module
+from ltp_torch.pruner import LotteryTicketPruner
+
+__all__ = ["TorchBackend"]
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass(frozen=True)
+class _Tensors:
+    """One dataset's splits as tensors on the training device (images NCHW)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+class TorchBackend:
+    """Builds, trains and evaluates the experiment models with PyTorch.
+
+    Args:
+        device: Where models live and train (``"cpu"`` by default; ``"cuda"`` works but is only
+            deterministic up to cuDNN's algorithm choices).
+        num_threads: Intra-op threads while training and evaluating (restored afterwards);
+            ``None`` leaves torch's setting alone. The default ``1`` is fastest for these small
+            models on a CPU shared with other work (measured: see ``docs/torch.md``).
+        eval_batch_size: Examples per forward pass when evaluating.
+
+    Example:
+        >>> import numpy as np
+        >>> from ltp_core.experiment.backend import TrainSettings
+        >>> backend = TorchBackend()
+        >>> net = backend.build("lenet300_100", (8, 8, 1), 10, seed=0)
+        >>> backend.layer_names(net), backend.layer_kinds(net)
+        (['1.weight', '3.weight', '5.weight'], ['dense', 'dense', 'output'])
+        >>> masks = [np.abs(w) > 0.05 for w in backend.get_prunable(net)]
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.random((100, 8, 8, 1), dtype=np.float32)
+        >>> y = rng.integers(0, 10, 100)
+        >>> from ltp_core.datasets import Dataset
+        >>> data = Dataset("toy", x, y, x, y, x, y, 10, tuple("0123456789"), "random")
+        >>> outcome = backend.train(net, masks, data, TrainSettings(iterations=20, eval_every=10))
+        >>> [e.iteration for e in outcome.evaluations]
+        [10, 20]
+        >>> bool(np.all(backend.get_prunable(net)[0][~masks[0]] == 0))
+        True
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        num_threads: int | None = 1,
+        eval_batch_size: int = 2048,
+    ) -> None:
+        self.device = torch.device(device)
+        if num_threads is not None and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        ):
+            raise ValueError(
+                "`num_threads` must be a positive integer or None. "
+                f"Received: num_threads={num_threads!r}"
+            )
+        if isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, int):
+            raise TypeError(
+                "`eval_batch_size` must be an integer. "
+                f"Received: eval_batch_size={eval_batch_size!r}"
+            )
+        if eval_batch_size < 1:
+            raise ValueError(
+                f"`eval_batch_size` must be positive. Received: eval_batch_size={eval_batch_size!r}"
+            )
+        self.num_threads = num_threads
+        self.eval_batch_size = eval_batch_size
+        self._cache: tuple[Dataset, _Tensors] | None = None
+
+    # -- models and weights ------------------------------------------------------------------
+
+    def build(
+        self, model: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+    ) -> nn.Module:
+        """A fresh model named in ``ltp_core.experiment.models.MODEL_SPECS``, seeded by ``seed``."""
+        return build_model(model, input_shape, num_classes, seed).to(self.device)
+
+    def layer_names(self, model: nn.Module) -> list[str]:
+        """Qualified names of the prunable weights (``ltp_torch``'s default selection)."""
+        return [name for name, _ in find_prunable_parameters(model)]
+
+    def layer_kinds(self, model: nn.Module) -> list[LayerKind]:
+        """``"conv"``/``"dense"`` per prunable weight; the last dense one is ``"output"``."""
+        root = unwrap_module(model)
+        kinds: list[LayerKind] = []
+        for name, _ in find_prunable_parameters(root):
+            owner = root.get_submodule(name.rpartition(".")[0])
+            kinds.append("conv" if isinstance(owner, _CONV_TYPES) else "dense")
+        dense = [i for i, kind in enumerate(kinds) if kind == "dense"]
+        if dense:
+            kinds[dense[-1]] = "output"
+        return kinds
+
+    def get_prunable(self, model: nn.Module) -> list[np.ndarray]:
+        """Copies of the prunable weights, in :meth:`layer_names` order."""
+        return [_to_numpy(p) for _, p in find_prunable_parameters(model)]
+
+    def set_prunable(self, model: nn.Module, weights: Sequence[np.ndarray]) -> None:
+        """Write the prunable weights in place (optimizers holding the parameters still work)."""
+        _write([p for _, p in find_prunable_parameters(model)], weights, argument_name="weights")
+
+    def snapshot(self, model: nn.Module) -> list[np.ndarray]:
+        """Copies of every parameter and buffer of the model, in ``state_dict`` order."""
+        return [_to_numpy(t) for t in unwrap_module(model).state_dict().values()]
+
+    def restore(self, model: nn.Module, snapshot: Sequence[np.ndarray]) -> None:
+        """Write back a :meth:`snapshot` in place."""
+        _write(list(unwrap_module(model).state_dict().values()), snapshot, "snapshot")
+
+    # -- training ------------------------------------------------------------------------------
+
+    def train(
+        self,
+        model: nn.Module,
+        masks: Sequence[np.ndarray] | None,
+        data: Dataset,
+        settings: TrainSettings,
+        progress: ProgressFn | None = None,
+    ) -> TrainOutcome:
+        """Train for ``settings.iterations`` steps with a fresh optimizer; see the module doc.
+
+        Raises:
+            ValueError: Unknown optimizer, a batch larger than the training data, or masks that
+                do not match the prunable weights.
+        """
+        start = time.perf_counter()
+        tensors = self._tensors(data)
+        n_train = int(tensors.y_train.shape[0])
+        batch_size = int(settings.batch_size)
+        if not 1 <= batch_size <= n_train:
+            raise ValueError(
+                f"`batch_size` must be between 1 and the number of training examples ({n_train}). "
+                f"Received: batch_size={settings.batch_size!r}"
+            )
+        if settings.iterations < 1 or settings.eval_every < 1:
+            raise ValueError(
+                "`iterations` and `eval_every` must be positive. Received: "
+                f"iterations={settings.iterations!r}, eval_every={settings.eval_every!r}"
+            )
+        optimizer = _make_optimizer(model, settings)
+        hook = None
+        if masks is not None:
+            pruner = LotteryTicketPruner(model)
+            pruner.set_masks(masks)
+            hook = PrunerHook(pruner, model, optimizer)  # zeroes the pruned weights now
+
+        evaluations: list[EvalPoint] = []
+        captured: list[np.ndarray] | None = None
+        order_rng = np.random.default_rng(settings.seed)
+        x_train, y_train = tensors.x_train, tensors.y_train
+        with self._threads(), _seeded(settings.seed, self.device):
+            try:
+                model.train()
+                order = self._order(order_rng, n_train)
+                cursor = 0
+                for step in range(1, settings.iterations + 1):
+                    if cursor + batch_size > n_train:
+                        order, cursor = self._order(order_rng, n_train), 0
+                    batch = order[cursor : cursor + batch_size]
+                    cursor += batch_size
+                    optimizer.zero_grad(set_to_none=True)
+                    logits = model(x_train.index_select(0, batch))
+                    functional.cross_entropy(logits, y_train.index_select(0, batch)).backward()
+                    optimizer.step()
+                    if step == settings.capture_at:
+                        captured = self.snapshot(model)
+                    if step % settings.eval_every == 0 or step == settings.iterations:
+                        val_loss, val_acc = self._evaluate(model, tensors.x_val, tensors.y_val)
+                        _, test_acc = self._evaluate(model, tensors.x_test, tensors.y_test)
+                        evaluations.append(EvalPoint(step, val_loss, val_acc, test_acc))
+                        if progress is not None:
+                            progress(step, settings.iterations, {"val_acc": val_acc})
+            finally:
+                if hook is not None:
+                    hook.remove()
+        seconds = time.perf_counter() - start
+        extra: dict[str, Any] = {
+            "device": str(self.device),
+            "threads": torch.get_num_threads() if self.num_threads is None else self.num_threads,
+        }
+        return TrainOutcome(evaluations, seconds, captured, extra)
+
+    def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """``(mean cross-entropy, accuracy)`` on NHWC images ``x`` and labels ``y``.
+
+        Returns ``(nan, nan)`` for empty data.
+        """
+        images, labels = _images(x, self.device), _labels(y, self.device)
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"`x` and `y` must have the same length. Received: len(x)={images.shape[0]}, "
+                f"len(y)={labels.shape[0]}"
+            )
+        with self._threads():
+            return self._evaluate(model, images, labels)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of torch and NumPy."""
+        return {"torch": torch.__version__, "numpy": np.__version__}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _order(self, rng: np.random.Generator, n: int) -> torch.Tensor:
+        return torch.from_numpy(rng.permutation(n)).to(self.device)
+
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        n = int(y.shape[0])
+        if n == 0:
+            return float("nan"), float("nan")
+        was_training = model.training
+        model.eval()
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for first in range(0, n, self.eval_batch_size):
+            logits = model(x[first : first + self.eval_batch_size])
+            labels = y[first : first + self.eval_batch_size]
+            loss += functional.cross_entropy(logits, labels, reduction="sum").double()
+            correct += (logits.argmax(dim=1) == labels).sum()
+        model.train(was_training)
+        return float(loss) / n, int(correct) / n
+
+    def _tensors(self, data: Dataset) -> _Tensors:
+        """The dataset as tensors on the device, converted once per dataset object."""
+        if self._cache is not None and self._cache[0] is data:
+            return self._cache[1]
+        tensors = _Tensors(
+            _images(data.x_train, self.device),
+            _labels(data.y_train, self.device),
+            _images(data.x_val, self.device),
+            _labels(data.y_val, self.device),
+            _images(data.x_test, self.device),
+            _labels(data.y_test, self.device),
+        )
+        self._cache = (data, tensors)
+        return tensors
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        if self.num_threads is None:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _images(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    """NHWC NumPy images as a contiguous NCHW float32 tensor on ``device``."""
+    array = np.asarray(x, dtype=np.float32)
+    if array.ndim != 4:
+        raise ValueError(
+            "`x` must be images of shape (n, height, width, channels). "
+            f"Received: x.shape={array.shape}"
+        )
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def _labels(y: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(y, dtype=np.int64).reshape(-1)).to(device)
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", copy=True).numpy()
+
+
+@torch.no_grad()
+def _write(targets: list[torch.Tensor], values: Sequence[np.ndarray], argument_name: str) -> None:
+    if len(values) != len(targets):
+        raise ValueError(
+            f"`{argument_name}` must hold {len(targets)} arrays, one per model tensor. "
+            f"Received: {len(values)} arrays"
+        )
+    for index, (target, value) in enumerate(zip(targets, values, strict=True)):
+        array = np.asarray(value)
+        if tuple(array.shape) != tuple(target.shape):
+            raise ValueError(
+                f"`{argument_name}[{index}]` must have shape {tuple(target.shape)}. "
+                f"Received: shape {array.shape}"
+            )
+        source = torch.from_numpy(np.ascontiguousarray(array))
+        target.copy_(source.to(device=target.device, dtype=target.dtype))
+
+
+def _make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """A fresh Adam or SGD-with-momentum optimizer, fused where torch supports it."""
+    parameters = list(model.parameters())
+    name = settings.optimizer
+    if name not in ("adam", "sgd"):
+        raise ValueError(f"`optimizer` must be 'adam' or 'sgd'. Received: optimizer={name!r}")
+    try:
+        if name == "adam":
+            return torch.optim.Adam(parameters, lr=settings.learning_rate, fused=True)
+        return torch.optim.SGD(
+            parameters, lr=settings.learning_rate, momentum=settings.momentum, fused=True
+        )
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        if name == "adam":
+            return torch.optim.Adam(parameters, lr=settings.learning_rate)
+        return torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generator (dropout) for the block; the caller's random state is restored."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(int(seed))
+        if device.type == "cuda":
+            torch.cuda.manual_seed(int(seed))
+        yield

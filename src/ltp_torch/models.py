@@ -1,0 +1,126 @@
+"""The experiment models of ``ltp`` as ``torch.nn`` modules.
+
+Architectures come from :data:`ltp_core.experiment.models.MODEL_SPECS` (LeNet-300-100, Conv-2/4/6
+of Frankle & Carbin 2019, and lottery-ticket-pruner's MNIST CNN): 3x3 convolutions with the spec's
+padding, 2x2 max pooling where the spec lists a ``0`` filter count, ReLU, the spec's dropout rates,
+and a dense output layer producing logits. Kernels are Glorot (Xavier) normal and biases zero, as
+in the paper; the initialization depends only on ``seed``, never on torch's global generator.
+
+Modules take NCHW ``float32`` input (``ltp_torch.experiment`` converts the datasets' NHWC arrays).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ltp_core.experiment.models import model_spec
+
+__all__ = ["build_model", "init_glorot_normal_"]
+
+
+def _check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive integers. "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return shape[0], shape[1], shape[2]
+
+
+def _conv_block(
+    spec_filters: tuple[int, ...], padding: str, height: int, width: int, channels: int
+) -> tuple[list[nn.Module], int, int, int]:
+    """Layers of the conv part and the (channels, height, width) they produce."""
+    layers: list[nn.Module] = []
+    for filters in spec_filters:
+        if filters == 0:
+            layers.append(nn.MaxPool2d(2))
+            height, width = height // 2, width // 2
+        else:
+            layers += [nn.Conv2d(channels, filters, 3, padding=padding), nn.ReLU()]
+            channels = filters
+            if padding == "valid":
+                height, width = height - 2, width - 2
+        if height < 1 or width < 1:
+            raise ValueError(
+                "The input is too small for this model's convolutions and pooling. "
+                f"Received: input of {height}x{width} after layer {len(layers)}"
+            )
+    return layers, channels, height, width
+
+
+@torch.no_grad()
+def init_glorot_normal_(model: nn.Module, generator: torch.Generator) -> None:
+    """Glorot-normal kernels and zero biases for every Linear and Conv2d layer, in place.
+
+    Args:
+        model: The module to initialize.
+        generator: The only source of randomness.
+
+    Example:
+        >>> layer = nn.Linear(4, 2)
+        >>> init_glorot_normal_(layer, torch.Generator().manual_seed(0))
+        >>> layer.bias.tolist()
+        [0.0, 0.0]
+    """
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            weight = module.weight
+            receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+            fan_out, fan_in = weight.shape[0] * receptive, weight.shape[1] * receptive
+            std = math.sqrt(2.0 / (fan_in + fan_out))
+            weight.normal_(0.0, std, generator=generator)
+            if module.bias is not None:
+                module.bias.zero_()
+
+
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> nn.Sequential:
+    """Build one experiment model, initialized from ``seed``.
+
+    Args:
+        name: A model from :data:`ltp_core.experiment.models.MODEL_SPECS`.
+        input_shape: ``(height, width, channels)`` of one example.
+        num_classes: Width of the output (logits) layer.
+        seed: Seed of the initialization; the same seed gives the same weights.
+
+    Returns:
+        An ``nn.Sequential`` taking NCHW input and returning logits.
+
+    Raises:
+        ValueError: Unknown model, bad shape, or an input too small for the pooling.
+
+    Example:
+        >>> net = build_model("lenet300_100", (8, 8, 1), 10, seed=0)
+        >>> net(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    spec = model_spec(name)
+    height, width, channels = _check_input_shape(input_shape)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}"
+        )
+    conv_dropout, dense_dropout = spec.dropout
+    with torch.random.fork_rng(devices=[]):  # layer constructors draw from the global generator
+        layers, channels, height, width = _conv_block(
+            spec.conv_filters, spec.conv_padding, height, width, channels
+        )
+        if spec.conv_filters and conv_dropout > 0:
+            layers.append(nn.Dropout(conv_dropout))
+        layers.append(nn.Flatten())
+        features = channels * height * width
+        for units in spec.dense_units:
+            layers += [nn.Linear(features, units), nn.ReLU()]
+            if dense_dropout > 0:
+                layers.append(nn.Dropout(dense_dropout))
+            features = units
+        layers.append(nn.Linear(features, num_classes))
+        model = nn.Sequential(*layers)
+    init_glorot_normal_(model, torch.Generator().manual_seed(int(seed)))
+    return model
