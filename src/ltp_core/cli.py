@@ -52,6 +52,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _validation_fraction(text: str) -> float:
+    value = _fraction(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError(
+            "expected a number in (0, 1): early stopping needs a validation split, got 0"
+        )
+    return value
+
+
 def _rewind(text: str) -> int:
     if text == "init":
         return 0
@@ -102,7 +111,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="steps between validation evaluations (early stopping)",
     )
-    parser.add_argument("--validation-fraction", type=_fraction, default=None)
+    parser.add_argument("--validation-fraction", type=_validation_fraction, default=None,
+                        help="share of the training data held out for early stopping")
     parser.add_argument(
         "--out",
         type=Path,
