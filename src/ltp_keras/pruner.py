@@ -69,7 +69,7 @@ class LotteryTicketPruner:
         self._other_shapes = [tuple(v.shape) for v in others]
         self._initial_others = read_arrays(others)
         self._rewind_others: list[np.ndarray] | None = None
-        logger.info("Pruning %d variables of %s: %s", len(names), model.name, names)
+        logger.debug("Pruning %d variables of %s: %s", len(names), model.name, names)
 
     # ------------------------------------------------------------------ core state
     @property

@@ -1,0 +1,217 @@
+"""``fit`` throughput: plain vs ``ltp_keras.PrunerCallback`` vs per-batch masking callbacks.
+
+Each Keras backend runs in its own subprocess (the backend is fixed when Keras is imported).
+Each model (LeNet-300-100 on 28x28 inputs, a small conv net on 32x32x3 inputs) trains on random
+data with Adam, batch size 60. The same masks (50% of each kernel, smallest weights) are enforced
+in three ways:
+
+* ``PrunerCallback``: a mask constraint applied by the optimizer inside the compiled train step;
+* ``assign``: a callback that multiplies each kernel by its mask with backend ops after every
+  batch (on JAX this forces the trainer to sync its state into the variables every batch);
+* ``set_weights``: the old ``lottery_ticket_pruner`` approach, ``get_weights``/``set_weights`` of
+  masked NumPy arrays after every batch.
+
+Variants are timed in interleaved rounds so machine noise hits all alike. In every round each
+variant runs one ``fit`` of ``1 + epochs`` epochs and the first (compiling) epoch is ignored. The
+table reports the median steps/second and the median over rounds of the time per step relative
+to plain ``fit`` in the same round (1.040x = 4% slower than plain).
+
+Usage::
+
+    python benchmarks/bench_keras_callback.py                      # all backends
+    python benchmarks/bench_keras_callback.py --backends jax --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+VARIANTS = ("plain", "PrunerCallback", "assign", "set_weights")
+MODELS = ("LeNet-300-100", "small convnet")
+
+
+def _worker(args: argparse.Namespace) -> dict[str, Any]:
+    import keras
+    import numpy as np
+    from keras import layers
+
+    from ltp_keras import LotteryTicketPruner, PrunerCallback
+
+    def lenet() -> tuple[keras.Model, tuple[int, ...]]:
+        model = keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Flatten(),
+                layers.Dense(300, activation="relu"),
+                layers.Dense(100, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
+        return model, (28, 28, 1)
+
+    def convnet() -> tuple[keras.Model, tuple[int, ...]]:
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                layers.Conv2D(16, 3, padding="same", activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(32, 3, padding="same", activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Flatten(),
+                layers.Dense(10),
+            ]
+        )
+        return model, (32, 32, 3)
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.times.append(time.perf_counter() - self.start)
+
+    class AssignMasks(keras.callbacks.Callback):
+        def __init__(self, pruner: LotteryTicketPruner) -> None:
+            super().__init__()
+            self.pruner = pruner
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            variables = self.pruner.prunable_variables(self.model)
+            self.pairs = [
+                (v, keras.ops.convert_to_tensor(m.astype("float32")))
+                for v, m in zip(variables, self.pruner.masks, strict=True)
+            ]
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.model  # noqa: B018  (on JAX: sync the trainer state into the variables)
+            for variable, mask in self.pairs:
+                variable.assign(keras.ops.multiply(variable.value, mask))
+
+    class SetWeights(keras.callbacks.Callback):
+        def __init__(self, pruner: LotteryTicketPruner) -> None:
+            super().__init__()
+            self.pruner = pruner
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            ids = [id(v) for v in self.pruner.prunable_variables(self.model)]
+            positions = [i for i, w in enumerate(self.model.weights) if id(w) in ids]
+            masks = [m.astype("float32") for m in self.pruner.masks]
+            self.masked = dict(zip(positions, masks, strict=True))
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            weights = self.model.get_weights()
+            for i, mask in self.masked.items():
+                weights[i] = weights[i] * mask
+            self.model.set_weights(weights)
+
+    rng = np.random.default_rng(0)
+    results: dict[str, Any] = {"backend": keras.backend.backend(), "models": {}}
+    for model_name, builder in zip(MODELS, (lenet, convnet), strict=True):
+        n = args.batch_size * args.steps
+        runs = {}
+        for variant in VARIANTS:
+            keras.utils.set_random_seed(0)
+            model, shape = builder()
+            model.compile(
+                optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+            pruner = LotteryTicketPruner(model)
+            pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+            pruner.apply_pruning(model)
+            extra = {
+                "plain": [],
+                "PrunerCallback": [PrunerCallback(pruner)],
+                "assign": [AssignMasks(pruner)],
+                "set_weights": [SetWeights(pruner)],
+            }[variant]
+            runs[variant] = (model, extra)
+        x = rng.normal(size=(n, *shape)).astype("float32")
+        y = rng.integers(0, 10, n)
+        step_times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for _ in range(args.rounds):
+            for variant in VARIANTS:
+                model, extra = runs[variant]
+                timer = EpochTimer()
+                model.fit(
+                    x,
+                    y,
+                    batch_size=args.batch_size,
+                    epochs=1 + args.epochs,
+                    shuffle=False,
+                    verbose=0,
+                    callbacks=[*extra, timer],
+                )
+                step_times[variant].append(statistics.median(timer.times[1:]) / args.steps)
+        results["models"][model_name] = step_times
+    return results
+
+
+def _run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    if args.threads:
+        threads = str(args.threads)
+        env.update(
+            OMP_NUM_THREADS=threads,
+            TF_NUM_INTRAOP_THREADS=threads,
+            TF_NUM_INTEROP_THREADS=threads,
+            XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}",
+        )
+    command = [sys.executable, __file__, "--worker", *sys.argv[1:]]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{backend} worker failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _table(all_results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"fit throughput, Adam, batch {args.batch_size}, {args.steps} steps/epoch, "
+        f"{args.rounds} rounds x {args.epochs} timed epochs, {args.threads or 'default'} "
+        f"thread(s); ratio = time per step / plain fit's in the same round (median)",
+        "",
+        "| backend | model | variant | steps/s | ratio vs plain |",
+        "|---|---|---|---:|---:|",
+    ]
+    for result in all_results:
+        for model_name, times in result["models"].items():
+            plain = times["plain"]
+            for variant in VARIANTS:
+                ratio = statistics.median(t / p for t, p in zip(times[variant], plain, strict=True))
+                rate = 1.0 / statistics.median(times[variant])
+                lines.append(
+                    f"| {result['backend']} | {model_name} | {variant} | {rate:.0f} | "
+                    f"{ratio:.3f}x |"
+                )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "torch", "jax"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per fit")
+    parser.add_argument("--steps", type=int, default=40, help="steps per epoch")
+    parser.add_argument("--batch-size", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=1, help="0 = library default")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(_worker(args)))
+        return
+    results = [_run_backend(backend, args) for backend in args.backends]
+    print(_table(results, args))
+
+
+if __name__ == "__main__":
+    main()
