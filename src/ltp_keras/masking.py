@@ -83,7 +83,7 @@ class MaskEnforcer:
             )
         self._masks = [
             keras.Variable(
-                np.asarray(m, dtype=keras.backend.standardize_dtype(v.dtype)),
+                np.asarray(m, dtype=np.float32),
                 trainable=False,
                 dtype=v.dtype,
                 name="ltp_mask",
@@ -115,9 +115,7 @@ class MaskEnforcer:
     def update(self, masks: Sequence[np.ndarray]) -> None:
         """Replace the masks (see the class note about JAX)."""
         for mask_variable, mask in zip(self._masks, masks, strict=True):
-            mask_variable.assign(
-                np.asarray(mask, dtype=keras.backend.standardize_dtype(mask_variable.dtype))
-            )
+            mask_variable.assign(np.asarray(mask, dtype=np.float32))
 
     def apply(self) -> None:
         """Zero the pruned entries now, with backend ops (no NumPy round trip).

@@ -45,9 +45,7 @@ _SINGLE_KERNEL = (
 
 
 def _is_float_variable(variable: keras.Variable) -> bool:
-    return bool(
-        np.issubdtype(np.dtype(keras.backend.standardize_dtype(variable.dtype)), np.floating)
-    )
+    return "float" in keras.backend.standardize_dtype(variable.dtype)  # bfloat16 included
 
 
 def _walk_layers(model: keras.layers.Layer) -> Iterable[keras.layers.Layer]:
@@ -186,11 +184,17 @@ def sync_model_state(model: Any) -> None:
 
 
 def read_arrays(variables: Sequence[keras.Variable]) -> list[np.ndarray]:
-    """Copy the variables' values into NumPy arrays."""
-    return [np.array(keras.ops.convert_to_numpy(v.value), copy=True) for v in variables]
+    """Copy the variables' values into NumPy arrays (``bfloat16`` is read as ``float32``)."""
+    arrays = []
+    for variable in variables:
+        array = np.array(keras.ops.convert_to_numpy(variable.value), copy=True)
+        if not np.issubdtype(array.dtype, np.floating):
+            array = array.astype(np.float32)
+        arrays.append(array)
+    return arrays
 
 
 def write_arrays(variables: Sequence[keras.Variable], arrays: Sequence[np.ndarray]) -> None:
-    """Assign NumPy arrays to variables in place (variable identity is kept)."""
+    """Assign NumPy arrays to variables in place (variable identity is kept; Keras casts)."""
     for variable, array in zip(variables, arrays, strict=True):
-        variable.assign(np.asarray(array, dtype=keras.backend.standardize_dtype(variable.dtype)))
+        variable.assign(np.asarray(array))

@@ -202,3 +202,14 @@ def test_state_dict_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def
     fresh.load_state_dict(CorePruner.load(tmp_path / "state.npz").state_dict())
     for a, b in zip(pruner.masks, fresh.masks, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_kernels_are_pruned() -> None:
+    model = keras.Sequential([keras.Input((6,)), layers.Dense(4, dtype="bfloat16", name="d")])
+    pruner = LotteryTicketPruner(model)
+    assert pruner.core.dtypes == ["float32"]  # read as float32 for the core
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    pruner.apply_pruning(model)
+    kernel = pruner.prunable_variables(model)[0]
+    assert keras.backend.standardize_dtype(kernel.dtype) == "bfloat16"
+    assert np.sum(to_numpy(kernel).astype(np.float32) == 0) == 12
