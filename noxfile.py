@@ -16,7 +16,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "types", "tests"]
+nox.options.sessions = ["lint", "types", "tests", "docs"]
 nox.options.error_on_missing_interpreters = False
 
 ROOT = Path(__file__).parent
@@ -105,6 +105,19 @@ def tests(session: nox.Session) -> None:
     pytest(session, "--doctest-modules", "src/ltp_core", "src/ltp_torch", "-q")
     for backend in KERAS_BACKENDS:
         pytest(session, "tests/keras", "-q", env={"KERAS_BACKEND": backend})
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ (mkdocs, strict: any warning fails)."""
+    session.run(
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 @nox.session
