@@ -7,7 +7,8 @@ writes bit-packed masks (1 bit per weight), so extra memory stays bounded by the
 (about 1-2 % of the weights x 12 bytes) plus 1/8 byte per weight.
 
 Supported files: ``.safetensors`` (F64, F32, F16, BF16) and *uncompressed* ``.npz`` (as written
-by ``np.savez``; ``np.savez_compressed`` members cannot be read in place).
+by ``np.savez``; ``np.savez_compressed`` members cannot be read in place). Tensors of other
+dtypes (integer or boolean buffers) are skipped in both formats: they are never prunable.
 
 Example:
     >>> import os, tempfile, numpy as np
@@ -147,10 +148,7 @@ def _open_safetensors(path: Path) -> list[DiskArray]:
             continue
         dtype = info.get("dtype")
         if dtype not in _SAFETENSORS_DTYPES:
-            raise TypeError(
-                f"Tensor {name!r} in {path} has dtype {dtype}; only floating tensors "
-                f"{sorted(_SAFETENSORS_DTYPES)} can be pruned. Received: dtype={dtype!r}"
-            )
+            continue  # integer/bool buffers (step counters, ids, ...) are never prunable
         begin, _ = info["data_offsets"]
         arrays.append(
             DiskArray(

@@ -180,9 +180,12 @@ def load_backend(framework: str, **options: Any) -> TrainingBackend:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ImportError(
-            f"The {framework} backend needs its framework: pip install "
-            f"'lottery-tickets[{framework}]' ({error})"
-        ) from error
+        missing = (error.name or "").split(".")[0]
+        if missing in {"torch", "keras", "tensorflow", "jax"}:
+            raise ImportError(
+                f"The {framework} backend needs {missing}: pip install "
+                f"'lottery-tickets[{framework}]' ({error})"
+            ) from error
+        raise
     backend: TrainingBackend = getattr(module, class_name)(**options)
     return backend
