@@ -135,10 +135,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", choices=["gpt2", "resnet50"], default=None)
     args = parser.parse_args()
-    cases = {"gpt2": ("GPT-2 small", gpt2_small_shapes()),
-             "resnet50": ("ResNet-50", resnet50_shapes())}
-    rows = [run(label, shapes, args.fraction, args.repeats)
-            for key, (label, shapes) in cases.items() if args.only in (None, key)]
+    cases = {
+        "gpt2": ("GPT-2 small", gpt2_small_shapes()),
+        "resnet50": ("ResNet-50", resnet50_shapes()),
+    }
+    rows = [
+        run(label, shapes, args.fraction, args.repeats)
+        for key, (label, shapes) in cases.items()
+        if args.only in (None, key)
+    ]
     header = list(rows[0])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
