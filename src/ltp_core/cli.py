@@ -111,8 +111,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="steps between validation evaluations (early stopping)",
     )
-    parser.add_argument("--validation-fraction", type=_validation_fraction, default=None,
-                        help="share of the training data held out for early stopping")
+    parser.add_argument(
+        "--validation-fraction",
+        type=_validation_fraction,
+        default=None,
+        help="share of the training data held out for early stopping",
+    )
     parser.add_argument(
         "--out",
         type=Path,
