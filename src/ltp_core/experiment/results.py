@@ -82,10 +82,16 @@ class ResultStore:
         path = self.out_dir / RESULTS_FILE
         if path.exists():
             existing = load_results(path)
-            if existing["kind"] != kind or existing["config"] != self.config:
+            if existing["kind"] != kind or not _compatible(existing["config"], self.config):
+                differing = sorted(
+                    key
+                    for key in set(existing["config"]) | set(self.config)
+                    if existing["config"].get(key) != self.config.get(key)
+                )
                 raise ValueError(
-                    f"{path} holds results of a different experiment; pass another --out or "
-                    f"delete the folder to start over. Received: out={os.fspath(out_dir)!r}"
+                    f"{path} holds results of a different experiment (differs in {differing}); "
+                    f"pass another --out or delete the folder to start over. Only --levels and "
+                    f"--seeds may grow to extend a run. Received: out={os.fspath(out_dir)!r}"
                 )
             self.records = [RunRecord.from_dict(r) for r in existing["records"]]
 
@@ -113,6 +119,20 @@ class ResultStore:
         atomic_write_bytes(self.out_dir / "results.csv", lambda f: f.write(csv_text.encode()))
         table = summary_table(self.records, self.kind)
         atomic_write_bytes(self.out_dir / "table.md", lambda f: f.write(table.encode()))
+
+
+_EXTENSIBLE = ("levels", "seeds")
+
+
+def _compatible(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Same experiment, except that ``levels`` and ``seeds`` may grow (extending a run)."""
+    for key in set(old) | set(new):
+        if key in _EXTENSIBLE:
+            if not isinstance(new.get(key), int) or new[key] < old.get(key, 0):
+                return False
+        elif old.get(key) != new.get(key):
+            return False
+    return True
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
