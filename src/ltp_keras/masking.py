@@ -42,10 +42,12 @@ class MaskConstraint(keras.constraints.Constraint):
         self.inner = inner
 
     def __call__(self, w: Any) -> Any:
-        value = keras.ops.convert_to_tensor(w)
+        # Native tensor arithmetic: this runs once per kernel per optimizer step, and skipping
+        # the keras.ops dispatch measurably shortens a torch step.
+        value = w.value if isinstance(w, keras.Variable) else keras.ops.convert_to_tensor(w)
         if self.inner is not None:
             value = keras.ops.convert_to_tensor(self.inner(value))
-        return keras.ops.multiply(value, keras.ops.convert_to_tensor(self.mask))
+        return value * self.mask.value
 
 
 def _unwrap(constraint: Any) -> Any:

@@ -233,3 +233,21 @@ def test_rewind_checkpoint_by_epoch_and_errors() -> None:
         RewindCheckpoint(pruner)
     with pytest.raises(ValueError, match="Received: iteration=-1"):
         RewindCheckpoint(pruner, iteration=-1)
+
+
+def test_bfloat16_kernels_keep_zeros() -> None:
+    X, y = vector_data(16)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, dtype="bfloat16", name="low"),
+            keras.layers.Dense(3, name="high"),
+        ]
+    )
+    compile_model(model)
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    check = ZeroCheck(pruner)
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[PrunerCallback(pruner), check])
+    assert check.checks == 1 + 2 + 1
