@@ -23,6 +23,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "atomic_write_bytes",
+    "remove_stale_temporaries",
     "load_masks",
     "load_state",
     "save_masks",
@@ -57,6 +58,32 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files that :func:`atomic_write_bytes` left in ``folder`` when killed.
+
+    Only files named like its temporaries (``.<target name>.<random suffix>``) whose target name
+    ends in a known extension are removed. Call it before resuming work in a folder.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".results.json.ab12_xyz").write_text("{")
+        >>> [p.name for p in remove_stale_temporaries(folder)]
+        ['.results.json.ab12_xyz']
+    """
+    removed = []
+    for path in Path(folder).glob(".*"):
+        parts = path.name[1:].rsplit(".", 1)
+        if (
+            path.is_file()
+            and len(parts) == 2
+            and parts[0].endswith((".json", ".csv", ".md", ".npz", ".pt", ".png"))
+        ):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import socket
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def train(ddp: nn.Module, optimizer: torch.optim.Optimizer, rank: int, start: int, steps: int):
     for i in range(start, start + steps):
         x, y = mlp_batch(seed=100 * rank + i, n=8)  # each rank sees different data
@@ -39,11 +32,12 @@ def train(ddp: nn.Module, optimizer: torch.optim.Optimizer, rank: int, start: in
         yield i
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
+def worker(rank: int, store_file: str, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        # A file store: no TCP port to pick, so no race with other processes on the machine.
+        init_method=f"file://{store_file}",
         rank=rank,
         world_size=WORLD_SIZE,
         timeout=datetime.timedelta(seconds=60),
@@ -87,7 +81,8 @@ def worker(rank: int, port: int, out_dir: str) -> None:
 
 
 def test_ddp_masks_identical_and_zeros_stay_zero(tmp_path: Path) -> None:
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    store_file = str(tmp_path / "rendezvous")
+    mp.spawn(worker, args=(store_file, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     results = [
         torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)
     ]

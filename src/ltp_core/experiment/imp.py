@@ -24,7 +24,7 @@ import numpy as np
 
 from ..compute import salt_from_seed
 from ..datasets import Dataset
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, remove_stale_temporaries
 from ..masks import apply_masks, density, layer_densities
 from ..pruner import LotteryTicketPruner
 from ..selection import RandomScores, keep_after_pruning_smallest
@@ -187,6 +187,8 @@ def _run_seed(
 ) -> None:
     if all(store.done(seed, level) for level in range(config.levels + 1)):
         return
+    if state_dir.exists():
+        remove_stale_temporaries(state_dir)
     model = backend.build(config.model, data.input_shape, data.num_classes, seed)
     names = backend.layer_names(model)
     kinds = backend.layer_kinds(model)
