@@ -23,9 +23,9 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "atomic_write_bytes",
-    "remove_stale_temporaries",
     "load_masks",
     "load_state",
+    "remove_stale_temporaries",
     "save_masks",
     "save_state",
 ]
