@@ -202,6 +202,7 @@ class Summary:
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
     if not values:
         return math.nan, math.nan
     mean = statistics.fmean(values)
