@@ -78,6 +78,10 @@ def plot_imp(
                 markersize=4,
             )
         ax.set_xscale("log")
+        lowest = min((p[0] * 100 for arm in arms for p in curves[arm]), default=1.0)
+        ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if t >= lowest * 0.9]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(ylabel)
