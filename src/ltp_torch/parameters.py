@@ -281,7 +281,7 @@ def parameter_kinds(module: nn.Module, names: Sequence[str]) -> list[str]:
     ``"dense"`` for the weight of ``nn.Linear`` (``(out, in)``), ``"conv"`` for ``nn.ConvNd``
     (``(out, in/groups, *kernel)``), ``"conv_transpose"`` for ``nn.ConvTransposeNd``
     (``(in, out/groups, *kernel)``) and ``"other"`` for anything else (biases, embeddings, ...).
-    See :mod:`ltp_torch.layout`.
+    See :mod:`ltp_core.layout`.
 
     Example:
         >>> from torch import nn

@@ -19,8 +19,8 @@ from torch import nn
 
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import io as core_io
+from ltp_core.layout import check_layout, map_saved_masks
 from ltp_torch.arrays import to_numpy, write_into
-from ltp_torch.layout import check_layout, map_saved_masks
 from ltp_torch.masking import MaskTensors, apply_masks_, mask_tensors
 from ltp_torch.parameters import (
     PrunableSpec,
@@ -116,7 +116,7 @@ class LotteryTicketPruner:
     @property
     def kinds(self) -> list[str]:
         """Layout kind of each prunable parameter: ``"dense"``, ``"conv"``,
-        ``"conv_transpose"`` or ``"other"`` (see :mod:`ltp_torch.layout`)."""
+        ``"conv_transpose"`` or ``"other"`` (see :mod:`ltp_core.layout`)."""
         return list(self._kinds)
 
     @property
