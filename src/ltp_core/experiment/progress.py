@@ -38,7 +38,7 @@ def make_reporter(quiet: bool = False) -> Callable[[str], ProgressFn | None]:
                 if bar is None:
                     bar = tqdm(total=total, desc=description, leave=False, unit="step")
                     state["bar"] = bar
-                bar.n = step
+                bar.update(step - bar.n)
                 bar.set_postfix(shown, refresh=False)
                 bar.refresh()
                 if step >= total:
