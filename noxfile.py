@@ -152,3 +152,5 @@ def build(session: nox.Session) -> None:
             "print('wheel OK', ltp_core.__version__)",
             external=True,
         )
+        # The console script works with NumPy alone (frameworks are imported on demand).
+        session.run(str(Path(python).parent / "ltp"), "--version", external=True)
