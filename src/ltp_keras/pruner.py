@@ -17,6 +17,8 @@ import numpy as np
 
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import apply_masks
+from ltp_core import io as core_io
+from ltp_core.layout import check_layout, map_saved_masks
 
 from .masking import MaskEnforcer
 from .optimizer_state import zero_pruned_slots
@@ -26,12 +28,15 @@ from .variables import (
     select_prunable_variables,
     sync_model_state,
     unique_names,
+    variable_kinds,
     write_arrays,
 )
 
 __all__ = ["LotteryTicketPruner"]
 
 logger = logging.getLogger(__name__)
+
+_LAYOUT = "keras"
 
 
 class LotteryTicketPruner:
@@ -65,6 +70,7 @@ class LotteryTicketPruner:
         names = unique_names(variables)
         self._core = CorePruner(read_arrays(variables), names=names, seed=seed)
         self._index = {name: i for i, name in enumerate(names)}
+        self._kinds = variable_kinds(model, variables)
         others = self._other_variables(model, variables, check=False)
         self._other_shapes = [tuple(v.shape) for v in others]
         self._initial_others = read_arrays(others)
@@ -91,6 +97,12 @@ class LotteryTicketPruner:
     def masks(self) -> list[np.ndarray]:
         """Boolean masks, ``True`` = kept (read-only)."""
         return self._core.masks
+
+    @property
+    def kinds(self) -> list[str]:
+        """Layout kind of each prunable variable: ``"dense"``, ``"conv"``,
+        ``"conv_transpose"`` or ``"other"`` (see :mod:`ltp_core.layout`)."""
+        return list(self._kinds)
 
     @property
     def cumulative_pruning_rate(self) -> float:
@@ -271,6 +283,96 @@ class LotteryTicketPruner:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the core pruner's state to a portable ``.npz`` file."""
         self._core.save(path)
+
+    def set_masks(self, masks: Sequence[Any]) -> None:
+        """Replace the masks (bool arrays, ``True`` = kept); the model is not changed.
+
+        Raises:
+            TypeError, ValueError: Masks of the wrong dtype, count or shapes (nothing changes).
+        """
+        self._core.set_masks(masks)
+
+    def save_masks(self, path: str | os.PathLike[str]) -> None:
+        """Write the masks to a portable mask file (``.npz``, the core's format), atomically.
+
+        The file records the variable paths, the layout tag ``"keras"`` and each array's kind,
+        so the torch adapter can transpose Dense and convolution masks into its own layout.
+
+        Example:
+            >>> import os, tempfile, keras
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+            >>> pruner = LotteryTicketPruner(model)
+            >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+            >>> path = os.path.join(tempfile.mkdtemp(), "masks.npz")
+            >>> pruner.save_masks(path)
+            >>> other = LotteryTicketPruner(model)
+            >>> other.load_masks(path)
+            >>> bool((other.masks[0] == pruner.masks[0]).all())
+            True
+        """
+        core_io.save_masks(
+            path,
+            self._core.masks,
+            self.names,
+            framework="keras",
+            layout=_LAYOUT,
+            kinds=list(self._kinds),
+            level=self.level,
+            cumulative_pruning_rate=self.cumulative_pruning_rate,
+        )
+
+    def load_masks(self, path: str | os.PathLike[str], *, layout: str | None = None) -> None:
+        """Replace the masks with those of a portable mask or state file.
+
+        Masks are matched to the prunable variables by order and shape (names are recorded but
+        differ between frameworks). A file in torch layout (Linear weights ``(out, in)``,
+        convolution weights ``(out, in, *kernel)``) is permuted into Keras layout first. The
+        model is not changed: call :meth:`apply_pruning` or :meth:`rewind`, or let a
+        :class:`~ltp_keras.PrunerCallback` pick the masks up.
+
+        Args:
+            path: A file written by :meth:`save_masks`, the torch adapter, ``ltp mask`` or
+                :func:`ltp_core.io.save_masks`.
+            layout: ``"keras"`` or ``"torch"``: the layout of a file that does not record one
+                (default ``"keras"``). A file that records its layout must agree.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: A corrupt, truncated or foreign file, or masks that do not match this
+                pruner (the message lists every difference). Nothing changes then.
+        """
+        if layout is not None:
+            check_layout(layout)
+        state = core_io.load_state(path)
+        recorded = state.get("layout")
+        if recorded is not None:
+            check_layout(recorded, f"layout recorded in {os.fspath(path)!r}")
+            if layout is not None and layout != recorded:
+                raise ValueError(
+                    f"{os.fspath(path)!r} records layout {recorded!r}. Received: layout={layout!r}"
+                )
+        saved_layout = recorded or layout or _LAYOUT
+        saved_kinds = state.get("kinds")
+        if saved_kinds is not None and (
+            not isinstance(saved_kinds, list) or not all(isinstance(k, str) for k in saved_kinds)
+        ):
+            raise ValueError(
+                f"{os.fspath(path)!r} has malformed `kinds` metadata. "
+                f"Received: kinds={saved_kinds!r}"
+            )
+        masks = map_saved_masks(
+            state["masks"],
+            [str(n) for n in state["names"]],
+            saved_layout,
+            saved_kinds,
+            self.names,
+            self.shapes,
+            self._kinds,
+            _LAYOUT,
+            source=repr(os.fspath(path)),
+        )
+        self.set_masks(masks)
+        logger.info("Loaded masks from %s (%s layout)", os.fspath(path), saved_layout)
 
     def __repr__(self) -> str:
         return (

@@ -22,6 +22,7 @@ __all__ = [
     "select_prunable_variables",
     "sync_model_state",
     "unique_names",
+    "variable_kinds",
     "write_arrays",
 ]
 
@@ -42,6 +43,14 @@ _SINGLE_KERNEL = (
     keras.layers.DepthwiseConv1D,
     keras.layers.DepthwiseConv2D,
 )
+
+
+_CONV_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
 def _is_float_variable(variable: keras.Variable) -> bool:
@@ -98,6 +107,39 @@ def default_prunable_variables(model: keras.layers.Layer) -> list[keras.Variable
     """
     kernel_ids = {id(v) for layer in _walk_layers(model) for v in _layer_kernels(layer)}
     return [v for v in _model_weights(model) if id(v) in kernel_ids]
+
+
+def _kernel_kind(layer: keras.layers.Layer, variable: keras.Variable) -> str:
+    if isinstance(layer, _SEPARABLE):
+        # The pointwise kernel is a 1x1 convolution; the depthwise one has no torch twin layout.
+        return "conv" if variable is getattr(layer, "pointwise_kernel", None) else "other"
+    if isinstance(layer, _CONV_TRANSPOSE):
+        return "conv_transpose"
+    if isinstance(layer, _CONV):
+        return "conv"
+    if isinstance(layer, keras.layers.Dense):
+        return "dense"
+    return "other"  # EinsumDense, DepthwiseConv*: no fixed torch counterpart
+
+
+def variable_kinds(model: keras.layers.Layer, variables: Sequence[keras.Variable]) -> list[str]:
+    """The weight layout kind of each variable, for portable mask files (see ltp_core.layout).
+
+    ``"dense"`` for Dense kernels, ``"conv"`` for Conv1D/2D/3D (and separable pointwise)
+    kernels, ``"conv_transpose"`` for ConvNDTranspose kernels and ``"other"`` for everything
+    else (EinsumDense, depthwise kernels, biases, variables picked with ``prunable=``).
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> variable_kinds(model, [v for v in model.weights])
+        ['dense', 'other']
+    """
+    kinds: dict[int, str] = {}
+    for layer in _walk_layers(model):
+        for kernel in _layer_kernels(layer):
+            kinds.setdefault(id(kernel), _kernel_kind(layer, kernel))
+    return [kinds.get(id(v), "other") for v in variables]
 
 
 def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[keras.Variable]:
