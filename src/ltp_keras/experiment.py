@@ -7,7 +7,7 @@ the prunable weights are the adapter's default selection
 :class:`ltp_keras.LotteryTicketPruner`.
 
 Training does not go through ``model.fit``: many steps run inside one compiled call instead
-(a ``tf.function`` loop on TensorFlow, ``jax.lax.scan`` under ``jax.jit`` on JAX, an eager loop
+(a ``tf.function`` loop on TensorFlow, a ``jax.jit`` step on JAX, an eager loop
 without ``fit``'s data adapters and callbacks on torch), which measured 1.5-2x the steps per
 second of ``fit`` on LeNet-300-100 (``docs/keras.md``). Pruned weights are held at exactly zero
 by the adapter's mechanism, the :class:`ltp_keras.MaskEnforcer` constraints that Keras
@@ -18,6 +18,7 @@ serves every level.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -144,42 +145,62 @@ def _unique(variables: Sequence[keras.Variable]) -> list[keras.Variable]:
 
 
 class _Runner:
-    """Compiled train and forward functions of one model (one subclass per Keras backend).
+    """Compiled train and forward functions for one architecture (a subclass per Keras backend).
 
-    ``begin`` prepares a training run (fresh optimizer state, masks applied), ``run`` trains on
-    a ``(steps, batch)`` array of example indices, ``sync`` writes the live state back into the
-    model's variables, ``end`` finishes the run.
+    A runner trains its own private copy of the architecture (``template``): ``begin`` copies a
+    model's weights in, resets the optimizer and applies the masks, ``run`` trains on a
+    ``(steps, batch)`` array of example indices, ``store`` copies the trained weights back into
+    the model. So every model of one architecture (the IMP loop builds a fresh one per
+    ``random_reinit`` control) shares one compilation, and memory stays flat.
     """
 
-    def __init__(self, model: keras.Model, eval_batch_size: int) -> None:
-        self.model = model
+    def __init__(self, template: keras.Model, eval_batch_size: int) -> None:
+        self.template = template
         self.eval_batch_size = eval_batch_size
-        self.prunable = default_prunable_variables(model)
+        self.prunable = default_prunable_variables(template)
         self.optimizer: keras.optimizers.Optimizer | None = None
         self._optimizer_key: tuple[Any, ...] | None = None
+        self._data: tuple[Any, Any] | None = None
 
     def _prepare_optimizer(self, settings: TrainSettings) -> bool:
+        """Reset the optimizer to a fresh state; returns whether a new one had to be made."""
         key = (settings.optimizer, settings.momentum if settings.optimizer == "sgd" else None)
         fresh = self.optimizer is None or key != self._optimizer_key
         if fresh:
             self.optimizer = _new_optimizer(settings)
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer.build(self.template.trainable_variables)
             self._optimizer_key = key
         assert self.optimizer is not None
         _reset_optimizer(self.optimizer, settings.learning_rate)
         return fresh
 
-    def begin(self, masks: Sequence[np.ndarray], settings: TrainSettings, data: Any) -> None:
+    def load(self, model: keras.Model) -> None:
+        """Copy all of ``model``'s variables into the template."""
+        if model is not self.template:
+            for target, source in zip(self.template.variables, model.variables, strict=True):
+                target.assign(source.value)
+
+    def store(self, model: keras.Model) -> None:
+        """Copy the template's variables (the training state) into ``model``."""
+        if model is not self.template:
+            for target, source in zip(model.variables, self.template.variables, strict=True):
+                target.assign(source.value)
+
+    def begin(
+        self,
+        model: keras.Model,
+        masks: Sequence[np.ndarray],
+        settings: TrainSettings,
+        data: Any,
+    ) -> None:
         raise NotImplementedError
 
     def run(self, indices: np.ndarray) -> None:
         raise NotImplementedError
 
-    def sync(self) -> None:
-        """Write live training state into the variables (only JAX keeps it elsewhere)."""
-
-    def end(self) -> None:
-        self.sync()
+    def end(self, model: keras.Model) -> None:
+        self.store(model)
+        self._data = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits of ``x`` (inference mode), one fixed-size compiled batch at a time."""
@@ -192,83 +213,108 @@ class _Runner:
                 pad = np.zeros((size - n, *batch.shape[1:]), dtype=batch.dtype)
                 batch = np.concatenate([batch, pad])
             out.append(self._forward_batch(batch)[:n])
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        return np.concatenate(out)
 
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _reseed(self, seed: int) -> None:
+        for i, state in enumerate(_seed_states(self.template)):
+            state.assign(np.array([(seed * 1_000_003 + i) % 2**31, 0], dtype=state.dtype))
 
-class _TensorFlowRunner(_Runner):
-    def __init__(self, model: keras.Model, eval_batch_size: int, jit_compile: bool) -> None:
+
+class _MaskedRunner(_Runner):
+    """TensorFlow and torch: the adapter's mask constraints, read live by every step."""
+
+    def __init__(self, template: keras.Model, eval_batch_size: int) -> None:
+        super().__init__(template, eval_batch_size)
+        ones = [np.ones(v.shape, bool) for v in self.prunable]
+        self._enforcer = MaskEnforcer(self.prunable, ones).install()
+
+    def begin(
+        self,
+        model: keras.Model,
+        masks: Sequence[np.ndarray],
+        settings: TrainSettings,
+        data: Any,
+    ) -> None:
+        self.load(model)
+        self._reseed(settings.seed)
+        if self._prepare_optimizer(settings):
+            self._new_optimizer()
+        self._data = data
+        self._enforcer.update(masks)
+        self._enforcer.apply()
+
+    def _new_optimizer(self) -> None:
+        """Called after the optimizer was replaced."""
+
+
+class _TensorFlowRunner(_MaskedRunner):
+    def __init__(self, template: keras.Model, eval_batch_size: int, jit_compile: bool) -> None:
         import tensorflow as tf
 
-        super().__init__(model, eval_batch_size)
+        super().__init__(template, eval_batch_size)
         self._tf = tf
         self._jit_compile = jit_compile
-        self._enforcer = MaskEnforcer(self.prunable, [np.ones(v.shape, bool) for v in self.prunable])
         self._train_fn: Callable[..., Any] | None = None
-        self._data: tuple[Any, Any] | None = None
+        self._capacity = 1
         self._forward_fn = tf.function(
-            lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True
+            lambda x: template(x, training=False), jit_compile=jit_compile, reduce_retracing=True
         )
 
-    def _make_train_fn(self) -> Callable[..., Any]:
+    def _new_optimizer(self) -> None:
         tf = self._tf
-        model, optimizer = self.model, self.optimizer
+        model, optimizer = self.template, self.optimizer
         assert optimizer is not None
         variables = model.trainable_variables
 
-        def train_steps(x: Any, y: Any, indices: Any) -> None:
-            for k in tf.range(tf.shape(indices)[0]):
+        def train_steps(x: Any, y: Any, indices: Any, steps: Any) -> None:
+            for k in tf.range(steps):
                 batch = indices[k]
                 with tf.GradientTape() as tape:
                     loss = _loss(tf.gather(y, batch), model(tf.gather(x, batch), training=True))
                 # ``apply`` runs each variable's constraint after the update: the mask.
                 optimizer.apply(tape.gradient(loss, variables), variables)
 
-        return tf.function(train_steps, jit_compile=self._jit_compile, reduce_retracing=True)
+        self._train_fn = tf.function(
+            train_steps, jit_compile=self._jit_compile, reduce_retracing=True
+        )
 
-    def begin(self, masks: Sequence[np.ndarray], settings: TrainSettings, data: Any) -> None:
-        if self._prepare_optimizer(settings) or self._train_fn is None:
-            self._train_fn = self._make_train_fn()
-        self._data = data
-        self._enforcer.update(masks)
-        self._enforcer.install()
-        self._enforcer.apply()
+    def begin(
+        self,
+        model: keras.Model,
+        masks: Sequence[np.ndarray],
+        settings: TrainSettings,
+        data: Any,
+    ) -> None:
+        super().begin(model, masks, settings, data)
+        self._capacity = min(settings.eval_every, settings.iterations)
 
     def run(self, indices: np.ndarray) -> None:
         assert self._train_fn is not None and self._data is not None
-        self._train_fn(*self._data, self._tf.constant(indices))
-
-    def end(self) -> None:
-        self._enforcer.remove()
-        self._data = None
+        tf = self._tf
+        # A fixed-size index block and a step count: XLA compiles one shape for every chunk.
+        block = np.zeros((max(self._capacity, len(indices)), indices.shape[1]), dtype=np.int32)
+        block[: len(indices)] = indices
+        self._train_fn(*self._data, tf.constant(block), tf.constant(len(indices), tf.int32))
 
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._forward_fn(self._tf.constant(x)))
 
 
-class _TorchRunner(_Runner):
-    def __init__(self, model: keras.Model, eval_batch_size: int) -> None:
+class _TorchRunner(_MaskedRunner):
+    def __init__(self, template: keras.Model, eval_batch_size: int) -> None:
         import torch
 
-        super().__init__(model, eval_batch_size)
+        super().__init__(template, eval_batch_size)
         self._torch = torch
-        self._enforcer = MaskEnforcer(self.prunable, [np.ones(v.shape, bool) for v in self.prunable])
-        self._data: tuple[Any, Any] | None = None
-
-    def begin(self, masks: Sequence[np.ndarray], settings: TrainSettings, data: Any) -> None:
-        self._prepare_optimizer(settings)
-        self._data = data
-        self._enforcer.update(masks)
-        self._enforcer.install()
-        self._enforcer.apply()
 
     def run(self, indices: np.ndarray) -> None:
         torch = self._torch
         assert self._data is not None and self.optimizer is not None
         x, y = self._data
-        model, optimizer = self.model, self.optimizer
+        model, optimizer = self.template, self.optimizer
         variables = model.trainable_variables
         for batch in torch.from_numpy(indices.astype(np.int64)):
             with torch.enable_grad():
@@ -280,23 +326,22 @@ class _TorchRunner(_Runner):
                 # ``apply`` runs each variable's constraint after the update: the mask.
                 optimizer.apply([v.value.grad for v in variables], variables)
 
-    def end(self) -> None:
-        self._enforcer.remove()
-        self._data = None
-
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
-            logits = self.model(self._torch.from_numpy(x), training=False)
+            logits = self.template(self._torch.from_numpy(x), training=False)
         return np.asarray(keras.ops.convert_to_numpy(logits))
 
 
 class _JaxRunner(_Runner):
-    def __init__(self, model: keras.Model, eval_batch_size: int) -> None:
+    """JAX: a jitted step over explicit state; masks are arguments, so one compilation serves
+    every level (a mask constraint would be baked into the compiled step)."""
+
+    def __init__(self, template: keras.Model, eval_batch_size: int) -> None:
         import jax
 
-        super().__init__(model, eval_batch_size)
+        super().__init__(template, eval_batch_size)
         self._jax = jax
-        trainable_ids = {id(v): i for i, v in enumerate(model.trainable_variables)}
+        trainable_ids = {id(v): i for i, v in enumerate(template.trainable_variables)}
         missing = [v.path for v in self.prunable if id(v) not in trainable_ids]
         if missing:
             raise ValueError(f"Prunable variables must be trainable. Received: {missing}")
@@ -304,18 +349,16 @@ class _JaxRunner(_Runner):
         self._train_fn: Callable[..., Any] | None = None
         self._state: tuple[Any, Any, Any] | None = None
         self._masks: list[Any] | None = None
-        self._data: tuple[Any, Any] | None = None
-        self._capacity = 1
 
         def forward(trainable: Any, non_trainable: Any, x: Any) -> Any:
-            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            logits, _ = template.stateless_call(trainable, non_trainable, x, training=False)
             return logits
 
         self._forward_fn = jax.jit(forward)
 
     def _make_train_fn(self) -> Callable[..., Any]:
         jax = self._jax
-        model, optimizer, slots = self.model, self.optimizer, self._mask_slots
+        model, optimizer, slots = self.template, self.optimizer, self._mask_slots
         assert optimizer is not None
 
         def loss_of(trainable: Any, non_trainable: Any, x: Any, y: Any) -> Any:
@@ -324,27 +367,32 @@ class _JaxRunner(_Runner):
 
         grad_fn = jax.grad(loss_of, has_aux=True)
 
-        def train_steps(state: Any, masks: Any, x: Any, y: Any, indices: Any, steps: Any) -> Any:
-            def step(k: Any, carry: Any) -> Any:
-                trainable, non_trainable, optimizer_state = carry
-                batch = indices[k]
-                grads, non_trainable = grad_fn(trainable, non_trainable, x[batch], y[batch])
-                trainable, optimizer_state = optimizer.stateless_apply(
-                    optimizer_state, grads, trainable
-                )
-                trainable = list(trainable)
-                for slot, mask in zip(slots, masks, strict=True):
-                    trainable[slot] = trainable[slot] * mask
-                return trainable, non_trainable, optimizer_state
+        def train_step(state: Any, masks: Any, x: Any, y: Any, batch: Any) -> Any:
+            trainable, non_trainable, optimizer_state = state
+            grads, non_trainable = grad_fn(trainable, non_trainable, x[batch], y[batch])
+            trainable, optimizer_state = optimizer.stateless_apply(
+                optimizer_state, grads, trainable
+            )
+            trainable = list(trainable)
+            for slot, mask in zip(slots, masks, strict=True):
+                trainable[slot] = trainable[slot] * mask
+            return trainable, non_trainable, optimizer_state
 
-            # A dynamic trip count over a fixed-size index block: one compilation serves every
-            # chunk length (evaluation windows, a capture point, the remainder).
-            return jax.lax.fori_loop(0, steps, step, state)
+        # One compiled step called from Python: as fast as a compiled loop of steps on CPU
+        # (dispatch is cheap), while XLA runs convolutions inside a compiled loop ~40x slower.
+        compiled: Callable[..., Any] = jax.jit(train_step)
+        return compiled
 
-        return jax.jit(train_steps)
-
-    def begin(self, masks: Sequence[np.ndarray], settings: TrainSettings, data: Any) -> None:
+    def begin(
+        self,
+        model: keras.Model,
+        masks: Sequence[np.ndarray],
+        settings: TrainSettings,
+        data: Any,
+    ) -> None:
         jnp = self._jax.numpy
+        self.load(model)
+        self._reseed(settings.seed)
         if self._prepare_optimizer(settings) or self._train_fn is None:
             self._train_fn = self._make_train_fn()
         assert self.optimizer is not None
@@ -352,45 +400,64 @@ class _JaxRunner(_Runner):
             jnp.asarray(m, dtype=keras.backend.standardize_dtype(v.dtype))
             for v, m in zip(self.prunable, masks, strict=True)
         ]
-        trainable = [jnp.array(v.value) for v in self.model.trainable_variables]
+        trainable = [v.value for v in self.template.trainable_variables]
         for slot, mask in zip(self._mask_slots, self._masks, strict=True):
             trainable[slot] = trainable[slot] * mask
         self._state = (
             trainable,
-            [jnp.array(v.value) for v in self.model.non_trainable_variables],
-            [jnp.array(v.value) for v in self.optimizer.variables],
+            [v.value for v in self.template.non_trainable_variables],
+            [v.value for v in self.optimizer.variables],
         )
         self._data = data
-        self._capacity = settings.eval_every
-        self.sync()
+        self._write_state()
 
     def run(self, indices: np.ndarray) -> None:
         assert self._train_fn is not None and self._data is not None
-        steps = len(indices)
-        if steps > self._capacity:
-            raise ValueError(f"At most {self._capacity} steps per call. Received: {steps}")
-        block = np.zeros((self._capacity, indices.shape[1]), dtype=np.int32)
-        block[:steps] = indices
-        self._state = self._train_fn(self._state, self._masks, *self._data, block, steps)
-        self._jax.block_until_ready(self._state)
+        state, masks, (x, y) = self._state, self._masks, self._data
+        for batch in indices:
+            state = self._train_fn(state, masks, x, y, batch)
+        self._state = self._jax.block_until_ready(state)  # type: ignore[no-untyped-call]
+        self._write_state()
 
-    def sync(self) -> None:
-        if self._state is None:
-            return
+    def _write_state(self) -> None:
+        """Put the live state into the template's variables (JAX keeps it outside them)."""
+        assert self._state is not None
         trainable, non_trainable, _ = self._state
-        for variable, value in zip(self.model.trainable_variables, trainable, strict=True):
+        template = self.template
+        for variable, value in zip(template.trainable_variables, trainable, strict=True):
             variable.assign(value)
-        for variable, value in zip(self.model.non_trainable_variables, non_trainable, strict=True):
+        for variable, value in zip(template.non_trainable_variables, non_trainable, strict=True):
             variable.assign(value)
 
-    def end(self) -> None:
-        self.sync()
-        self._state = self._masks = self._data = None
+    def end(self, model: keras.Model) -> None:
+        super().end(model)
+        self._state = self._masks = None
 
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:
-        trainable = [v.value for v in self.model.trainable_variables]
-        non_trainable = [v.value for v in self.model.non_trainable_variables]
+        trainable = [v.value for v in self.template.trainable_variables]
+        non_trainable = [v.value for v in self.template.non_trainable_variables]
         return np.asarray(self._forward_fn(trainable, non_trainable, x))
+
+
+def _strip(config: Any, keys: frozenset[str]) -> Any:
+    if isinstance(config, dict):
+        return {k: _strip(v, keys) for k, v in config.items() if k not in keys}
+    if isinstance(config, list | tuple):
+        return [_strip(v, keys) for v in config]
+    return config
+
+
+def _architecture_key(model: keras.Model) -> str | None:
+    """The model's config without names and seeds; ``None`` if it cannot be serialized."""
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        return None
+    stripped = _strip(config, frozenset({"name", "seed"}))
+    shapes = [(tuple(v.shape), str(v.dtype)) for v in model.variables]
+    return (
+        f"{type(model).__qualname__}:{json.dumps(stripped, sort_keys=True, default=str)}:{shapes}"
+    )
 
 
 def _log_softmax_metrics(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -407,9 +474,12 @@ class KerasBackend:
 
     Args:
         eval_batch_size: Examples per forward pass when evaluating.
-        jit_compile: Compile the TensorFlow train loop with XLA (ignored by other backends).
-        cached_models: How many models keep their compiled functions between calls (the IMP
-            loop alternates between its main model and a fresh one per control).
+        jit_compile: Compile the TensorFlow train loop with XLA: ``True``, ``False`` or
+            ``"auto"`` (XLA for models without convolutions). Other backends ignore it.
+        cached_models: How many architectures keep their compiled functions between calls.
+        torch_threads: Intra-op threads while training on the torch backend (restored after;
+            ``None`` leaves torch's setting). One thread is as fast for these small models and
+            does not collapse when other processes share the cores, as ``ltp_torch`` does.
 
     Example:
         >>> import numpy as np
@@ -428,15 +498,29 @@ class KerasBackend:
     name = "keras"
 
     def __init__(
-        self, eval_batch_size: int = 1000, jit_compile: bool = False, cached_models: int = 2
+        self,
+        eval_batch_size: int = 1000,
+        jit_compile: bool | str = "auto",
+        cached_models: int = 4,
+        torch_threads: int | None = 1,
     ) -> None:
-        for arg, value in (("eval_batch_size", eval_batch_size), ("cached_models", cached_models)):
+        for arg, value in (
+            ("eval_batch_size", eval_batch_size),
+            ("cached_models", cached_models),
+            ("torch_threads", 1 if torch_threads is None else torch_threads),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{arg}` must be a positive integer. Received: {arg}={value!r}")
+        self.torch_threads = torch_threads
         self.eval_batch_size = eval_batch_size
-        self.jit_compile = bool(jit_compile)
+        if jit_compile not in (True, False, "auto"):
+            raise ValueError(
+                "`jit_compile` must be True, False or 'auto'. "
+                f"Received: jit_compile={jit_compile!r}"
+            )
+        self.jit_compile = jit_compile
         self.cached_models = cached_models
-        self._runners: OrderedDict[int, _Runner] = OrderedDict()
+        self._runners: OrderedDict[Any, _Runner] = OrderedDict()
         self._data_cache: tuple[np.ndarray, np.ndarray, Any] | None = None
 
     # ------------------------------------------------------------------ models and weights
@@ -494,26 +578,44 @@ class KerasBackend:
             raise TypeError(
                 f"`model` must be a keras.Model. Received: model of type {type(model).__name__}"
             )
-        runner = self._runners.get(id(model))
-        if runner is not None and runner.model is model:
-            self._runners.move_to_end(id(model))
+        key: Any = _architecture_key(model)
+        if key is None:  # not serializable: train the model itself, compiled for it alone
+            key = ("model", id(model))
+        runner = self._runners.get(key)
+        if runner is not None and (isinstance(key, str) or runner.template is model):
+            self._runners.move_to_end(key)
             return runner
+        template = model if isinstance(key, tuple) else keras.models.clone_model(model)
         name = keras.backend.backend()
         if name == "tensorflow":
-            runner = _TensorFlowRunner(model, self.eval_batch_size, self.jit_compile)
+            jit = self.jit_compile
+            if jit == "auto":
+                # XLA on CPU speeds dense models up but runs convolutions in a loop very slowly.
+                jit = "conv" not in self.layer_kinds(model)
+            runner = _TensorFlowRunner(template, self.eval_batch_size, bool(jit))
         elif name == "jax":
-            runner = _JaxRunner(model, self.eval_batch_size)
+            runner = _JaxRunner(template, self.eval_batch_size)
         elif name == "torch":
-            runner = _TorchRunner(model, self.eval_batch_size)
+            runner = _TorchRunner(template, self.eval_batch_size)
         else:
             raise ValueError(
                 f"The Keras backend must be tensorflow, jax or torch. Received: "
                 f"KERAS_BACKEND={name!r}"
             )
-        self._runners[id(model)] = runner
+        self._runners[key] = runner
         while len(self._runners) > self.cached_models:
             self._runners.popitem(last=False)
         return runner
+
+    def _torch_threads(self) -> int | None:
+        """Apply ``torch_threads`` on the torch backend; returns the setting to restore."""
+        if self.torch_threads is None or keras.backend.backend() != "torch":
+            return None
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.torch_threads)
+        return previous
 
     def _training_data(self, data: Dataset) -> Any:
         """The training arrays as backend tensors (converted once per dataset)."""
@@ -560,42 +662,29 @@ class KerasBackend:
             masks = [np.ones(v.shape, dtype=bool) for v in runner.prunable]
         _check_arrays(runner.prunable, masks, "masks")
         masks = [np.asarray(m, dtype=bool) for m in masks]
-        for i, state in enumerate(_seed_states(model)):
-            state.assign(
-                np.array([(settings.seed * 1_000_003 + i) % 2**31, 0], dtype=state.dtype)
-            )
         order = BatchOrder(len(data.y_train), settings.batch_size, settings.seed)
-        total = settings.iterations
-        stops = set(range(settings.eval_every, total + 1, settings.eval_every)) | {total}
-        capture = settings.capture_at
-        if capture is not None and 0 < capture < total:
-            stops.add(capture)
-        evaluations: list[EvalPoint] = []
-        captured: list[np.ndarray] | None = None
-        train_seconds = 0.0
-
-        runner.begin(masks, settings, self._training_data(data))
+        threads = self._torch_threads()
         try:
-            if capture == 0:
-                captured = self.snapshot(model)
-            step = 0
-            for stop in sorted(stops):
-                chunk_start = time.perf_counter()
-                runner.run(order.take(stop - step))
-                step = stop
-                runner.sync()
-                train_seconds += time.perf_counter() - chunk_start
-                if step == capture:
-                    captured = self.snapshot(model)
-                if step % settings.eval_every == 0 or step == total:
-                    val_loss, val_acc = self._evaluate(runner, data.x_val, data.y_val)
-                    _, test_acc = self._evaluate(runner, data.x_test, data.y_test)
-                    evaluations.append(EvalPoint(step, val_loss, val_acc, test_acc))
-                    if progress is not None:
-                        progress(step, total, {"val_acc": val_acc})
+            runner.begin(model, masks, settings, self._training_data(data))
+            try:
+                evaluations, captured, train_seconds = self._schedule(
+                    runner, model, data, settings, order, progress
+                )
+            finally:
+                runner.end(model)
         finally:
-            runner.end()
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+        total = settings.iterations
         seconds = time.perf_counter() - start
+        logger.debug(
+            "trained %d steps in %.2fs (%.0f steps/s without evaluation)",
+            total,
+            seconds,
+            total / train_seconds if train_seconds > 0 else 0.0,
+        )
         return TrainOutcome(
             evaluations,
             seconds,
@@ -606,6 +695,44 @@ class KerasBackend:
             },
         )
 
+    def _schedule(
+        self,
+        runner: _Runner,
+        model: keras.Model,
+        data: Dataset,
+        settings: TrainSettings,
+        order: BatchOrder,
+        progress: ProgressFn | None,
+    ) -> tuple[list[EvalPoint], list[np.ndarray] | None, float]:
+        """Train in chunks between evaluations (and the capture step); evaluate after each."""
+        total = settings.iterations
+        stops = set(range(settings.eval_every, total + 1, settings.eval_every)) | {total}
+        capture = settings.capture_at
+        if capture is not None and 0 < capture < total:
+            stops.add(capture)
+        evaluations: list[EvalPoint] = []
+        captured: list[np.ndarray] | None = None
+        train_seconds = 0.0
+        if capture == 0:
+            runner.store(model)
+            captured = self.snapshot(model)
+        step = 0
+        for stop in sorted(stops):
+            chunk_start = time.perf_counter()
+            runner.run(order.take(stop - step))
+            step = stop
+            train_seconds += time.perf_counter() - chunk_start
+            if step == capture:
+                runner.store(model)
+                captured = self.snapshot(model)
+            if step % settings.eval_every == 0 or step == total:
+                val_loss, val_acc = self._evaluate(runner, data.x_val, data.y_val)
+                _, test_acc = self._evaluate(runner, data.x_test, data.y_test)
+                evaluations.append(EvalPoint(step, val_loss, val_acc, test_acc))
+                if progress is not None:
+                    progress(step, total, {"val_acc": val_acc})
+        return evaluations, captured, train_seconds
+
     def _evaluate(self, runner: _Runner, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         if len(y) == 0:
             return float("nan"), float("nan")
@@ -614,7 +741,9 @@ class KerasBackend:
 
     def evaluate(self, model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the model as it is (inference mode)."""
-        return self._evaluate(self._runner(model), x, y)
+        runner = self._runner(model)
+        runner.load(model)
+        return self._evaluate(runner, x, y)
 
     def versions(self) -> dict[str, str]:
         """Keras, its backend and the backend framework's version."""
