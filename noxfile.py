@@ -89,8 +89,9 @@ def tests_torch(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("backend", KERAS_BACKENDS)
 def tests_keras(session: nox.Session, backend: str) -> None:
-    """Keras adapter tests under one Keras backend."""
+    """Keras adapter tests and docstring examples under one Keras backend."""
     pytest(session, "tests/keras", "-q", env={"KERAS_BACKEND": backend})
+    pytest(session, "--doctest-modules", "src/ltp_keras", "-q", env={"KERAS_BACKEND": backend})
 
 
 @nox.session
@@ -104,7 +105,9 @@ def tests(session: nox.Session) -> None:
     pytest(session, *others, "-q")
     pytest(session, "--doctest-modules", "src/ltp_core", "src/ltp_torch", "-q")
     for backend in KERAS_BACKENDS:
-        pytest(session, "tests/keras", "-q", env={"KERAS_BACKEND": backend})
+        env = {"KERAS_BACKEND": backend}
+        pytest(session, "tests/keras", "-q", env=env)
+        pytest(session, "--doctest-modules", "src/ltp_keras", "-q", env=env)
 
 
 @nox.session

@@ -32,7 +32,7 @@ class MaskConstraint(keras.constraints.Constraint):
 
     Example:
         >>> import keras, numpy as np
-        >>> mask = keras.Variable(np.array([1.0, 0.0]), trainable=False)
+        >>> mask = keras.Variable(np.array([1.0, 0.0], dtype="float32"), trainable=False)
         >>> keras.ops.convert_to_numpy(MaskConstraint(mask)(keras.ops.ones((2,)))).tolist()
         [1.0, 0.0]
     """
