@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 from .callbacks import PrunerCallback, RewindCheckpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .masking import MaskConstraint, MaskEnforcer
 from .optimizer_state import slot_variables, zero_pruned_slots
 from .pruner import LotteryTicketPruner
@@ -35,6 +36,8 @@ __all__ = [
     "PrunerCallback",
     "RewindCheckpoint",
     "default_prunable_variables",
+    "load_checkpoint",
+    "save_checkpoint",
     "select_prunable_variables",
     "slot_variables",
     "zero_pruned_slots",

@@ -1,0 +1,211 @@
+"""Training checkpoints for Keras 3 models: model, optimizer and pruner in one atomic file.
+
+``save_checkpoint`` writes a single zip file next to the target and renames it into place
+(:func:`ltp_core.io.atomic_write_bytes`), so a crash while saving leaves the previous
+checkpoint intact. The zip holds three entries:
+
+* ``model.keras``: the model as written by ``model.save`` (architecture, weights and, for a
+  compiled model, the optimizer with its iteration count and slot variables);
+* ``pruner.npz``: the pruner's state in the portable ``.npz`` format of
+  :func:`ltp_core.io.save_state` (masks, initial, pretrained and rewind prunable weights);
+* ``extra.json``: the format tag, its version and the caller's JSON-serializable ``extra``.
+
+Nothing in the file runs code on load (``.keras`` files load with ``safe_mode``, ``.npz`` with
+``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from ltp_core import io as core_io
+from ltp_core.io import atomic_write_bytes
+
+from .pruner import LotteryTicketPruner
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "ltp_keras.checkpoint"
+CHECKPOINT_VERSION = 1
+
+_MODEL = "model.keras"
+_PRUNER = "pruner.npz"
+_EXTRA = "extra.json"
+
+
+def _check_pruner(pruner: Any) -> None:
+    if pruner is not None and not isinstance(pruner, LotteryTicketPruner):
+        raise TypeError(
+            "Expected an ltp_keras.LotteryTicketPruner or None. "
+            f"Received: pruner={pruner!r} of type {type(pruner).__name__}"
+        )
+
+
+def _encode_extra(extra: Any) -> str:
+    document = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "extra": extra}
+    try:
+        return json.dumps(document, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            "`extra` must be JSON-serializable (dicts with str keys, lists, str, finite numbers, "
+            f"bool, None): {error}. Received: extra of type {type(extra).__name__}"
+        ) from error
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: keras.Model,
+    pruner: LotteryTicketPruner | None = None,
+    *,
+    extra: Any = None,
+) -> None:
+    """Save the model (with its optimizer), the pruner and ``extra`` in one file, atomically.
+
+    The pruner's masks are applied to ``model`` in place first (kept weights are unchanged), so
+    the live model and the file agree and every pruned weight in the file is exactly zero, also
+    right after :meth:`~ltp_keras.LotteryTicketPruner.calc_prune_mask`. It may be called during
+    ``fit`` (for instance from a callback): the mask constraints that
+    :class:`~ltp_keras.PrunerCallback` installs are not part of the layer configs.
+
+    Args:
+        path: Destination file; parent folders are created.
+        model: A built ``keras.Model``. If compiled, its optimizer state is saved too.
+        pruner: The :class:`~ltp_keras.LotteryTicketPruner`, or ``None``. Its rewind point of
+            non-prunable weights (:meth:`~ltp_keras.LotteryTicketPruner.set_rewind_weights`)
+            is not saved; masks, level, history and the prunable initial, pretrained and rewind
+            weights are.
+        extra: Anything else to keep (epoch, level, learning-rate schedule position) as a
+            JSON-serializable value.
+
+    Raises:
+        TypeError: ``pruner`` of the wrong type, or ``extra`` not JSON-serializable (nothing is
+            written then).
+        ValueError: ``model`` does not match ``pruner``.
+
+    Example:
+        >>> import os, tempfile, keras, numpy as np
+        >>> from ltp_keras import LotteryTicketPruner, load_checkpoint
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4),
+        ...                           keras.layers.Dense(1)])
+        >>> model.compile("sgd", "mse")
+        >>> pruner = LotteryTicketPruner(model)
+        >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+        >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.zip")
+        >>> save_checkpoint(path, model, pruner, extra={"level": 1})
+        >>> restored, extra = load_checkpoint(path, LotteryTicketPruner(model))
+        >>> extra, int((keras.ops.convert_to_numpy(restored.layers[0].kernel) == 0).sum())
+        ({'level': 1}, 8)
+    """
+    _check_pruner(pruner)
+    document = _encode_extra(extra)
+    if pruner is not None:
+        pruner.apply_pruning(model)
+    with tempfile.TemporaryDirectory(prefix="ltp_keras_ckpt_") as folder:
+        model_file = Path(folder) / _MODEL
+        model.save(model_file)
+        pruner_file = Path(folder) / _PRUNER
+        if pruner is not None:
+            core_io.save_state(pruner_file, pruner.state_dict())
+
+        def write(file: Any) -> None:
+            with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
+                archive.writestr(_EXTRA, document)
+                archive.write(model_file, _MODEL)
+                if pruner is not None:
+                    archive.write(pruner_file, _PRUNER)
+
+        atomic_write_bytes(path, write)
+    logger.debug("Saved checkpoint %s", os.fspath(path))
+
+
+def _not_a_checkpoint(path: str | os.PathLike[str], why: str) -> ValueError:
+    return ValueError(
+        f"{os.fspath(path)!r} is not a valid ltp_keras checkpoint ({why}). "
+        f"Received: path={os.fspath(path)!r}"
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    pruner: LotteryTicketPruner | None = None,
+    *,
+    custom_objects: dict[str, Any] | None = None,
+) -> tuple[keras.Model, Any]:
+    """Read a :func:`save_checkpoint` file: a new model, and ``pruner`` restored in place.
+
+    The model comes from ``keras.models.load_model`` (compiled, with the optimizer's iteration
+    count and slot variables, if it was compiled when saved). The pruner is restored only after
+    the file and the model loaded; a pruner that does not match the saved state raises its own
+    ``ValueError`` and keeps its state. To resume pruned training, pass the returned model and
+    the pruner to a new :class:`~ltp_keras.PrunerCallback`.
+
+    Args:
+        path: A file written by :func:`save_checkpoint`.
+        pruner: A :class:`~ltp_keras.LotteryTicketPruner` of the same architecture to restore,
+            or ``None`` to skip it.
+        custom_objects: Passed to ``keras.models.load_model`` (custom layers, losses...).
+
+    Returns:
+        ``(model, extra)``: the loaded model and the ``extra`` value given when saving.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A corrupt, truncated or foreign file, a checkpoint without pruner state
+            when ``pruner`` is given, or a pruner of another architecture.
+        TypeError: ``pruner`` of the wrong type.
+
+    Example: see :func:`save_checkpoint`.
+    """
+    _check_pruner(pruner)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {os.fspath(path)!r}")
+    with tempfile.TemporaryDirectory(prefix="ltp_keras_ckpt_") as folder:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                if _EXTRA not in names or _MODEL not in names:
+                    raise _not_a_checkpoint(path, f"entries {_EXTRA} and {_MODEL} missing")
+                document = json.loads(archive.read(_EXTRA).decode("utf-8"))
+                archive.extract(_MODEL, folder)
+                if _PRUNER in names:
+                    archive.extract(_PRUNER, folder)
+        except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, ValueError) as error:
+            if isinstance(error, ValueError) and str(error).startswith(repr(os.fspath(path))):
+                raise
+            raise _not_a_checkpoint(path, f"cannot read it: {error}") from error
+        if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+            raise _not_a_checkpoint(path, "not written by ltp_keras.save_checkpoint")
+        version = document.get("version")
+        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+            raise _not_a_checkpoint(
+                path, f"version {version!r}; this release reads up to {CHECKPOINT_VERSION}"
+            )
+        state = None
+        if pruner is not None:
+            if _PRUNER not in names:
+                raise ValueError(
+                    f"The checkpoint holds no pruner state. Received: pruner={pruner!r} for "
+                    f"path={os.fspath(path)!r}"
+                )
+            try:
+                state = core_io.load_state(Path(folder) / _PRUNER)
+            except ValueError as error:
+                raise _not_a_checkpoint(path, f"bad {_PRUNER}: {error}") from error
+        try:
+            model = keras.models.load_model(Path(folder) / _MODEL, custom_objects=custom_objects)
+        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            raise _not_a_checkpoint(path, f"bad {_MODEL}: {error}") from error
+    if pruner is not None and state is not None:
+        pruner.load_state_dict(state)
+    logger.debug("Loaded checkpoint %s", os.fspath(path))
+    return model, document.get("extra")

@@ -1,0 +1,148 @@
+"""One-file Keras training checkpoints: round trip, resuming, errors, atomicity."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from keras_models import make_mlp
+
+from ltp_keras import LotteryTicketPruner, PrunerCallback, load_checkpoint, save_checkpoint
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(32, 10)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")
+
+
+def _trained(
+    tmp_path: Path,
+) -> tuple[keras.Model, LotteryTicketPruner, Path]:
+    model = make_mlp()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    pruner = LotteryTicketPruner(model, seed=0)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner)])
+    path = tmp_path / "run" / "ckpt.zip"
+    save_checkpoint(path, model, pruner, extra={"level": 1, "note": "after fit"})
+    return model, pruner, path
+
+
+def _numpy(variables: list[keras.Variable]) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+def test_round_trip_restores_weights_optimizer_and_pruner(tmp_path: Path) -> None:
+    model, pruner, path = _trained(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["extra.json", "model.keras", "pruner.npz"]
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.zip"]
+
+    fresh = LotteryTicketPruner(make_mlp(seed=3), seed=0)
+    loaded, extra = load_checkpoint(path, fresh)
+    assert extra == {"level": 1, "note": "after fit"}
+    for ours, theirs in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 4
+    saved_slots = _numpy(model.optimizer.variables)
+    loaded_slots = _numpy(loaded.optimizer.variables)
+    assert len(saved_slots) == len(loaded_slots) > 1
+    for ours, theirs in zip(saved_slots, loaded_slots, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(pruner.masks, fresh.masks, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert fresh.level == pruner.level == 1
+    for variable, mask in zip(fresh.prunable_variables(loaded), fresh.masks, strict=True):
+        values = keras.ops.convert_to_numpy(variable)
+        assert np.all(values[~mask] == 0)
+        assert np.count_nonzero(values[mask]) == mask.sum()
+
+
+def test_save_zeroes_pruned_weights_without_touching_kept_ones(tmp_path: Path) -> None:
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model, seed=0)
+    before = [w.copy() for w in model.get_weights()]
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    save_checkpoint(tmp_path / "ckpt.zip", model, pruner)
+    loaded, extra = load_checkpoint(tmp_path / "ckpt.zip")
+    assert extra is None
+    names = [v.path for v in model.weights]
+    masks = dict(zip(pruner.names, pruner.masks, strict=True))
+    for name, old, new in zip(names, before, loaded.get_weights(), strict=True):
+        mask = masks.get(name, np.ones(old.shape, dtype=bool))
+        np.testing.assert_array_equal(new, np.where(mask, old, 0))
+
+
+def test_resume_training_keeps_pruned_weights_at_zero(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    pruner = LotteryTicketPruner(make_mlp(seed=5), seed=0)
+    model, _ = load_checkpoint(path, pruner)
+    x, y = _data(1)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner)])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 8
+    for variable, mask in zip(pruner.prunable_variables(model), pruner.masks, strict=True):
+        assert np.all(keras.ops.convert_to_numpy(variable)[~mask] == 0)
+
+
+def test_corrupt_or_truncated_file_raises_value_error(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(b"not a zip file at all")
+    for bad in (truncated, garbage):
+        with pytest.raises(ValueError, match="Received: path=") as info:
+            load_checkpoint(bad)
+        assert str(bad) in str(info.value)
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as archive:
+        archive.writestr("extra.json", json.dumps({"format": "other"}))
+        archive.writestr("model.keras", b"")
+    with pytest.raises(ValueError, match="not written by ltp_keras"):
+        load_checkpoint(foreign)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.zip")
+
+
+def test_mismatched_pruner_raises_and_keeps_its_state(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    other = LotteryTicketPruner(make_mlp(hidden=5), seed=0)
+    with pytest.raises(ValueError):
+        load_checkpoint(path, other)
+    assert other.level == 0
+    assert all(mask.all() for mask in other.masks)
+
+
+def test_bad_extra_writes_nothing_and_keeps_previous_file(tmp_path: Path) -> None:
+    model, pruner, path = _trained(tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=r"`extra`.*Received:"):
+        save_checkpoint(path, model, pruner, extra={"bad": object()})
+    with pytest.raises(TypeError, match="Received: pruner="):
+        save_checkpoint(path, model, "pruner")  # type: ignore[arg-type]
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.zip"]
+    assert path.read_bytes() == before
+
+
+def test_save_during_fit_with_mask_constraints_loads_without_custom_objects(
+    tmp_path: Path,
+) -> None:
+    model = make_mlp()
+    model.compile("sgd", "mse")
+    pruner = LotteryTicketPruner(model, seed=0)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    path = tmp_path / "mid.zip"
+    saver = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: save_checkpoint(path, model, pruner, extra=epoch)
+    )
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner), saver])
+    loaded, extra = load_checkpoint(path)
+    assert extra == 0
+    for variable, mask in zip(pruner.prunable_variables(loaded), pruner.masks, strict=True):
+        assert np.all(keras.ops.convert_to_numpy(variable)[~mask] == 0)
