@@ -22,6 +22,7 @@ __all__ = [
     "EvalPoint",
     "LayerKind",
     "ProgressFn",
+    "Reporter",
     "TrainOutcome",
     "TrainSettings",
     "TrainingBackend",
@@ -103,6 +104,9 @@ class TrainOutcome:
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 """``progress(step, total_steps, metrics)``, called by backends while training."""
+
+Reporter = Callable[[str], ProgressFn | None]
+"""``reporter(description)`` returns the progress callback for one training run."""
 
 
 @runtime_checkable

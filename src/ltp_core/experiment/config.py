@@ -8,9 +8,10 @@ from typing import Any
 
 from ..strategies import STRATEGIES
 from ..validation import check_fraction
+from .backend import TrainSettings
 from .models import model_spec
 
-__all__ = ["CONTROLS", "ImpConfig", "OneShotConfig", "default_iterations"]
+__all__ = ["CONTROLS", "ImpConfig", "OneShotConfig", "TrainingDefaults", "default_iterations"]
 
 CONTROLS: tuple[str, ...] = ("random_reinit", "random_prune")
 """Control arms run on the ticket's masks (``random_reinit``) or densities (``random_prune``)."""
@@ -28,8 +29,57 @@ def default_iterations(model: str, dataset: str) -> int:
     return _SMALL_DATASETS.get(dataset, model_spec(model).iterations)
 
 
+class TrainingDefaults:
+    """Training settings shared by the experiment configs: given values, else the paper's."""
+
+    model: str
+    dataset: str
+    iterations: int | None
+    batch_size: int | None
+    learning_rate: float | None
+    optimizer: str | None
+    eval_every: int | None
+
+    @property
+    def resolved_iterations(self) -> int:
+        """Training steps per run."""
+        return self.iterations or default_iterations(self.model, self.dataset)
+
+    @property
+    def resolved_batch_size(self) -> int:
+        """Batch size."""
+        return self.batch_size or model_spec(self.model).batch_size
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        """Learning rate."""
+        return self.learning_rate or model_spec(self.model).learning_rate
+
+    @property
+    def resolved_optimizer(self) -> str:
+        """Optimizer name."""
+        return self.optimizer or model_spec(self.model).optimizer
+
+    @property
+    def resolved_eval_every(self) -> int:
+        """Steps between evaluations (about 20 per run by default)."""
+        return self.eval_every or max(1, self.resolved_iterations // 20)
+
+    def train_settings(self, seed: int, capture_at: int | None = None) -> TrainSettings:
+        """The :class:`TrainSettings` of one training run with data-order ``seed``."""
+        return TrainSettings(
+            iterations=self.resolved_iterations,
+            batch_size=self.resolved_batch_size,
+            optimizer=self.resolved_optimizer,
+            learning_rate=self.resolved_learning_rate,
+            eval_every=self.resolved_eval_every,
+            seed=seed,
+            capture_at=capture_at,
+        )
+
+
 @dataclass(frozen=True)
-class ImpConfig:
+class ImpConfig(TrainingDefaults):
     """Settings of an iterative magnitude pruning experiment (``ltp imp``).
 
     ``None`` fields take the model's paper defaults (see :mod:`ltp_core.experiment.models`).
@@ -118,31 +168,6 @@ class ImpConfig:
             return self.rate / 2
         return model_spec(self.model).output_rate
 
-    @property
-    def resolved_iterations(self) -> int:
-        """Training steps per run."""
-        return self.iterations or default_iterations(self.model, self.dataset)
-
-    @property
-    def resolved_batch_size(self) -> int:
-        """Batch size."""
-        return self.batch_size or model_spec(self.model).batch_size
-
-    @property
-    def resolved_learning_rate(self) -> float:
-        """Learning rate."""
-        return self.learning_rate or model_spec(self.model).learning_rate
-
-    @property
-    def resolved_optimizer(self) -> str:
-        """Optimizer name."""
-        return self.optimizer or model_spec(self.model).optimizer
-
-    @property
-    def resolved_eval_every(self) -> int:
-        """Steps between evaluations (about 20 per run by default)."""
-        return self.eval_every or max(1, self.resolved_iterations // 20)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict, resolved defaults included."""
         data = asdict(self)
@@ -170,7 +195,7 @@ class ImpConfig:
 
 
 @dataclass(frozen=True)
-class OneShotConfig:
+class OneShotConfig(TrainingDefaults):
     """Settings of the old package's one-shot experiment (``ltp oneshot``)."""
 
     framework: str = "torch"
@@ -202,31 +227,6 @@ class OneShotConfig:
                     f"`sparsities` must be increasing. Received: sparsities={list(self.sparsities)}"
                 )
             previous = s
-
-    @property
-    def resolved_iterations(self) -> int:
-        """Training steps per run."""
-        return self.iterations or default_iterations(self.model, self.dataset)
-
-    @property
-    def resolved_batch_size(self) -> int:
-        """Batch size."""
-        return self.batch_size or model_spec(self.model).batch_size
-
-    @property
-    def resolved_learning_rate(self) -> float:
-        """Learning rate."""
-        return self.learning_rate or model_spec(self.model).learning_rate
-
-    @property
-    def resolved_optimizer(self) -> str:
-        """Optimizer name."""
-        return self.optimizer or model_spec(self.model).optimizer
-
-    @property
-    def resolved_eval_every(self) -> int:
-        """Steps between evaluations."""
-        return self.eval_every or max(1, self.resolved_iterations // 20)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,13 @@ from ..io import atomic_write_bytes, remove_stale_temporaries
 from ..masks import apply_masks, density, layer_densities
 from ..pruner import LotteryTicketPruner
 from ..selection import RandomScores, keep_after_pruning_smallest
-from .backend import TrainingBackend, TrainOutcome, TrainSettings
+from .backend import Reporter, TrainingBackend, TrainOutcome, TrainSettings
 from .config import ImpConfig
 from .results import ResultStore, RunRecord
 
 __all__ = ["layer_rates_for", "random_masks_like", "run_imp"]
 
 logger = logging.getLogger(__name__)
-
-Reporter = Callable[[str], Callable[[int, int, dict[str, float]], None] | None]
 
 
 def layer_rates_for(config: ImpConfig, kinds: Sequence[str]) -> dict[str | int, float]:
@@ -91,15 +89,7 @@ def _settings(
     config: ImpConfig, seed: int, level: int, arm: str, capture: int | None = None
 ) -> TrainSettings:
     arm_id = {"ticket": 0, "random_reinit": 1, "random_prune": 2}[arm]
-    return TrainSettings(
-        iterations=config.resolved_iterations,
-        batch_size=config.resolved_batch_size,
-        optimizer=config.resolved_optimizer,
-        learning_rate=config.resolved_learning_rate,
-        eval_every=config.resolved_eval_every,
-        seed=int(salt_from_seed([seed, level, arm_id]) % (2**31)),
-        capture_at=capture,
-    )
+    return config.train_settings(int(salt_from_seed([seed, level, arm_id]) % (2**31)), capture)
 
 
 def _record(

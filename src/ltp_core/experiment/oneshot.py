@@ -13,19 +13,16 @@ fractions of what remains in sequence), and two numbers are measured per mask:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from ..datasets import Dataset
 from ..masks import apply_masks, density, layer_densities
 from ..pruner import LotteryTicketPruner
 from ..schedule import fractions_for_cumulative_sparsities
-from .backend import TrainingBackend, TrainSettings
+from .backend import Reporter, TrainingBackend, TrainSettings
 from .config import OneShotConfig
 from .results import ResultStore, RunRecord
 
 __all__ = ["run_oneshot"]
-
-Reporter = Callable[[str], Callable[[int, int, dict[str, float]], None] | None]
 
 
 def run_oneshot(
@@ -42,14 +39,7 @@ def run_oneshot(
     fractions = fractions_for_cumulative_sparsities(config.sparsities)
 
     def settings(seed: int, stream: int) -> TrainSettings:
-        return TrainSettings(
-            iterations=config.resolved_iterations,
-            batch_size=config.resolved_batch_size,
-            optimizer=config.resolved_optimizer,
-            learning_rate=config.resolved_learning_rate,
-            eval_every=config.resolved_eval_every,
-            seed=seed * 7919 + stream,
-        )
+        return config.train_settings(seed * 7919 + stream)
 
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         if store.done(seed, len(fractions)):
