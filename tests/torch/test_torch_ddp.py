@@ -76,6 +76,9 @@ def worker(rank: int, store_file: str, out_dir: str) -> None:
             "pruned": [int((~m).sum()) for m in pruner.masks],
         }
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+        # Both ranks reach the end before either tears down its gloo connections: a peer that
+        # closes early makes gloo's background thread abort the other process (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
