@@ -22,10 +22,13 @@ This module imports NumPy only (no framework), so every adapter uses it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .io import load_state
 
 __all__ = [
     "KERNEL_KINDS",
@@ -34,6 +37,7 @@ __all__ = [
     "check_layout",
     "convert_layout",
     "layout_permutation",
+    "load_masks_for",
     "map_saved_masks",
 ]
 
@@ -171,3 +175,62 @@ def map_saved_masks(
             "shape): " + "; ".join(problems) + f". Received: masks from {source}"
         )
     return converted
+
+
+def load_masks_for(
+    path: str | os.PathLike[str],
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, ...]],
+    kinds: Sequence[str],
+    target: str,
+    layout: str | None = None,
+) -> tuple[list[np.ndarray], str]:
+    """Read a portable mask file and map its masks onto a pruner's arrays in ``target`` layout.
+
+    Args:
+        path: A mask or state file (``ltp_core.io`` format).
+        names: The receiving pruner's array names.
+        shapes: Their shapes.
+        kinds: Their kinds (``"dense"``, ``"conv"``, ``"conv_transpose"``, ``"other"``).
+        target: The receiving framework's layout.
+        layout: The layout of a file that records none (default ``target``); a file that records
+            one must agree.
+
+    Returns:
+        The mapped masks and the layout the file was read in.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Corrupt file, conflicting layouts, malformed metadata, or masks that do not
+            match (the message lists every difference).
+    """
+    if layout is not None:
+        check_layout(layout)
+    state = load_state(path)
+    recorded = state.get("layout")
+    if recorded is not None:
+        check_layout(recorded, f"layout recorded in {os.fspath(path)!r}")
+        if layout is not None and layout != recorded:
+            raise ValueError(
+                f"{os.fspath(path)!r} records layout {recorded!r}. Received: layout={layout!r}"
+            )
+    saved_layout = str(recorded or layout or target)
+    saved_kinds = state.get("kinds")
+    if saved_kinds is not None and (
+        not isinstance(saved_kinds, list) or not all(isinstance(k, str) for k in saved_kinds)
+    ):
+        raise ValueError(
+            f"{os.fspath(path)!r} has malformed `kinds` metadata. Received: kinds={saved_kinds!r}"
+        )
+    masks = map_saved_masks(
+        state["masks"],
+        [str(n) for n in state["names"]],
+        saved_layout,
+        saved_kinds,
+        names,
+        shapes,
+        kinds,
+        target,
+        source=repr(os.fspath(path)),
+    )
+    return masks, saved_layout

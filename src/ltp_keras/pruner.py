@@ -18,7 +18,7 @@ import numpy as np
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import apply_masks
 from ltp_core import io as core_io
-from ltp_core.layout import check_layout, map_saved_masks
+from ltp_core.layout import load_masks_for
 
 from .masking import MaskEnforcer
 from .optimizer_state import zero_pruned_slots
@@ -341,35 +341,8 @@ class LotteryTicketPruner:
             ValueError: A corrupt, truncated or foreign file, or masks that do not match this
                 pruner (the message lists every difference). Nothing changes then.
         """
-        if layout is not None:
-            check_layout(layout)
-        state = core_io.load_state(path)
-        recorded = state.get("layout")
-        if recorded is not None:
-            check_layout(recorded, f"layout recorded in {os.fspath(path)!r}")
-            if layout is not None and layout != recorded:
-                raise ValueError(
-                    f"{os.fspath(path)!r} records layout {recorded!r}. Received: layout={layout!r}"
-                )
-        saved_layout = recorded or layout or _LAYOUT
-        saved_kinds = state.get("kinds")
-        if saved_kinds is not None and (
-            not isinstance(saved_kinds, list) or not all(isinstance(k, str) for k in saved_kinds)
-        ):
-            raise ValueError(
-                f"{os.fspath(path)!r} has malformed `kinds` metadata. "
-                f"Received: kinds={saved_kinds!r}"
-            )
-        masks = map_saved_masks(
-            state["masks"],
-            [str(n) for n in state["names"]],
-            saved_layout,
-            saved_kinds,
-            self.names,
-            self.shapes,
-            self._kinds,
-            _LAYOUT,
-            source=repr(os.fspath(path)),
+        masks, saved_layout = load_masks_for(
+            path, self.names, self.shapes, self._kinds, _LAYOUT, layout
         )
         self.set_masks(masks)
         logger.info("Loaded masks from %s (%s layout)", os.fspath(path), saved_layout)

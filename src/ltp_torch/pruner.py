@@ -19,7 +19,7 @@ from torch import nn
 
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import io as core_io
-from ltp_core.layout import check_layout, map_saved_masks
+from ltp_core.layout import load_masks_for
 from ltp_torch.arrays import to_numpy, write_into
 from ltp_torch.masking import MaskTensors, apply_masks_, mask_tensors
 from ltp_torch.parameters import (
@@ -286,35 +286,8 @@ class LotteryTicketPruner:
             ValueError: A corrupt, truncated or foreign file, or masks that do not match this
                 pruner (the message lists every difference). Nothing changes then.
         """
-        if layout is not None:
-            check_layout(layout)
-        state = core_io.load_state(path)
-        recorded = state.get("layout")
-        if recorded is not None:
-            check_layout(recorded, f"layout recorded in {os.fspath(path)!r}")
-            if layout is not None and layout != recorded:
-                raise ValueError(
-                    f"{os.fspath(path)!r} records layout {recorded!r}. Received: layout={layout!r}"
-                )
-        saved_layout = recorded or layout or _LAYOUT
-        saved_kinds = state.get("kinds")
-        if saved_kinds is not None and (
-            not isinstance(saved_kinds, list) or not all(isinstance(k, str) for k in saved_kinds)
-        ):
-            raise ValueError(
-                f"{os.fspath(path)!r} has malformed `kinds` metadata. "
-                f"Received: kinds={saved_kinds!r}"
-            )
-        masks = map_saved_masks(
-            state["masks"],
-            [str(n) for n in state["names"]],
-            saved_layout,
-            saved_kinds,
-            self._names,
-            self._shapes,
-            self._kinds,
-            _LAYOUT,
-            source=repr(os.fspath(path)),
+        masks, saved_layout = load_masks_for(
+            path, self._names, self._shapes, self._kinds, _LAYOUT, layout
         )
         self.set_masks(masks)
         logger.info("Loaded masks from %s (%s layout)", os.fspath(path), saved_layout)
