@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .datasets import DATASETS, Dataset, DatasetNotFoundError, load_dataset
@@ -237,6 +238,24 @@ def _iterations(args: argparse.Namespace, data_size: int, batch_size: int) -> in
     return iterations
 
 
+def _shared_options(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
+    """Config fields that ``imp`` and ``oneshot`` take from the same options."""
+    batch = args.batch_size or MODEL_SPECS[args.model].batch_size
+    return {
+        "framework": args.framework,
+        "model": args.model,
+        "dataset": args.dataset,
+        "seeds": args.seeds,
+        "first_seed": args.first_seed,
+        "iterations": _iterations(args, len(data.y_train), batch),
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "optimizer": args.optimizer,
+        "eval_every": args.eval_every,
+        "validation_fraction": args.validation_fraction,
+    }
+
+
 def _load_data(args: argparse.Namespace) -> Dataset:
     try:
         return load_dataset(
@@ -337,13 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "imp":
         from .experiment.imp import run_imp
 
-        batch = args.batch_size or MODEL_SPECS[args.model].batch_size
         rewind = args.rewind_iteration if args.rewind_iteration is not None else args.rewind_init
         try:
             config = ImpConfig(
-                framework=args.framework,
-                model=args.model,
-                dataset=args.dataset,
+                **_shared_options(args, data),
                 levels=args.levels,
                 rate=args.rate,
                 conv_rate=args.conv_rate,
@@ -352,14 +368,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 strategy=args.strategy,
                 rewind_iteration=rewind,
                 controls=tuple(args.controls),
-                seeds=args.seeds,
-                first_seed=args.first_seed,
-                iterations=_iterations(args, len(data.y_train), batch),
-                batch_size=args.batch_size,
-                learning_rate=args.lr,
-                optimizer=args.optimizer,
-                eval_every=args.eval_every,
-                validation_fraction=args.validation_fraction,
             )
             store = run_imp(config, backend, data, args.out, reporter)
         except ValueError as error:
@@ -374,21 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from .experiment.oneshot import run_oneshot
 
-        batch = args.batch_size or MODEL_SPECS[args.model].batch_size
         try:
             oneshot_config = OneShotConfig(
-                framework=args.framework,
-                model=args.model,
-                dataset=args.dataset,
-                strategies=tuple(args.strategies),
-                seeds=args.seeds,
-                first_seed=args.first_seed,
-                iterations=_iterations(args, len(data.y_train), batch),
-                batch_size=args.batch_size,
-                learning_rate=args.lr,
-                optimizer=args.optimizer,
-                eval_every=args.eval_every,
-                validation_fraction=args.validation_fraction,
+                **_shared_options(args, data), strategies=tuple(args.strategies)
             )
             store = run_oneshot(oneshot_config, backend, data, args.out, reporter)
         except ValueError as error:
