@@ -107,7 +107,7 @@ class ImpConfig(TrainingDefaults):
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        spec = model_spec(self.model)
+        model_spec(self.model)  # unknown model names fail here
         if self.scope not in ("layer", "global"):
             raise ValueError(f"`scope` must be 'layer' or 'global'. Received: scope={self.scope!r}")
         if self.strategy not in STRATEGIES or self.strategy.endswith("_global"):
@@ -142,7 +142,6 @@ class ImpConfig(TrainingDefaults):
             raise ValueError(
                 f"`learning_rate` must be positive. Received: learning_rate={self.learning_rate!r}"
             )
-        del spec
 
     # Resolved values -------------------------------------------------------
     @property
