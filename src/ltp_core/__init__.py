@@ -18,6 +18,7 @@ from __future__ import annotations
 from .compute import compute_masks, count_to_prune
 from .io import load_masks, load_state, save_masks, save_state
 from .masks import apply_masks, combine_masks, density, layer_densities, sparsity
+from .notices import LayerCollapseWarning, LowCoverageWarning, NothingPrunedWarning
 from .pruner import LotteryTicketPruner
 from .report import SparsityReport, sparsity_report
 from .schedule import (
@@ -28,6 +29,7 @@ from .schedule import (
     old_package_fractions,
 )
 from .strategies import CRITERIA, STRATEGIES, Criterion, Strategy
+from .summary import LeftOutTensor, PrunableTensor, PruningSummary, build_summary
 
 __version__ = "0.1.0"
 
@@ -36,11 +38,18 @@ __all__ = [
     "OLD_PACKAGE_CUMULATIVE_SPARSITIES",
     "STRATEGIES",
     "Criterion",
+    "LayerCollapseWarning",
+    "LeftOutTensor",
     "LotteryTicketPruner",
+    "LowCoverageWarning",
+    "NothingPrunedWarning",
+    "PrunableTensor",
+    "PruningSummary",
     "SparsityReport",
     "Strategy",
     "__version__",
     "apply_masks",
+    "build_summary",
     "combine_masks",
     "compute_masks",
     "count_to_prune",

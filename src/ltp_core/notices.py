@@ -1,0 +1,34 @@
+"""Warning classes the library emits when it does less or other than asked.
+
+Each is a :class:`UserWarning` subclass, so ``warnings.simplefilter("error", LayerCollapseWarning)``
+turns one kind into an exception without touching the others.
+
+Example:
+    >>> import warnings
+    >>> from ltp_core.notices import LayerCollapseWarning
+    >>> issubclass(LayerCollapseWarning, UserWarning)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = ["LayerCollapseWarning", "LowCoverageWarning", "NothingPrunedWarning"]
+
+
+class LayerCollapseWarning(UserWarning):
+    """A global selection left a layer with no weights at all (layer collapse).
+
+    Remedies: ``min_layer_density=`` on the global strategy, the ``lamp`` criterion, or layer
+    scope.
+    """
+
+
+class LowCoverageWarning(UserWarning):
+    """The prunable tensors hold less than half of the model's trainable parameters.
+
+    Remedy: choose more tensors with ``prunable=`` (see the named selectors of each adapter).
+    """
+
+
+class NothingPrunedWarning(UserWarning):
+    """A pruning call pruned no weight (the requested fraction rounds to zero everywhere)."""
