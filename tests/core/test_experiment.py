@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpy_mlp_backend import NumpyBackend
 
-from ltp_core import LotteryTicketPruner
+from ltp_core import LotteryTicketPruner, compute_masks
 from ltp_core.datasets import load_dataset
 from ltp_core.experiment import (
     ImpConfig,
@@ -189,3 +189,73 @@ def test_config_errors() -> None:
         ImpConfig(model="resnet")
     with pytest.raises(ValueError, match="rate"):
         ImpConfig(rate=1.5)
+
+
+class RecordingBackend(NumpyBackend):
+    """Records the masks each training got and the prunable weights each training ended with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trainings: list[tuple[list[np.ndarray] | None, list[np.ndarray]]] = []
+
+    def train(self, model, masks, *args, **kwargs):  # type: ignore[no-untyped-def]
+        outcome = super().train(model, masks, *args, **kwargs)
+        copies = None if masks is None else [np.array(m) for m in masks]
+        self.trainings.append((copies, self.get_prunable(model)))
+        return outcome
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "large_init",
+        "movement",
+        "magnitude_increase",
+        "large_final_same_sign",
+        "large_init_large_final",
+    ],
+)
+def test_imp_reads_the_real_initialization(digits, tmp_path: Path, strategy: str) -> None:  # type: ignore[no-untyped-def]
+    """Init-reading criteria rank the weights at initialization, not the dense-trained ones."""
+    config = ImpConfig(
+        framework="numpy",
+        levels=2,
+        seeds=1,
+        iterations=30,
+        eval_every=30,
+        learning_rate=0.05,
+        optimizer="sgd",
+        strategy=strategy,
+        controls=(),
+    )
+    backend = RecordingBackend()
+    run_imp(config, backend, digits, tmp_path)
+    model = backend.build(config.model, digits.input_shape, digits.num_classes, seed=0)
+    initial = backend.get_prunable(model)
+    names = backend.layer_names(model)
+    rates = layer_rates_for(config, backend.layer_kinds(model))
+    (_, dense), (level1_masks, level1_trained), (level2_masks, _) = backend.trainings
+    assert level1_masks is not None and level2_masks is not None
+    expected1 = compute_masks(
+        strategy,
+        config.dense_fraction,
+        initial=initial,
+        trained=dense,
+        seed=[0, 0],
+        layer_rates=rates,
+        names=names,
+    )
+    for got, want in zip(level1_masks, expected1, strict=True):
+        np.testing.assert_array_equal(got, want)
+    expected2 = compute_masks(
+        strategy,
+        config.dense_fraction,
+        initial=initial,
+        trained=[w * m for w, m in zip(level1_trained, level1_masks, strict=True)],
+        masks=expected1,
+        seed=[0, 1],
+        layer_rates=rates,
+        names=names,
+    )
+    for got, want in zip(level2_masks, expected2, strict=True):
+        np.testing.assert_array_equal(got, want)

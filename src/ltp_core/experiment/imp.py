@@ -188,6 +188,9 @@ def _run_seed(
 
     if not store.done(seed, 0):
         init = backend.snapshot(model)
+        # The pruner holds the weights at initialization: init-reading criteria (large_init,
+        # movement, magnitude_increase, *_same_sign, large_init_large_final) rank them.
+        initial = backend.get_prunable(model)
         capture = config.rewind_iteration or None
         outcome = _train(
             backend,
@@ -201,7 +204,7 @@ def _run_seed(
         rewind = outcome.captured if capture else init
         if rewind is None:
             raise RuntimeError(f"backend {backend.name} did not capture weights at step {capture}")
-        pruner = LotteryTicketPruner(backend.get_prunable(model), names=names, seed=seed)
+        pruner = LotteryTicketPruner(initial, names=names, seed=seed)
         pruner.set_pretrained_weights(backend.get_prunable(model))
         _save_arrays(init_path, init)
         _save_arrays(rewind_path, rewind)
