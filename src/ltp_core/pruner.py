@@ -28,23 +28,23 @@ def _copies(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.array(a, copy=True) for a in arrays]
 
 
-def _check_names(names: Any, count: int) -> list[str]:
+def _check_names(names: Any, count: int, label: str = "names") -> list[str]:
     if names is None:
         return [f"layer_{i}" for i in range(count)]
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise TypeError(
-            f"`names` must be a list of strings, one per weight array. "
-            f"Received: names={short_repr(names)}"
+            f"`{label}` must be a list of strings, one per weight array. "
+            f"Received: {label}={short_repr(names)}"
         )
     result = [str(n) for n in names]
     if len(result) != count:
         raise ValueError(
-            f"`names` must have one entry per weight array ({count}). "
-            f"Received: names with {len(result)} entries"
+            f"`{label}` must have one entry per weight array ({count}). "
+            f"Received: {label} with {len(result)} entries"
         )
     if len(set(result)) != len(result):
         duplicates = sorted({n for n in result if result.count(n) > 1})
-        raise ValueError(f"`names` must be unique. Received: duplicated names {duplicates}")
+        raise ValueError(f"`{label}` must be unique. Received: duplicated names {duplicates}")
     return result
 
 
@@ -269,45 +269,107 @@ class LotteryTicketPruner:
             "rewind_weights": None if self._rewind is None else _copies(self._rewind),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore from :meth:`state_dict` output. The layers must match by order and shape.
+    def check_state_dict(self, state: Any) -> dict[str, Any]:
+        """Validate :meth:`state_dict` output against this pruner without changing anything.
+
+        Every field is checked (names, shapes, dtypes, seed, level, history, masks and the
+        weight lists), so that :meth:`load_state_dict` can assign without failing halfway.
+
+        Returns:
+            The validated fields, copied, ready to assign.
 
         Raises:
-            ValueError: The state belongs to other layers; the message lists the differences.
+            TypeError, ValueError: A malformed field (the message names it and the value
+                received) or a state that belongs to other layers.
+
+        Example:
+            >>> p = LotteryTicketPruner([np.ones(4)])
+            >>> try:
+            ...     p.check_state_dict({**p.state_dict(), "level": -1})
+            ... except ValueError as error:
+            ...     print(str(error).split("Received: ")[1])
+            level=-1
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"`state` must be a dict. Received: state={short_repr(state)}")
         missing = [k for k in ("names", "shapes", "masks", "initial_weights") if k not in state]
         if missing:
-            raise ValueError(f"`state` lacks entries {missing}. Received: keys {sorted(state)}")
-        shapes = [tuple(int(d) for d in s) for s in state["shapes"]]
+            raise ValueError(
+                f"`state` lacks entries {missing}. Received: keys {sorted(map(str, state))}"
+            )
+        shapes = _parse_shapes(state["shapes"])
+        names = _state_list(state["names"], "names")
         if shapes != self._shapes:
             raise ValueError(
                 "The state does not match this pruner's layers: "
-                + _describe_differences(self._names, self._shapes, list(state["names"]), shapes)
+                + _describe_differences(self._names, self._shapes, [str(n) for n in names], shapes)
             )
-        masks = check_masks(list(state["masks"]), self._shapes, "state['masks']")
+        checked_names = _check_names(names, len(shapes), "state['names']")
+        dtypes = state.get("dtypes")
+        if dtypes is not None:
+            dtypes = _state_list(dtypes, "dtypes")
+            if len(dtypes) != len(shapes) or not all(isinstance(d, str) for d in dtypes):
+                raise ValueError(
+                    f"`state['dtypes']` must hold one dtype name per weight array "
+                    f"({len(shapes)}). Received: dtypes={short_repr(dtypes)}"
+                )
+        seed = state.get("seed")
+        if seed is not None and not _is_count(seed):
+            raise ValueError(
+                f"`state['seed']` must be None or an integer >= 0. Received: seed={seed!r}"
+            )
+        level = state.get("level", 0)
+        if not _is_count(level):
+            raise ValueError(
+                "`state['level']` must be an integer >= 0 (the number of pruning levels "
+                f"applied). Received: level={short_repr(level)}"
+            )
+        history = _check_history(state.get("history", []))
+        masks = check_masks(_state_list(state["masks"], "masks"), self._shapes, "state['masks']")
         initial = check_weight_list(
             state["initial_weights"], "state['initial_weights']", shapes=self._shapes
         )
-        lists: dict[str, list[np.ndarray] | None] = {}
+        validated: dict[str, Any] = {
+            "names": checked_names,
+            "dtypes": None if dtypes is None else list(dtypes),
+            "seed": _check_seed(None if seed is None else int(seed)),
+            "level": int(level),
+            "history": history,
+            "masks": _copies(masks),
+            "initial_weights": _copies(initial),
+        }
         for key in ("pretrained_weights", "rewind_weights"):
             value = state.get(key)
-            lists[key] = (
+            validated[key] = (
                 None
                 if value is None
                 else _copies(check_weight_list(value, f"state[{key!r}]", shapes=self._shapes))
             )
-        seed = _check_seed(state.get("seed"))
-        level = int(state.get("level", 0))
-        self._names = _check_names(state["names"], len(shapes))
-        self._seed = seed
-        self._level = level
-        self._history = copy.deepcopy(list(state.get("history", [])))
-        self._masks = _copies(masks)
-        self._initial = _copies(initial)
-        self._pretrained = lists["pretrained_weights"]
-        self._rewind = lists["rewind_weights"]
+        return validated
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict` output. The layers must match by order and shape.
+
+        Everything is validated first (:meth:`check_state_dict`), then assigned: a call that
+        raises leaves the pruner as it was.
+
+        Raises:
+            TypeError, ValueError: A malformed field (named in the message), or a state that
+                belongs to other layers (the message lists the differences).
+        """
+        self._assign_state(self.check_state_dict(state))
+
+    def _assign_state(self, validated: dict[str, Any]) -> None:
+        """Assign the output of :meth:`check_state_dict` (cannot fail)."""
+        self._names = validated["names"]
+        self._dtypes = [str(a.dtype) for a in validated["initial_weights"]]
+        self._seed = validated["seed"]
+        self._level = validated["level"]
+        self._history = validated["history"]
+        self._masks = validated["masks"]
+        self._initial = validated["initial_weights"]
+        self._pretrained = validated["pretrained_weights"]
+        self._rewind = validated["rewind_weights"]
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the full state to a portable ``.npz`` file, atomically."""
@@ -337,6 +399,48 @@ class LotteryTicketPruner:
             f"LotteryTicketPruner(layers={len(self._shapes)}, weights={count_total(self._masks)}, "
             f"level={self._level}, cumulative_pruning_rate={self.cumulative_pruning_rate:.4f})"
         )
+
+
+def _is_count(value: Any) -> bool:
+    """A non-negative integer (NumPy integers included, ``bool`` excluded)."""
+    return (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, numbers.Integral)
+        and int(value) >= 0
+    )
+
+
+def _state_list(value: Any, key: str) -> list[Any]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"`state[{key!r}]` must be a list. Received: {key}={short_repr(value)} "
+            f"of type {type(value).__name__}"
+        )
+    return list(value)
+
+
+def _parse_shapes(value: Any) -> list[tuple[int, ...]]:
+    shapes = []
+    for i, shape in enumerate(_state_list(value, "shapes")):
+        dims = _state_list(shape, f"shapes[{i}]") if not isinstance(shape, tuple) else shape
+        if not all(_is_count(d) for d in dims):
+            raise ValueError(
+                f"`state['shapes'][{i}]` must be a list of integers >= 0. "
+                f"Received: shapes[{i}]={short_repr(shape)}"
+            )
+        shapes.append(tuple(int(d) for d in dims))
+    return shapes
+
+
+def _check_history(value: Any) -> list[dict[str, Any]]:
+    records = _state_list(value, "history")
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping) or not all(isinstance(k, str) for k in record):
+            raise ValueError(
+                f"`state['history'][{i}]` must be a dict with string keys (one record per "
+                f"level). Received: history[{i}]={short_repr(record)}"
+            )
+    return [copy.deepcopy(dict(record)) for record in records]
 
 
 def _describe_differences(

@@ -142,6 +142,7 @@ def save_checkpoint(
         "version": CHECKPOINT_VERSION,
         "model": module.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "optimizer_type": None if optimizer is None else _optimizer_type(optimizer),
         "pruner": None if pruner is None else pruner.state_dict(),
         "rewind": None if rewind is None else rewind.state_dict(),
         "rng": _rng_state(),
@@ -210,17 +211,101 @@ def _check_model_state(module: nn.Module, saved: Mapping[str, Any], path: Any) -
         )
 
 
-def _check_optimizer_state(optimizer: torch.optim.Optimizer, saved: Any, path: Any) -> None:
+def _optimizer_type(optimizer: torch.optim.Optimizer) -> str:
+    kind = type(optimizer)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _check_optimizer_state(
+    optimizer: torch.optim.Optimizer, saved: Any, saved_type: Any, path: Any
+) -> None:
+    where = f"path={os.fspath(path)!r}"
+    if isinstance(saved_type, str) and saved_type != _optimizer_type(optimizer):
+        raise ValueError(
+            f"The checkpoint's optimizer state was saved from a {saved_type}, not a "
+            f"{_optimizer_type(optimizer)}: create the optimizer the run was saved with. "
+            f"Received: optimizer of type {type(optimizer).__name__} for {where}"
+        )
     groups = saved.get("param_groups") if isinstance(saved, Mapping) else None
     ours = [len(group["params"]) for group in optimizer.param_groups]
-    theirs = (
-        [len(group.get("params", ())) for group in groups] if isinstance(groups, list) else None
-    )
-    if theirs != ours:
+    valid = isinstance(groups, list) and all(isinstance(g, Mapping) for g in groups)
+    theirs = [len(group.get("params", ())) for group in groups] if valid else None
+    if theirs != ours or not isinstance(saved.get("state"), Mapping):
         raise ValueError(
             f"The checkpoint's optimizer state does not fit the optimizer: parameter groups of "
-            f"sizes {ours} expected. Received: {theirs} in path={os.fspath(path)!r}"
+            f"sizes {ours} expected. Received: {theirs} in {where}"
         )
+    # Hyperparameters (not flags such as foreach/maximize, which optimizers default when an
+    # older state lacks them) must be the same set: another optimizer type would otherwise
+    # load silently and fail at its first step (SGD state into Adam: KeyError 'betas').
+    for index, (group, saved_group) in enumerate(zip(optimizer.param_groups, groups, strict=True)):
+        missing = sorted(
+            key
+            for key, value in group.items()
+            if key != "params" and key not in saved_group and not _is_flag(value)
+        )
+        foreign = sorted(
+            str(key)
+            for key, value in saved_group.items()
+            if key != "params" and key not in group and not _is_flag(value)
+        )
+        if missing or foreign:
+            raise ValueError(
+                f"The checkpoint's optimizer state was saved from another kind of optimizer: "
+                f"parameter group {index} lacks {missing} and has {foreign} that "
+                f"{type(optimizer).__name__} does not use. Received: {where}"
+            )
+
+
+def _is_flag(value: Any) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _check_rng(rng: Any, path: Any) -> None:
+    """Try the saved generator states (then put the current ones back): a corrupt state fails
+    here, before anything is loaded, not after the model and optimizer were overwritten."""
+    where = f"path={os.fspath(path)!r}"
+    if not isinstance(rng, Mapping):
+        raise ValueError(
+            f"The checkpoint's random number generator state is malformed (a dict of tensors "
+            f"expected); pass restore_rng=False to skip it. Received: {type(rng).__name__} in "
+            f"{where}"
+        )
+    cpu = rng.get("torch")
+    cuda = rng.get("cuda")
+    if not isinstance(cpu, torch.Tensor) or (
+        cuda is not None
+        and (
+            not isinstance(cuda, (list, tuple))
+            or not all(isinstance(state, torch.Tensor) for state in cuda)
+        )
+    ):
+        raise ValueError(
+            f"The checkpoint's random number generator state is malformed (tensors expected); "
+            f"pass restore_rng=False to skip it. Received: torch={type(cpu).__name__}, "
+            f"cuda={type(cuda).__name__} in {where}"
+        )
+    current = torch.get_rng_state()
+    try:
+        torch.set_rng_state(cpu.to("cpu"))
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"The checkpoint's random number generator state is corrupt ({error}); pass "
+            f"restore_rng=False to skip it. Received: {where}"
+        ) from error
+    finally:
+        torch.set_rng_state(current)
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        current_cuda = torch.cuda.get_rng_state_all()
+        try:
+            torch.cuda.set_rng_state_all([state.to("cpu") for state in cuda])
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"The checkpoint's CUDA random number generator state is corrupt ({error}); "
+                f"pass restore_rng=False to skip it. Received: {where}"
+            ) from error
+        finally:
+            torch.cuda.set_rng_state_all(current_cuda)
 
 
 def load_checkpoint(
@@ -236,8 +321,9 @@ def load_checkpoint(
     """Restore a :func:`save_checkpoint` file into existing objects, in place.
 
     The file is read with ``torch.load(weights_only=True)``. Everything is checked before
-    anything changes (file format, model keys and shapes, optimizer groups, pruner parameters,
-    rewind step), so a bad file or a mismatched model leaves all objects as they were.
+    anything changes (file format, model keys and shapes, optimizer type and groups, every
+    field of the pruner state, rewind step, random number generator states), so a bad file or
+    a mismatched model or optimizer leaves all objects as they were.
     Parameter identity is kept (the optimizer keeps training the same tensors), and a
     :class:`~ltp_torch.PrunerHook` on the optimizer picks up the loaded masks after the next step
     (or at once with ``hook.refresh()``).
@@ -275,7 +361,9 @@ def load_checkpoint(
                 f"The checkpoint holds no optimizer state. Received: optimizer of type "
                 f"{type(optimizer).__name__} for path={os.fspath(path)!r}"
             )
-        _check_optimizer_state(optimizer, checkpoint["optimizer"], path)
+        _check_optimizer_state(
+            optimizer, checkpoint["optimizer"], checkpoint.get("optimizer_type"), path
+        )
     if pruner is not None:
         if checkpoint["pruner"] is None:
             raise ValueError(
@@ -284,14 +372,16 @@ def load_checkpoint(
             )
         pruner.check_state_dict(checkpoint["pruner"])
     if rewind is not None:
-        saved = checkpoint["rewind"]
-        if not isinstance(saved, Mapping) or saved.get("step") != rewind.state_dict()["step"]:
-            step = rewind.state_dict()["step"]
+        try:
+            rewind.check_state_dict(checkpoint["rewind"])
+        except ValueError as error:
             raise ValueError(
-                f"The checkpoint holds no RewindPointHook progress for a hook with step={step}; "
-                f"create the hook with the step it was saved with. "
-                f"Received: rewind state {saved!r} for path={os.fspath(path)!r}"
-            )
+                f"The checkpoint holds no valid RewindPointHook progress for this hook: {error} "
+                f"(path={os.fspath(path)!r})"
+            ) from error
+    rng = checkpoint.get("rng")
+    if restore_rng and rng is not None:
+        _check_rng(rng, path)
 
     if pruner is not None:
         pruner.load_state_dict(checkpoint["pruner"])
@@ -302,10 +392,8 @@ def load_checkpoint(
         pruner.apply_pruning(module)
     if rewind is not None:
         rewind.load_state_dict(checkpoint["rewind"])
-    rng = checkpoint.get("rng")
     if restore_rng and isinstance(rng, Mapping):
-        if isinstance(rng.get("torch"), torch.Tensor):
-            torch.set_rng_state(rng["torch"].to("cpu"))
+        torch.set_rng_state(rng["torch"].to("cpu"))  # checked above
         cuda = rng.get("cuda")
         if (
             cuda is not None

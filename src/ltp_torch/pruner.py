@@ -345,10 +345,19 @@ class LotteryTicketPruner:
     def check_state_dict(self, state: Any) -> None:
         """Check that ``state`` is a :meth:`state_dict` of a pruner with these parameters.
 
+        Every field is checked (the core pruner's too), so :meth:`load_state_dict` and
+        :func:`~ltp_torch.load_checkpoint` cannot fail halfway.
+
         Raises:
-            ValueError: When ``state`` is not a pruner state, has another version, or belongs
-                to another model (the message lists both parameter lists).
+            ValueError: When ``state`` is not a pruner state, has another version, is
+                malformed (the message names the field), or belongs to another model (the
+                message lists both parameter lists).
         """
+        self._validated_state(state)
+
+    def _validated_state(
+        self, state: Any
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
         found = state.get("format") if isinstance(state, Mapping) else None
         if found != _FORMAT:
             raise ValueError(
@@ -374,6 +383,18 @@ class LotteryTicketPruner:
                 f"{list(zip(self._names, self._shapes, strict=True))}. "
                 f"Received: {list(zip(names, shapes, strict=False))}"
             )
+        if "core" not in state:
+            raise ValueError(
+                f"The pruner state lacks its 'core' entry. "
+                f"Received: state with keys {sorted(map(str, state))}"
+            )
+        core_state = self._core.check_state_dict(to_numpy_tree(state["core"]))
+        initial = _tensor_dict(state.get("initial_state"), "initial_state", self._initial_state)
+        rewind = state.get("rewind_state")
+        rewind_state = (
+            None if rewind is None else _tensor_dict(rewind, "rewind_state", self._initial_state)
+        )
+        return core_state, initial, rewind_state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the parameter names and shapes must match this pruner.
@@ -382,26 +403,11 @@ class LotteryTicketPruner:
         as it was.
 
         Raises:
-            ValueError: When ``state`` is not a pruner state or belongs to another model.
+            ValueError: When ``state`` is not a pruner state, is malformed, or belongs to
+                another model.
         """
-        self.check_state_dict(state)
-        try:
-            core_state = to_numpy_tree(state["core"])
-            initial = {
-                str(k): v.detach().to("cpu", copy=True) for k, v in state["initial_state"].items()
-            }
-            rewind = state.get("rewind_state")
-            rewind_state = (
-                None
-                if rewind is None
-                else {str(k): v.detach().to("cpu", copy=True) for k, v in rewind.items()}
-            )
-        except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(
-                f"The pruner state is incomplete or malformed ({error!r}). "
-                f"Received: state with keys {sorted(map(str, state))}"
-            ) from error
-        self._core.load_state_dict(core_state)  # validates fully before changing anything
+        core_state, initial, rewind_state = self._validated_state(state)
+        self._core._assign_state(core_state)  # validated above: cannot fail halfway
         self._initial_state = initial
         self._rewind_state = rewind_state
         self._mask_version += 1
@@ -411,3 +417,29 @@ class LotteryTicketPruner:
             f"{type(self).__name__}({len(self._names)} prunable parameters, level={self.level}, "
             f"cumulative_pruning_rate={self.cumulative_pruning_rate:.4f})"
         )
+
+
+def _tensor_dict(
+    value: Any, key: str, reference: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Check a saved ``{name: tensor}`` snapshot against this pruner's own and copy it."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in value.values()
+    ):
+        raise ValueError(
+            f"The pruner state's {key!r} must map parameter and buffer names to tensors. "
+            f"Received: {key} of type {type(value).__name__}"
+        )
+    problems = [
+        f"'{name}' has shape {tuple(value[name].shape)}, expected {tuple(tensor.shape)}"
+        for name, tensor in reference.items()
+        if str(name) in value and value[str(name)].shape != tensor.shape
+    ]
+    problems += [f"'{name}' missing" for name in reference if str(name) not in value]
+    problems += [f"unexpected '{name}'" for name in value if name not in reference]
+    if problems:
+        raise ValueError(
+            f"The pruner state's {key!r} does not fit this model: {'; '.join(problems)}. "
+            f"Received: {len(value)} tensors"
+        )
+    return {str(k): v.detach().to("cpu", copy=True) for k, v in value.items()}

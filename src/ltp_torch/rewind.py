@@ -108,6 +108,27 @@ class RewindPointHook:
         """
         return {"step": self._target, "steps_seen": self._steps, "captured": self._captured}
 
+    def check_state_dict(self, state: Any) -> None:
+        """Check that ``state`` is a :meth:`state_dict` saved with this hook's ``step``.
+
+        Raises:
+            ValueError: ``state`` is not a hook state or was saved for another ``step``.
+        """
+        steps_seen = state.get("steps_seen") if isinstance(state, Mapping) else None
+        valid = (
+            isinstance(state, Mapping)
+            and isinstance(steps_seen, int)
+            and not isinstance(steps_seen, bool)
+            and steps_seen >= 0
+            and isinstance(state.get("captured"), bool)
+            and state.get("step") == self._target
+        )
+        if not valid:
+            raise ValueError(
+                f"Expected a RewindPointHook.state_dict() saved with step={self._target}; "
+                f"create the hook with the step it was saved with. Received: state={state!r}"
+            )
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict`: count on from the saved step, or stop if the
         rewind point was already captured.
@@ -115,17 +136,7 @@ class RewindPointHook:
         Raises:
             ValueError: ``state`` is not a hook state or was saved for another ``step``.
         """
-        valid = (
-            isinstance(state, Mapping)
-            and isinstance(state.get("steps_seen"), int)
-            and isinstance(state.get("captured"), bool)
-            and state.get("step") == self._target
-        )
-        if not valid:
-            raise ValueError(
-                f"Expected a RewindPointHook.state_dict() saved with step={self._target}. "
-                f"Received: state={state!r}"
-            )
+        self.check_state_dict(state)
         self._steps = int(state["steps_seen"])
         self._captured = bool(state["captured"])
         if self._captured:

@@ -95,12 +95,18 @@ def restore_snapshot(module: nn.Module, saved: Mapping[str, torch.Tensor]) -> No
     """
     tensors: dict[str, torch.Tensor] = dict(module.named_parameters())
     tensors.update(module.named_buffers())
+    # Check every tensor before copying any, so a mismatch changes nothing.
+    problems = []
     for name, value in saved.items():
         target = tensors.get(name)
         if target is None or target.shape != value.shape:
             got = None if target is None else tuple(target.shape)
-            raise ValueError(
-                f"The module does not match the pruner's saved weights: '{name}' has shape {got}, "
-                f"expected {tuple(value.shape)}. Received: module of type {type(module).__name__}"
-            )
+            problems.append(f"'{name}' has shape {got}, expected {tuple(value.shape)}")
+    if problems:
+        raise ValueError(
+            f"The module does not match the pruner's saved weights: {'; '.join(problems)}. "
+            f"Nothing was changed. Received: module of type {type(module).__name__}"
+        )
+    for name, value in saved.items():
+        target = tensors[name]
         target.copy_(value.to(device=target.device, dtype=target.dtype))

@@ -182,3 +182,39 @@ def test_pickle_and_deepcopy() -> None:
 
 def test_repr_mentions_rate() -> None:
     assert "cumulative_pruning_rate=0.0000" in repr(LotteryTicketPruner(make_weights()))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("history", [{"level": 1}, "junk"], r"state\['history'\]\[1\].*Received: history\[1\]"),
+        ("history", 7, r"state\['history'\].*Received: history=7"),
+        ("level", -1, r"state\['level'\].*Received: level=-1"),
+        ("level", "two", r"state\['level'\].*Received: level='two'"),
+        ("seed", -3, r"state\['seed'\].*Received: seed=-3"),
+        ("shapes", [["x", 3], [6, 3]], r"state\['shapes'\]\[0\].*Received: shapes\[0\]"),
+        ("names", ["only_one"], r"state\['names'\].*1 entries"),
+        ("masks", "junk", r"state\['masks'\].*Received: masks='junk'"),
+        ("dtypes", [1, 2], r"state\['dtypes'\].*Received: dtypes=\[1, 2\]"),
+    ],
+)
+def test_load_state_dict_validates_every_field_before_assigning(
+    field: str, value: object, message: str
+) -> None:
+    """A malformed field is a clear error naming it, and nothing was assigned before it."""
+    w = make_weights()
+    source = LotteryTicketPruner(w, names=["a", "b"], seed=9)
+    source.calc_prune_mask(w, 0.5, "smallest_weights")
+    source.calc_prune_mask(w, 0.5, "smallest_weights")
+    target = LotteryTicketPruner(w, names=["x", "y"], seed=1)
+    target.calc_prune_mask(w, 0.2, "smallest_weights")
+    before = target.state_dict()
+    with pytest.raises((ValueError, TypeError), match=message):
+        target.load_state_dict({**source.state_dict(), field: value})
+    after = target.state_dict()
+    assert (after["names"], after["seed"], after["level"]) == (["x", "y"], 1, 1)
+    assert after["history"] == before["history"]
+    for x, y in zip(after["masks"], before["masks"], strict=True):
+        np.testing.assert_array_equal(x, y)
+    target.calc_prune_mask(w, 0.2, "smallest_weights")  # still usable
+    assert target.level == 2

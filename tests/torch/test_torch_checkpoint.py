@@ -256,3 +256,95 @@ def test_checkpoint_files_hold_no_code(tmp_path: Path) -> None:
     # weights_only=True is the strict loader; it succeeds on every part of the file.
     checkpoint = torch.load(tmp_path / "c.pt", weights_only=True)
     assert set(checkpoint) >= {"model", "optimizer", "pruner", "rewind", "rng", "extra", "version"}
+
+
+def _trained_checkpoint(tmp_path: Path) -> tuple[Path, dict]:
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model, seed=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    rewind = RewindPointHook(pruner, model, optimizer, step=1)
+    for seed in range(2):
+        train_step(model, optimizer, seed)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model, optimizer, pruner, rewind=rewind)
+    return path, torch.load(path, weights_only=True)
+
+
+def _fresh(optimizer_class: type = torch.optim.SGD, **options: float) -> tuple:
+    model = make_mlp(seed=11)
+    pruner = LotteryTicketPruner(model, seed=3)
+    optimizer = optimizer_class(model.parameters(), lr=0.05, **options)
+    train_step(model, optimizer, 5)  # some optimizer state to lose
+    pruner.calc_prune_mask(model, 0.2, "smallest_weights")
+    rewind = RewindPointHook(pruner, model, optimizer, step=1)
+    return model, optimizer, pruner, rewind
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, pruner: LotteryTicketPruner):
+    return (
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(optimizer.state_dict()),
+        pruner.state_dict(),
+        torch.get_rng_state(),
+    )
+
+
+def _assert_unchanged(before: tuple, after: tuple) -> None:
+    for name, value in before[0].items():
+        assert torch.equal(after[0][name], value), name
+    assert str(before[1]) == str(after[1])
+    assert before[2]["core"]["level"] == after[2]["core"]["level"]
+    assert before[2]["core"]["history"] == after[2]["core"]["history"]
+    for x, y in zip(before[2]["core"]["masks"], after[2]["core"]["masks"], strict=True):
+        assert torch.equal(x, y)
+    assert torch.equal(before[3], after[3])
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda c: c["rng"].update(torch=torch.zeros(7, dtype=torch.uint8)), "generator state"),
+        (lambda c: c["rng"].update(torch="junk"), "generator state is malformed"),
+        (lambda c: c["pruner"]["core"].update(history=[{"level": 1}, 5]), r"history'\]\[1\]"),
+        (lambda c: c["pruner"]["core"].update(level=-2), r"state\['level'\].*level=-2"),
+        (lambda c: c["pruner"]["initial_state"].pop("0.bias"), "'0.bias' missing"),
+        (lambda c: c["rewind"].update(steps_seen="2"), "RewindPointHook"),
+        (lambda c: c.update(optimizer_type="torch.optim.adam.Adam"), "saved from a torch.optim"),
+    ],
+)
+def test_a_corrupt_checkpoint_changes_nothing(tmp_path: Path, corrupt, message: str) -> None:
+    """Everything is checked before the model, optimizer, pruner or RNG are overwritten."""
+    path, checkpoint = _trained_checkpoint(tmp_path)
+    corrupt(checkpoint)
+    torch.save(checkpoint, path)
+    model, optimizer, pruner, rewind = _fresh()
+    before = _snapshot(model, optimizer, pruner)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path, model, optimizer, pruner, rewind=rewind)
+    _assert_unchanged(before, _snapshot(model, optimizer, pruner))
+    assert (rewind.steps_seen, rewind.captured) == (0, False)
+
+
+@pytest.mark.parametrize("with_type", [True, False])
+def test_sgd_checkpoint_into_adam_is_refused_up_front(tmp_path: Path, with_type: bool) -> None:
+    """Another optimizer type is a clear error, also for files that do not record the type."""
+    path, checkpoint = _trained_checkpoint(tmp_path)
+    if not with_type:  # as written before the type was recorded: the group keys tell
+        del checkpoint["optimizer_type"]
+        torch.save(checkpoint, path)
+    model, optimizer, pruner, _ = _fresh(torch.optim.Adam)
+    before = _snapshot(model, optimizer, pruner)
+    message = "saved from a torch.optim.sgd.SGD" if with_type else r"lacks \['betas', 'eps'\]"
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path, model, optimizer, pruner)
+    _assert_unchanged(before, _snapshot(model, optimizer, pruner))
+    train_step(model, optimizer, 1)  # the Adam optimizer still works
+
+
+def test_same_optimizer_type_with_other_hyperparameters_still_loads(tmp_path: Path) -> None:
+    path, _ = _trained_checkpoint(tmp_path)
+    model, optimizer, pruner, _ = _fresh(torch.optim.SGD, momentum=0.5, weight_decay=1e-4)
+    load_checkpoint(path, model, optimizer, pruner)
+    assert optimizer.param_groups[0]["momentum"] == 0.9
+    train_step(model, optimizer, 1)

@@ -84,3 +84,15 @@ def test_mismatched_module_fails_at_once() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="does not match the pruner"):
         RewindPointHook(LotteryTicketPruner(model), make_convnet(), optimizer, step=2)
+
+
+def test_rewind_into_a_mismatched_module_changes_nothing() -> None:
+    """A non-prunable tensor of the wrong shape is found before any tensor is overwritten."""
+    pruner = LotteryTicketPruner(make_mlp(seed=0))
+    other = make_mlp(seed=1)
+    other[2][2].bias = nn.Parameter(torch.zeros(5))  # last in order: the others come first
+    before = {name: value.clone() for name, value in other.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'2\.2\.bias' has shape \(5,\), expected \(3,\)"):
+        pruner.rewind(other)
+    for name, value in other.state_dict().items():
+        assert torch.equal(value, before[name]), name
