@@ -144,9 +144,10 @@ def load_checkpoint(
     """Read a :func:`save_checkpoint` file: a new model, and ``pruner`` restored in place.
 
     The model comes from ``keras.models.load_model`` (compiled, with the optimizer's iteration
-    count and slot variables, if it was compiled when saved). The pruner is restored only after
-    the file and the model loaded; a pruner that does not match the saved state raises its own
-    ``ValueError`` and keeps its state. To resume pruned training, pass the returned model and
+    count and slot variables, if it was compiled when saved). The pruner state is checked in
+    full before the model is loaded and assigned only after the model loaded: a corrupt entry,
+    a malformed pruner state or a pruner that does not match raises ``ValueError`` and the
+    pruner keeps its state. To resume pruned training, pass the returned model and
     the pruner to a new :class:`~ltp_keras.PrunerCallback`.
 
     Args:
@@ -201,9 +202,15 @@ def load_checkpoint(
                 state = core_io.load_state(Path(folder) / _PRUNER)
             except ValueError as error:
                 raise _not_a_checkpoint(path, f"bad {_PRUNER}: {error}") from error
+            pruner.core.check_state_dict(state)  # before the (slow) model load; changes nothing
+        model_file = Path(folder) / _MODEL
+        if not zipfile.is_zipfile(model_file):
+            raise _not_a_checkpoint(
+                path, f"its {_MODEL} entry is not a .keras (zip) archive written by model.save"
+            )
         try:
-            model = keras.models.load_model(Path(folder) / _MODEL, custom_objects=custom_objects)
-        except (zipfile.BadZipFile, EOFError, OSError) as error:
+            model = keras.models.load_model(model_file, custom_objects=custom_objects)
+        except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as error:
             raise _not_a_checkpoint(path, f"bad {_MODEL}: {error}") from error
     if pruner is not None and state is not None:
         pruner.load_state_dict(state)

@@ -146,3 +146,50 @@ def test_save_during_fit_with_mask_constraints_loads_without_custom_objects(
     assert extra == 0
     for variable, mask in zip(pruner.prunable_variables(loaded), pruner.masks, strict=True):
         assert np.all(keras.ops.convert_to_numpy(variable)[~mask] == 0)
+
+
+def _rewrite_entry(path: Path, name: str, data: bytes) -> None:
+    with zipfile.ZipFile(path) as archive:
+        entries = {n: archive.read(n) for n in archive.namelist()}
+    entries[name] = data
+    with zipfile.ZipFile(path, "w") as archive:
+        for entry, content in entries.items():
+            archive.writestr(entry, content)
+
+
+def test_junk_model_entry_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    _, _, path = _trained(tmp_path)
+    _rewrite_entry(path, "model.keras", b"junk, not a keras archive")
+    pruner = LotteryTicketPruner(make_mlp(), seed=0)
+    with pytest.raises(ValueError, match=r"model\.keras.*Received: path=") as info:
+        load_checkpoint(path, pruner)
+    assert str(path) in str(info.value)
+    assert pruner.level == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("level", -1, r"state\['level'\]"), ("history", [1], r"state\['history'\]\[0\]")],
+)
+def test_malformed_pruner_state_changes_nothing(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    """The core validates every field before assigning any (names, seed, level, history...)."""
+    from ltp_core import io as core_io
+
+    _, _, path = _trained(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        (tmp_path / "p.npz").write_bytes(archive.read("pruner.npz"))
+    state = core_io.load_state(tmp_path / "p.npz")
+    state[field] = value
+    core_io.save_state(tmp_path / "p.npz", state)
+    _rewrite_entry(path, "pruner.npz", (tmp_path / "p.npz").read_bytes())
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model, seed=7)
+    pruner.calc_prune_mask(model, 0.2, "smallest_weights")
+    before = pruner.state_dict()
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path, pruner)
+    after = pruner.state_dict()
+    assert (after["seed"], after["level"], after["history"]) == (7, 1, before["history"])
+    assert after["names"] == before["names"]
