@@ -10,8 +10,9 @@ leaves a half-written file behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
+import secrets
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +20,23 @@ from typing import Any
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, temporaries age out
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "LOCK_FILE",
+    "FolderInUseError",
+    "FolderLock",
     "atomic_write_bytes",
     "load_masks",
     "load_state",
+    "lock_folder",
     "remove_stale_temporaries",
     "save_masks",
     "save_state",
@@ -35,8 +47,56 @@ FORMAT_VERSION = 1
 _ARRAY_LISTS = ("initial_weights", "pretrained_weights", "rewind_weights")
 
 
+_TEMPORARY_TARGETS = (
+    ".json",
+    ".csv",
+    ".md",
+    ".npz",
+    ".pt",
+    ".png",
+    ".pdf",
+    ".svg",
+    ".zip",
+    ".keras",
+    ".txt",
+)
+LOCK_FILE = ".ltp.lock"
+"""Name of the lock file that :func:`lock_folder` holds in an output folder."""
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Take an exclusive ``flock`` without waiting: True taken, False held elsewhere, None n/a."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # pragma: no cover - a file system without locks (some network mounts)
+        return None
+    return True
+
+
+def _create_temporary(target: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<random>`` next to ``target`` with the user's umask, locked."""
+    for _ in range(100):
+        temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+        try:
+            # 0o666 filtered by the umask, like any file the user creates (mkstemp gives 0600).
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+        _try_lock(handle)  # marks it live: remove_stale_temporaries leaves it alone
+        return handle, temporary
+    raise FileExistsError(f"Could not create a temporary file next to {target}")  # pragma: no cover
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it.
+
+    The file gets the permissions of any file the user creates (``0o666`` less the umask). The
+    temporary file is locked while it is written, so :func:`remove_stale_temporaries` never
+    removes the temporary of a live writer.
 
     Example:
         >>> import tempfile, os
@@ -47,24 +107,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    handle, temporary = _create_temporary(target)
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, target)
+            os.replace(temporary, target)  # still locked: no cleaner can take it meanwhile
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
 
 
-def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | os.PathLike[str], *, recursive: bool = False
+) -> list[Path]:
     """Delete temporary files that :func:`atomic_write_bytes` left in ``folder`` when killed.
 
     Only files named like its temporaries (``.<target name>.<random suffix>``) whose target name
-    ends in a known extension are removed. Call it before resuming work in a folder.
+    ends in a known extension are removed, and only when no live process holds them (a writer
+    keeps its temporary locked until the rename). Call it before resuming work in a folder;
+    ``recursive=True`` also cleans its subfolders (hidden ones excepted).
 
     Example:
         >>> import tempfile, pathlib
@@ -74,16 +138,115 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
         ['.results.json.ab12_xyz']
     """
     removed = []
-    for path in Path(folder).glob(".*"):
+    folders = [Path(folder)]
+    if recursive:
+        folders = []
+        for root, names, _ in os.walk(folder):
+            names[:] = [name for name in names if not name.startswith(".")]
+            folders.append(Path(root))
+    for path in (p for f in folders for p in f.glob(".*")):
         parts = path.name[1:].rsplit(".", 1)
-        if (
-            path.is_file()
-            and len(parts) == 2
-            and parts[0].endswith((".json", ".csv", ".md", ".npz", ".pt", ".png"))
+        if not (
+            len(parts) == 2
+            and parts[0].endswith(_TEMPORARY_TARGETS)
+            and path.is_file()
+            and not path.is_symlink()
         ):
-            path.unlink()
+            continue
+        try:
+            handle = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # renamed into place meanwhile
+            continue
+        try:
+            if _try_lock(handle) is False:
+                logger.debug("Keeping %s: a live process is writing it", path)
+                continue
+            path.unlink(missing_ok=True)
             removed.append(path)
+        finally:
+            os.close(handle)
     return removed
+
+
+class FolderInUseError(ValueError):
+    """Another live process holds the output folder (see :func:`lock_folder`)."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held until :meth:`release` or the process ends.
+
+    Made by :func:`lock_folder`. The operating system drops it when the process dies, even on
+    ``SIGKILL``, so a killed run never leaves a folder locked.
+    """
+
+    def __init__(self, folder: Path, handle: int | None) -> None:
+        self.folder = folder
+        self._handle = handle
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds the lock."""
+        return self._handle is not None
+
+    def release(self) -> None:
+        """Release the lock (once the last holder in this process released it)."""
+        if self._handle is None:
+            return
+        key = os.path.realpath(self.folder)
+        count, handle = _HELD.get(key, (1, self._handle))
+        if count > 1:
+            _HELD[key] = (count - 1, handle)
+        else:
+            _HELD.pop(key, None)
+            os.close(handle)
+        self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+_HELD: dict[str, tuple[int, int]] = {}  # realpath -> (holders in this process, descriptor)
+
+
+def lock_folder(folder: str | os.PathLike[str]) -> FolderLock:
+    """Lock ``folder`` (created if needed) against other processes, without waiting.
+
+    The lock lives in the file ``.ltp.lock`` inside the folder (an ``flock``, released by the
+    operating system when the process ends, whatever the cause). Within one process the lock
+    is shared: locking a folder this process already holds succeeds.
+
+    Raises:
+        FolderInUseError: Another live process holds the folder; the message names it.
+
+    Example:
+        >>> import tempfile
+        >>> with lock_folder(tempfile.mkdtemp()) as lock:
+        ...     lock.held
+        True
+    """
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        count, handle = _HELD[key]
+        _HELD[key] = (count + 1, handle)
+        return FolderLock(path, handle)
+    handle = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    if _try_lock(handle) is False:
+        os.close(handle)
+        raise FolderInUseError(
+            f"{os.fspath(path)} is in use by another running process (it holds "
+            f"{os.fspath(path / LOCK_FILE)}); wait for it to finish or pass another output "
+            f"folder. Received: out={os.fspath(path)!r}"
+        )
+    _HELD[key] = (1, handle)
+    return FolderLock(path, handle)
 
 
 def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_bytes, remove_stale_temporaries
+from ..io import atomic_write_bytes, lock_folder, remove_stale_temporaries
 
 __all__ = ["RESULTS_FILE", "ResultStore", "RunRecord", "summarize", "summary_table"]
 
@@ -74,7 +74,10 @@ class ResultStore:
     ) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.out_dir)  # left by a run killed mid-write
+        # One run per folder at a time (a second one gets FolderInUseError), and only then are
+        # the temporaries of runs killed mid-write removed, state/ included.
+        self._lock = lock_folder(self.out_dir)
+        remove_stale_temporaries(self.out_dir, recursive=True)
         self.kind = kind
         self.config = json.loads(json.dumps(config))
         self.versions = dict(versions)
