@@ -37,6 +37,7 @@ __all__ = [
     "load_masks",
     "load_state",
     "lock_folder",
+    "read_npz",
     "remove_stale_temporaries",
     "save_masks",
     "save_state",
@@ -299,6 +300,66 @@ def _corrupt(path: str | os.PathLike[str], why: str) -> ValueError:
     )
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK"
+
+
+def read_npz(path: str | os.PathLike[str], error: Any = None) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` file, refusing anything that is not one.
+
+    Unlike ``np.load``, a ``.npy`` file, an archive member that is not a ``.npy`` array, a
+    pickled (object) array and a member whose CRC does not match are errors that name the file
+    and the member.
+
+    Args:
+        path: The ``.npz`` file.
+        error: ``error(path, why)`` builds the exception to raise (default: ``ValueError``).
+
+    Raises:
+        ValueError: What is wrong, naming the file (and the member).
+
+    Example:
+        >>> import tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "a.npz")
+        >>> np.savez(f, w=np.arange(3))
+        >>> read_npz(f)["w"].tolist()
+        [0, 1, 2]
+    """
+    make = error or (
+        lambda where, why: ValueError(
+            f"{os.fspath(where)} is not a valid .npz file ({why}). "
+            f"Received: path={os.fspath(where)!r}"
+        )
+    )
+    with open(path, "rb") as file:
+        head = file.read(6)
+    if head == _NPY_MAGIC:
+        raise make(path, "it is a single-array .npy file; an .npz archive is expected")
+    if not head.startswith(_ZIP_MAGIC):
+        raise make(path, "not a zip archive")
+    contents: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                if not info.filename.endswith(".npy"):
+                    raise make(path, f"member {info.filename!r} is not a .npy array")
+                with archive.open(info) as member:
+                    try:
+                        array = np.lib.format.read_array(member, allow_pickle=False)
+                    except ValueError as reason:
+                        raise make(
+                            path, f"member {info.filename!r} is not a valid .npy array: {reason}"
+                        ) from reason
+                    if member.read(1):  # reads to the end: the CRC is checked there
+                        raise make(path, f"member {info.filename!r} has trailing data")
+                contents[info.filename[: -len(".npy")]] = array
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as reason:
+        raise make(path, f"cannot read it: {reason}") from reason
+    return contents
+
+
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a state file written by :func:`save_state`.
 
@@ -310,11 +371,7 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"No pruner state file at {os.fspath(path)!r}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            contents = {key: data[key] for key in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
-        raise _corrupt(path, f"cannot read it: {error}") from error
+    contents = read_npz(path, _corrupt)
     if "__metadata__" not in contents:
         raise _corrupt(path, "no metadata")
     try:
@@ -328,8 +385,17 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise _corrupt(
             path, f"format version {version!r}; this release reads up to {FORMAT_VERSION}"
         )
-    shapes = [tuple(int(d) for d in s) for s in metadata.get("shapes", [])]
+    shapes_field = metadata.get("shapes", [])
+    if not isinstance(shapes_field, list) or not all(
+        isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        for shape in shapes_field
+    ):
+        raise _corrupt(path, f"'shapes' must be lists of integers >= 0, not {shapes_field!r:.80}")
+    shapes = [tuple(shape) for shape in shapes_field]
     names = metadata.get("names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _corrupt(path, f"'names' must be a list of strings, not {names!r:.80}")
     if len(names) != len(shapes):
         raise _corrupt(path, "names and shapes disagree")
     state: dict[str, Any] = dict(metadata)

@@ -177,3 +177,77 @@ def test_bad_input(
     assert message in str(info.value)
     if isinstance(info.value, ValueError | TypeError) and message:
         assert "Received" in str(info.value)
+
+
+# -- corrupt files are refused with the file's name and what is wrong --------------------------
+
+
+def _results_document() -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from ltp_core.experiment.results import RunRecord
+
+    record = RunRecord(0, 0, "ticket", 1.0, [1.0, 1.0], 0.9, 0.9, 10, 0.9, 1.0)
+    return {"format_version": 1, "kind": "imp", "config": {}, "records": [asdict(record)]}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: d.update(records={"a": 1}), "'records' must be a list"),
+        (lambda d: d["records"].append("junk"), r"records\[1\] must be an object"),
+        (lambda d: d["records"][0].pop("level"), r"records\[0\] lacks \['level'\]"),
+        (lambda d: d["records"][0].update(level="two"), r"records\[0\]\['level'\].*'two'"),
+        (lambda d: d["records"][0].update(layer_density="a"), r"\['layer_density'\]"),
+        (lambda d: d["records"][0].update(color=3), r"unknown fields \['color'\]"),
+        (lambda d: d.update(kind=5), "'kind' must be a string"),
+    ],
+)
+def test_report_refuses_malformed_results_json(
+    tmp_path: Any, change: Callable[[dict[str, Any]], Any], problem: str
+) -> None:
+    import json
+
+    from ltp_core.cli import main
+
+    document = _results_document()
+    change(document)
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    with pytest.raises(SystemExit, match=rf"ltp: error: .*results\.json.*{problem}"):
+        main(["report", str(tmp_path), "--no-plots"])
+    (tmp_path / "results.json").write_bytes(b"\xff\xfe binary junk")
+    with pytest.raises(SystemExit, match="not valid JSON"):
+        main(["report", str(tmp_path), "--no-plots"])
+
+
+def test_state_file_refuses_npy_foreign_members_and_bad_crc(tmp_path: Any) -> None:
+    import zipfile
+
+    from ltp_core.io import load_state
+
+    LotteryTicketPruner(W).save(tmp_path / "state.npz")
+    np.save(tmp_path / "one.npy", np.ones(3))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")
+    with pytest.raises(ValueError, match=r"one\.npz.*single-array \.npy file"):
+        load_state(tmp_path / "one.npz")
+    with zipfile.ZipFile(tmp_path / "state.npz") as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    with zipfile.ZipFile(tmp_path / "extra.npz", "w") as target:
+        for name, data in members.items():
+            target.writestr(name, data)
+        target.writestr("notes.txt", b"hello")
+    with pytest.raises(ValueError, match=r"extra\.npz.*member 'notes\.txt' is not a \.npy"):
+        load_state(tmp_path / "extra.npz")
+    data = bytearray((tmp_path / "state.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "state.npz") as archive:
+        info = archive.getinfo("initial_weights_0.npy")
+    end = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size
+    data[end - 1] ^= 0xFF  # one flipped bit of weight data: only the CRC can tell
+    (tmp_path / "flipped.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"flipped\.npz.*CRC"):
+        load_state(tmp_path / "flipped.npz")
+    from ltp_core import io
+
+    io.save_state(tmp_path / "shapes.npz", {**LotteryTicketPruner(W).state_dict(), "shapes": "x"})
+    with pytest.raises(ValueError, match=r"shapes\.npz.*'shapes' must be lists"):
+        load_state(tmp_path / "shapes.npz")

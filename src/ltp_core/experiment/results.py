@@ -17,7 +17,7 @@ import platform
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,8 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not target.exists():
         raise FileNotFoundError(f"No {RESULTS_FILE} at {os.fspath(target)!r}")
     try:
-        document = json.loads(target.read_text())
-    except json.JSONDecodeError as error:
+        document = json.loads(target.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{target} is not valid JSON ({error}). Received: path={os.fspath(target)!r}"
         ) from error
@@ -161,7 +161,61 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(
             f"{target} is not a lottery-tickets results file. Received: path={os.fspath(target)!r}"
         )
+    problem = _results_problem(document)
+    if problem is not None:
+        raise ValueError(
+            f"{target} is a malformed results file: {problem}. Received: path={os.fspath(target)!r}"
+        )
     return document
+
+
+def _value_fits(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a RunRecord field annotation (``int``, ``list[float]``...)."""
+    if value is None:
+        return "None" in annotation
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    base = annotation.split("|")[0].strip()
+    checks = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": number,
+        "str": isinstance(value, str),
+        "list[float]": isinstance(value, list)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+    }
+    if base in checks:
+        return checks[base]
+    if base.startswith("dict"):
+        return isinstance(value, dict)
+    return True  # a field type this check does not know: accept it
+
+
+def _results_problem(document: dict[str, Any]) -> str | None:
+    """What is wrong with a results document, or ``None``."""
+    if not isinstance(document["kind"], str):
+        return f"'kind' must be a string, not {document['kind']!r:.60}"
+    if not isinstance(document.get("config", {}), dict):
+        return "'config' must be an object"
+    records = document["records"]
+    if not isinstance(records, list):
+        return f"'records' must be a list, not {type(records).__name__}"
+    specs = {f.name: f for f in fields(RunRecord)}
+    required = [
+        name for name, f in specs.items() if f.default is MISSING and f.default_factory is MISSING
+    ]
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            return f"records[{index}] must be an object, not {record!r:.60}"
+        missing = [name for name in required if name not in record]
+        unknown = sorted(str(key) for key in record if key not in specs)
+        if missing or unknown:
+            return f"records[{index}] lacks {missing} / has unknown fields {unknown}"
+        for name, value in record.items():
+            if not _value_fits(value, str(specs[name].type)):
+                return (
+                    f"records[{index}][{name!r}] must be of type {specs[name].type}, "
+                    f"not {value!r:.60}"
+                )
+    return None
 
 
 def records_csv(records: Sequence[RunRecord]) -> str:
