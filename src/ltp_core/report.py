@@ -117,6 +117,38 @@ class SparsityReport:
             indent=2,
         )
 
+    def scalars(self, prefix: str = "sparsity") -> dict[str, float]:
+        """Sparsity (fraction pruned) as ``tag -> float``, ready for a metrics logger.
+
+        The overall value is under ``prefix`` itself and each layer under ``prefix/name``, so
+        TensorBoard groups the layers in one section (``SummaryWriter.add_scalar(tag, value)``).
+
+        Args:
+            prefix: Tag of the overall sparsity and first part of every layer's tag.
+
+        Returns:
+            ``{prefix: overall, prefix + "/" + name: layer_sparsity, ...}`` in layer order.
+
+        Raises:
+            ValueError: When ``prefix`` is not a non-empty string.
+
+        Example:
+            >>> import numpy as np
+            >>> report = sparsity_report([np.array([True, False]), np.ones(2, bool)], ["a", "b"])
+            >>> report.scalars()
+            {'sparsity': 0.25, 'sparsity/a': 0.5, 'sparsity/b': 0.0}
+        """
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"`prefix` must be a non-empty string. Received: prefix={prefix!r}")
+
+        def pruned_fraction(total: int, kept: int) -> float:
+            return (total - kept) / total if total else 0.0
+
+        result = {prefix: pruned_fraction(self.total, self.kept)}
+        for layer in self.layers:
+            result[f"{prefix}/{layer.name}"] = pruned_fraction(layer.total, layer.kept)
+        return result
+
     def __str__(self) -> str:
         return self.to_text()
 

@@ -20,6 +20,7 @@ from ltp_torch.hook import PrunerHook
 from ltp_torch.parameters import default_prunable, find_prunable_parameters
 from ltp_torch.pruner import LotteryTicketPruner
 from ltp_torch.rewind import RewindPointHook
+from ltp_torch.sparsity import log_sparsity, sparsity_scalars
 
 __all__ = [
     "LotteryTicketPruner",
@@ -28,5 +29,7 @@ __all__ = [
     "default_prunable",
     "find_prunable_parameters",
     "load_checkpoint",
+    "log_sparsity",
     "save_checkpoint",
+    "sparsity_scalars",
 ]

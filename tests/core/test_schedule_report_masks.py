@@ -67,3 +67,18 @@ def test_report_formats() -> None:
     assert "| b | (4,) | 4 | 0 | 0.00% | 100.00% |" in md
     data = json.loads(report.to_json())
     assert data["kept"] == 4 and data["layers"][1]["shape"] == [4]
+
+
+def test_report_scalars_for_loggers() -> None:
+    masks = [np.array([True, False, False, True]), np.zeros(4, bool), np.ones((2, 3), bool)]
+    scalars = sparsity_report(masks, ["a", "b", "c"]).scalars()
+    assert scalars == {"sparsity": 6 / 14, "sparsity/a": 0.5, "sparsity/b": 1.0, "sparsity/c": 0.0}
+    assert list(sparsity_report(masks).scalars("pruned")) == [
+        "pruned",
+        "pruned/layer_0",
+        "pruned/layer_1",
+        "pruned/layer_2",
+    ]
+    for bad in ("", None, 3):
+        with pytest.raises(ValueError, match="prefix"):
+            sparsity_report(masks).scalars(bad)  # type: ignore[arg-type]
