@@ -39,7 +39,7 @@ from ltp_torch.models import build_model
 from ltp_torch.parameters import find_prunable_parameters, unwrap_module
 from ltp_torch.pruner import LotteryTicketPruner
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "resolve_device"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -56,12 +56,77 @@ class _Tensors:
     y_test: torch.Tensor
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The torch device for ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+
+    ``"auto"`` is the first CUDA GPU if torch sees one, else the CPU. Asking for a device this
+    machine lacks is an error here, before any work starts, not a crash in the first step.
+
+    Raises:
+        TypeError: ``device`` is not a string or a ``torch.device``.
+        ValueError: An unknown device, or one this machine lacks (CUDA, GPU index, MPS).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: `device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. Received: ...
+    """
+    if isinstance(device, torch.device):
+        spec = str(device)
+    elif isinstance(device, str):
+        spec = device.strip()
+    else:
+        raise TypeError(f"`device` must be a string or a torch.device. Received: device={device!r}")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(spec)
+    except (RuntimeError, ValueError):
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            "`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'. "
+            f"Received: device={device!r}"
+        )
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            reason = (
+                f"this torch {torch.__version__} is a CPU-only build"
+                if torch.version.cuda is None
+                else "torch sees no CUDA GPU (driver, CUDA_VISIBLE_DEVICES?)"
+            )
+            raise ValueError(
+                f"CUDA is not available: {reason}. Use device='cpu' or 'auto'. "
+                f"Received: device={device!r}"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"This machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1}). "
+                f"Received: device={device!r}"
+            )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            "MPS (Apple GPU) is not available on this machine. Use device='cpu' or 'auto'. "
+            f"Received: device={device!r}"
+        )
+    if resolved.type == "cpu" and resolved.index is not None:
+        resolved = torch.device("cpu")
+    return resolved
+
+
 class TorchBackend:
     """Builds, trains and evaluates the experiment models with PyTorch.
 
     Args:
-        device: Where models live and train (``"cpu"`` by default; ``"cuda"`` works but is only
-            deterministic up to cuDNN's algorithm choices).
+        device: Where models live and train: ``"cpu"`` (the default), ``"auto"`` (CUDA if
+            available, else the CPU), ``"cuda"``, ``"cuda:N"`` or ``"mps"``; see
+            :func:`resolve_device`. Masks are computed by ``ltp_core`` from NumPy copies of the
+            weights, so results differ between devices only by floating-point noise (and GPU
+            runs are deterministic only up to cuDNN's algorithm choices).
         num_threads: Intra-op threads while training and evaluating (restored afterwards);
             ``None`` leaves torch's setting alone. The default ``1`` is fastest for these small
             models on a CPU shared with other work (measured: see ``docs/torch.md``).
@@ -95,7 +160,7 @@ class TorchBackend:
         num_threads: int | None = 1,
         eval_batch_size: int = 2048,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if num_threads is not None and (
             isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
         ):
@@ -244,8 +309,8 @@ class TorchBackend:
             return self._evaluate(model, images, labels)
 
     def versions(self) -> dict[str, str]:
-        """Versions of torch and NumPy."""
-        return {"torch": torch.__version__, "numpy": np.__version__}
+        """Versions of torch and NumPy, and the device trained on (recorded in results)."""
+        return {"torch": torch.__version__, "numpy": np.__version__, "device": str(self.device)}
 
     # -- helpers -------------------------------------------------------------------------------
 

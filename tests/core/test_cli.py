@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import re
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from numpy_mlp_backend import NumpyBackend
@@ -10,6 +14,38 @@ from numpy_mlp_backend import NumpyBackend
 from ltp_core.cli import build_parser, main
 from ltp_core.datasets import load_dataset
 from ltp_core.experiment import ImpConfig, run_imp
+from ltp_core.experiment.backend import BACKENDS
+
+
+def numpy_framework(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``--framework numpy`` train with the NumPy MLP of these tests (no framework needed)."""
+    monkeypatch.setitem(BACKENDS, "numpy", "numpy_mlp_backend:NumpyBackend")
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``(exit status, stdout, stderr)`` of ``ltp argv``."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        message = exit_.code if isinstance(exit_.code, str) else ""
+    else:
+        message = ""
+    out, err = capsys.readouterr()
+    return code, out, err + (f"{message}\n" if message else "")
+
+
+def one_error_line(err: str) -> str:
+    """The single ``ltp: error:`` line of a failure (after at most one usage line)."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("ltp: error: ")]
+    assert len(errors) == 1, err
+    assert lines[-1] == errors[0], err
+    assert "Traceback" not in err
+    assert len(lines) <= 2 and (len(lines) == 1 or lines[0].startswith("usage: ltp ")), err
+    return errors[0]
+
 
 BAD_ARGUMENTS = [
     (["imp", "--out", "x", "--rate", "1.0"], "--rate"),
@@ -44,20 +80,30 @@ def test_bad_arguments_exit_2_naming_the_option(
 
 
 def test_missing_data_offline_says_where_to_put_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setenv("LTP_DATA_DIR", str(tmp_path / "data"))
-    with pytest.raises(SystemExit) as info:
-        main(["imp", "--dataset", "cifar10", "--no-download", "--out", str(tmp_path / "out")])
-    message = str(info.value)
-    assert message.startswith("ltp: error:")
-    assert "cifar" in message.lower() and str(tmp_path / "data") in message
+    numpy_framework(monkeypatch)
+    argv = ["imp", "--framework", "numpy", "--dataset", "cifar10", "--no-download"]
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "out")], capsys)
+    assert code == 1
+    # One error; its message goes on to list where the files were looked for.
+    assert (
+        err.startswith("ltp: error: Could not find the 'cifar10' dataset")
+        and "Traceback" not in err
+    )
+    assert str(tmp_path / "data") in err
 
 
-def test_iterations_and_epochs_are_exclusive(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="not both"):
-        main(["imp", "--iterations", "5", "--epochs", "1", "--out", str(tmp_path)])
+def test_iterations_and_epochs_are_exclusive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(
+        ["imp", "--iterations", "5", "--epochs", "1", "--out", str(tmp_path)], capsys
+    )
+    assert code == 2
+    assert "--epochs" in one_error_line(err)
 
 
 def test_report_rebuilds_table_and_plots(
@@ -74,12 +120,17 @@ def test_report_rebuilds_table_and_plots(
     assert (tmp_path / "accuracy_vs_weights_remaining.png").exists()
 
 
-def test_report_on_missing_or_foreign_folder(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=r"No results\.json"):
-        main(["report", str(tmp_path)])
+def test_report_on_missing_or_foreign_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["report", str(tmp_path)], capsys)
+    assert code == 1 and "No results.json" in one_error_line(err)
     (tmp_path / "results.json").write_text("{not json")
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        main(["report", str(tmp_path)])
+    code, _, err = run_cli(["report", str(tmp_path)], capsys)
+    assert code == 1 and "not valid JSON" in one_error_line(err)
+    (tmp_path / "results.json").write_text('{"kind": "imp", "config": {}, "records": [{"x": 1}]}')
+    code, _, err = run_cli(["report", str(tmp_path)], capsys)
+    assert code == 1 and "malformed record" in one_error_line(err)
 
 
 def test_unknown_framework_backend_is_a_clear_error() -> None:
@@ -87,3 +138,211 @@ def test_unknown_framework_backend_is_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match="framework='jaxx'"):
         load_backend("jaxx")
+
+
+# -- the command as a new user meets it -------------------------------------------------------
+
+FAST = ["--framework", "numpy", "--iterations", "10", "--eval-every", "5"]
+
+
+def usage_errors(tmp: Path) -> list[tuple[list[str], str]]:
+    (tmp / "a_file").write_text("")
+    out = str(tmp / "out")
+    return [
+        (["imp", "--out", str(tmp / "a_file")], "--out"),
+        (["imp", "--out", str(tmp / "a_file" / "below")], "--out"),
+        (["imp", "--out", out, "--first-seed", "-1"], "--first-seed"),
+        (["imp", "--out", out, *FAST, "--rewind-iteration", "11"], "--rewind-iteration"),
+        (["imp", "--out", out, *FAST, "--validation-fraction", "0.999"], "--validation-fraction"),
+        (["imp", "--out", out, "--level", "2"], "did you mean --levels?"),
+        (["imp", "--out", out, "--lr", "-1"], "--lr"),
+        (["oneshot", "--out", out, "--strateg", "random"], "did you mean --strategies?"),
+        (["mask", "w.npz", "--fraction", "0.5", "--out", str(tmp)], "--out"),
+        (
+            ["mask", "w.npz", "--fraction", "0.5", "--out", f"{tmp}/m.npz", "--include", "("],
+            "--include",
+        ),
+        (["mask", "w.npz", "--fraction", "0.5", "--out", f"{tmp}/m.npz", "--seed", "-2"], "--seed"),
+        (
+            [
+                "mask",
+                "w.npz",
+                "--fraction",
+                "0.5",
+                "--out",
+                f"{tmp}/m.npz",
+                "--report",
+                f"{tmp}/no/r.md",
+            ],
+            "--report",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_usage_errors_are_one_line_naming_the_option_before_any_work(
+    case: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    numpy_framework(monkeypatch)
+    argv, mentions = usage_errors(tmp_path)[case]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2, err
+    line = one_error_line(err)
+    assert mentions in line
+    assert err.startswith(f"usage: ltp {argv[0]} ")  # the subcommand's usage, one line
+    assert "batch_size" not in line and "`" not in line
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+    assert not (tmp_path / "m.npz").exists()
+    assert out == ""
+
+
+def test_unwritable_out_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc (a folder nobody can create entries in, even root)")
+    numpy_framework(monkeypatch)
+    code, _, err = run_cli(["imp", *FAST, "--out", "/proc/ltp-test/run"], capsys)
+    assert code == 2
+    assert "--out" in one_error_line(err)
+
+
+def test_a_folder_of_another_experiment_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    numpy_framework(monkeypatch)
+    code, _, err = run_cli(
+        ["imp", *FAST, "--levels", "1", "--no-plots", "--out", str(tmp_path)], capsys
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        ["imp", *FAST, "--levels", "1", "--rate", "0.5", "--out", str(tmp_path)], capsys
+    )
+    assert code == 1
+    assert "different experiment" in one_error_line(err)
+
+
+def test_help_shows_every_option_with_help_and_default(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    for name, sub in parser.subcommands.items():  # type: ignore[attr-defined]
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.help == "==SUPPRESS==":
+                continue
+            assert action.help, f"ltp {name}: {action.option_strings or action.dest} has no help"
+            for option in action.option_strings:
+                assert option in text
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                assert "default" in action.help or "(default:" in text
+        assert text.count("(default:") >= sum(
+            1
+            for a in sub._actions
+            if a.option_strings and a.default not in (None, False, "==SUPPRESS==")
+        )
+    imp_help = parser.subcommands["imp"].format_help()  # type: ignore[attr-defined]
+    assert "--rewind {init}" in imp_help
+    assert "(default: lenet300_100)" in imp_help and "(default: 8)" in imp_help
+    oneshot_help = parser.subcommands["oneshot"].format_help()  # type: ignore[attr-defined]
+    assert oneshot_help.count("movement_global") == 1  # the strategy list is printed once
+
+
+def test_no_prefix_matching_of_options() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["imp", "--out", "x", "--level", "2"])
+
+
+def test_off_a_terminal_one_log_line_per_finished_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    numpy_framework(monkeypatch)
+    code, out, err = run_cli(["imp", *FAST, "--levels", "2", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 + 2 * 3  # dense, then ticket and two controls per level
+    assert lines[0].startswith("ltp: seed 0 level 0 dense: val_acc 0.")
+    for line in lines:
+        assert re.fullmatch(
+            r"ltp: seed 0 level \d .*: val_acc 0\.\d{4} after 10 steps \(\d+\.\ds\)", line
+        )
+    assert "{" not in err and "\r" not in err  # never a raw dict, never a bar
+    assert sum("random_prune" in line for line in lines) == 2
+    # The closing line names every file written, plots and state folder included.
+    written = out.strip().splitlines()[-1]
+    assert written.startswith(f"wrote {tmp_path}/: ")
+    names = written.split(": ", 1)[1].split(", ")
+    assert names == [
+        "results.json",
+        "results.csv",
+        "table.md",
+        "accuracy_vs_weights_remaining.png",
+        "early_stop_vs_weights_remaining.png",
+        "state/",
+    ]
+    assert all((tmp_path / n).exists() for n in names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n.rstrip("/") for n in names)
+
+    # Resuming says so, before the first new run.
+    code, out, err = run_cli(["imp", *FAST, "--levels", "3", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert err.splitlines()[0] == f"ltp: resuming in {tmp_path}: seed 0: levels 0-2 done"
+    assert len(err.strip().splitlines()) == 1 + 3
+
+
+def test_progress_bar_on_a_terminal_starts_with_a_sane_rate() -> None:
+    pytest.importorskip("tqdm")
+    from ltp_core.experiment.progress import make_reporter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    progress = make_reporter(stream=terminal)("seed 0 level 1 ticket")
+    assert progress is not None
+    time.sleep(0.05)  # the first steps take time; the rate must count it
+    progress(1, 100, {"val_acc": 0.5})
+    rates = [float(r) for r in re.findall(r"([\d.]+)step/s", terminal.getvalue())]
+    assert rates and max(rates) < 100, terminal.getvalue()
+    assert "val_acc 0.5000" in terminal.getvalue()
+    progress(100, 100, {"val_acc": 0.5})
+    assert make_reporter(quiet=True, stream=Terminal())("x") is not None
+
+
+def test_report_rebuilds_plots_with_the_title_of_imp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    from ltp_core.experiment import plots
+
+    titles: list[str] = []
+    original = plots.plot_imp
+
+    def spy(records: Any, out_dir: Any, title: str = "") -> list[Path]:
+        titles.append(title)
+        return original(records, out_dir, title=title)
+
+    monkeypatch.setattr(plots, "plot_imp", spy)
+    numpy_framework(monkeypatch)
+    assert run_cli(["imp", *FAST, "--levels", "1", "--out", str(tmp_path)], capsys)[0] == 0
+    (tmp_path / "accuracy_vs_weights_remaining.png").unlink()
+    code, out, _ = run_cli(["report", str(tmp_path)], capsys)
+    assert code == 0
+    assert titles == ["lenet300_100 on digits (numpy)"] * 2
+    assert (tmp_path / "accuracy_vs_weights_remaining.png").exists()
+    assert "accuracy_vs_weights_remaining.png" in out.splitlines()[-1]
+
+
+def test_oneshot_writes_a_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    numpy_framework(monkeypatch)
+    argv = ["oneshot", *FAST, "--model", "lenet300_100", "--strategies", "large_final", "random"]
+    code, out, err = run_cli([*argv, "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    png = tmp_path / "accuracy_vs_weights_remaining.png"
+    assert png.stat().st_size > 10_000
+    assert out.splitlines()[-1] == (
+        f"wrote {tmp_path}/: results.json, results.csv, table.md, accuracy_vs_weights_remaining.png"
+    )
+    assert len(err.strip().splitlines()) == 1 + 2 * 4  # dense, then 2 strategies x 4 sparsities

@@ -14,7 +14,7 @@ from ltp_core.cli import main
 from ltp_core.datasets import Dataset, load_dataset
 from ltp_core.experiment.backend import TrainingBackend, TrainSettings, load_backend
 from ltp_core.experiment.models import MODEL_SPECS
-from ltp_torch.experiment import TorchBackend
+from ltp_torch.experiment import TorchBackend, resolve_device
 
 SHAPES = {"digits": (8, 8, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
@@ -245,6 +245,7 @@ def test_ltp_imp_runs_end_to_end_and_resumes(
     assert "random_reinit" in table and "random_prune" in table
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["versions"]["torch"] == torch.__version__
+    assert document["versions"]["device"] == str(resolve_device("auto"))  # --device auto
     tickets = [r for r in document["records"] if r["arm"] == "ticket"]
     assert [r["level"] for r in tickets] == [0, 1, 2]
     assert tickets[2]["layer_density"][0] == pytest.approx(0.64, abs=1e-3)
@@ -253,3 +254,42 @@ def test_ltp_imp_runs_end_to_end_and_resumes(
     assert main(argv) == 0
     assert calls == []
     assert json.loads((tmp_path / "results.json").read_text())["records"] == document["records"]
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+def test_resolve_device_accepts_what_this_machine_has_and_names_what_it_lacks() -> None:
+    expected_auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected_auto
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert TorchBackend(device="cpu").device == torch.device("cpu")
+    for bad in ("tpu", "gpu", "", "cuda:x"):
+        with pytest.raises(ValueError, match=f"Received: device={bad!r}"):
+            resolve_device(bad)
+    with pytest.raises(TypeError, match="device=3"):
+        resolve_device(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cuda:99"):
+        resolve_device("cuda:99")  # no machine has 100 GPUs
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            TorchBackend(device="cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="MPS"):
+            resolve_device("mps")
+
+
+def test_ltp_device_cuda_without_cuda_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["imp", "--device", "cuda", "--out", str(out)])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("usage: ltp imp ")
+    assert len(lines) == 2 and lines[1].startswith("ltp: error: argument --device: CUDA is not")
+    assert not out.exists()

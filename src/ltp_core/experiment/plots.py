@@ -4,18 +4,54 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .results import RunRecord, summarize
 
-__all__ = ["plot_imp"]
+__all__ = ["experiment_title", "plot_imp", "plot_oneshot"]
 
 ARM_STYLE = {
     "ticket": ("tab:blue", "o", "winning ticket"),
     "random_reinit": ("tab:orange", "s", "random reinit"),
     "random_prune": ("tab:green", "^", "random pruning"),
 }
+
+
+def experiment_title(config: Mapping[str, Any]) -> str:
+    """Plot title naming the model, the dataset and the framework of an experiment's config.
+
+    Example:
+        >>> experiment_title({"model": "conv2", "dataset": "cifar10", "framework": "keras"})
+        'conv2 on cifar10 (keras)'
+    """
+    model = config.get("model") or "model"
+    dataset = config.get("dataset") or "dataset"
+    framework = config.get("framework")
+    return f"{model} on {dataset}" + (f" ({framework})" if framework else "")
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("Plots need matplotlib: pip install 'lottery-tickets[plot]'") from error
+    return plt
+
+
+def _log_percent_axis(ax: Any, lowest: float) -> None:
+    """Log x axis of weights remaining (%), decreasing to the right."""
+    ax.set_xscale("log")
+    ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if t >= lowest * 0.9]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining (%)")
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def plot_imp(
@@ -29,14 +65,7 @@ def plot_imp(
     Raises:
         ImportError: matplotlib is missing (``pip install 'lottery-tickets[plot]'``).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("Plots need matplotlib: pip install 'lottery-tickets[plot]'") from error
-
+    plt = _pyplot()
     summaries = summarize(records)
     curves: dict[str, list[tuple[float, float, float, float, float]]] = defaultdict(list)
     dense = [s for s in summaries if s.key[0] == 0 and s.arm == "ticket"]
@@ -77,15 +106,8 @@ def plot_imp(
                 linewidth=1.5,
                 markersize=4,
             )
-        ax.set_xscale("log")
-        lowest = min((p[0] * 100 for arm in arms for p in curves[arm]), default=1.0)
-        ticks = [t for t in (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1) if t >= lowest * 0.9]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        ax.invert_xaxis()
-        ax.set_xlabel("weights remaining (%)")
+        _log_percent_axis(ax, min((p[0] * 100 for arm in arms for p in curves[arm]), default=1.0))
         ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         if title:
             ax.set_title(title)
@@ -95,3 +117,59 @@ def plot_imp(
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_oneshot(
+    records: Sequence[RunRecord], out_dir: str | os.PathLike[str], title: str = ""
+) -> list[Path]:
+    """Write ``accuracy_vs_weights_remaining.png`` for a one-shot experiment (``ltp oneshot``).
+
+    Two panels share the log x axis (weights remaining, %): the test accuracy of the masked
+    *untrained* initial weights and of the trained masked network at early stop, one curve per
+    strategy (mean ± std over seeds); a dashed line marks the dense network.
+
+    Raises:
+        ImportError: matplotlib is missing (``pip install 'lottery-tickets[plot]'``).
+    """
+    plt = _pyplot()
+    summaries = summarize(records)
+    dense = [s for s in summaries if s.arm == "dense"]
+    strategies = sorted({s.arm for s in summaries if s.arm != "dense"})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    lowest = min((s.weights_remaining * 100 for s in summaries), default=1.0)
+    for ax, panel in zip(axes, ("untrained", "trained"), strict=True):
+        for strategy in strategies:
+            points = sorted(
+                (s for s in summaries if s.arm == strategy),
+                key=lambda s: s.weights_remaining,
+                reverse=True,
+            )
+            if panel == "untrained":
+                ys = [s.extra_mean.get("untrained_test_accuracy", float("nan")) for s in points]
+                errs = [0.0] * len(points)
+            else:
+                ys = [s.test_mean for s in points]
+                errs = [s.test_std for s in points]
+            ax.errorbar(
+                [s.weights_remaining * 100 for s in points],
+                [y * 100 for y in ys],
+                yerr=[e * 100 for e in errs],
+                marker="o",
+                label=strategy,
+                capsize=3,
+                linewidth=1.5,
+                markersize=4,
+            )
+        if dense:
+            ax.axhline(dense[0].test_mean * 100, color="black", linestyle="--", label="dense")
+        _log_percent_axis(ax, lowest)
+        ax.set_ylabel(f"test accuracy, {panel} (%)")
+        ax.set_title(f"{panel} masked network")
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(out_dir) / "accuracy_vs_weights_remaining.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
