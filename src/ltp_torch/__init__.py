@@ -21,6 +21,7 @@ from ltp_torch.parameters import default_prunable, find_prunable_parameters
 from ltp_torch.pruner import LotteryTicketPruner
 from ltp_torch.rewind import RewindPointHook
 from ltp_torch.sparsity import log_sparsity, sparsity_scalars
+from ltp_torch.ticket_search import find_ticket
 
 __all__ = [
     "LotteryTicketPruner",
@@ -28,6 +29,7 @@ __all__ = [
     "RewindPointHook",
     "default_prunable",
     "find_prunable_parameters",
+    "find_ticket",
     "load_checkpoint",
     "log_sparsity",
     "save_checkpoint",

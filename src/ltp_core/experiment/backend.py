@@ -19,6 +19,7 @@ from ..datasets import Dataset
 __all__ = [
     "BACKENDS",
     "MODELS",
+    "BoundBackend",
     "EvalPoint",
     "LayerKind",
     "ProgressFn",
@@ -84,12 +85,18 @@ class TrainOutcome:
         evaluations: Metrics at every evaluation, in step order (the last is at the end).
         seconds: Wall time of training.
         captured: Snapshot taken after ``settings.capture_at`` steps, if requested.
+        extra: Backend details (device, steps per second, ...).
+        metrics: The user's metrics (``find_ticket``'s ``evaluate``); empty for built-in runs,
+            whose metrics are the :class:`EvalPoint` fields.
+        headline: The metric that headlines tables and plots (``None``: test accuracy).
     """
 
     evaluations: list[EvalPoint]
     seconds: float
     captured: list[np.ndarray] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    headline: str | None = None
 
     @property
     def early_stop(self) -> EvalPoint:
@@ -193,3 +200,67 @@ def load_backend(framework: str, **options: Any) -> TrainingBackend:
         raise
     backend: TrainingBackend = getattr(module, class_name)(**options)
     return backend
+
+
+class BoundBackend:
+    """A :class:`TrainingBackend` bound to one built-in model, dataset and settings.
+
+    This is the :class:`ltp_core.experiment.driver.RunBackend` that ``ltp imp`` runs: it builds
+    ``model_name`` for the data's shape and trains with ``settings(run)``.
+
+    Args:
+        backend: The framework backend.
+        model_name: A name from :data:`MODELS`.
+        data: The dataset every run trains and evaluates on.
+        settings: ``settings(train_seed, capture_at)`` gives a run's :class:`TrainSettings`.
+    """
+
+    def __init__(
+        self,
+        backend: TrainingBackend,
+        model_name: str,
+        data: Dataset,
+        settings: Callable[[int, int | None], TrainSettings],
+    ) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.model_name = model_name
+        self.data = data
+        self.settings = settings
+
+    def build(self, seed: int, reinit: bool = False) -> Any:
+        """A fresh model initialized from ``seed`` (built-in models always start fresh)."""
+        del reinit
+        return self.backend.build(
+            self.model_name, self.data.input_shape, self.data.num_classes, seed
+        )
+
+    def layer_names(self, model: Any) -> list[str]:
+        """See :meth:`TrainingBackend.layer_names`."""
+        return self.backend.layer_names(model)
+
+    def layer_kinds(self, model: Any) -> list[str]:
+        """See :meth:`TrainingBackend.layer_kinds`."""
+        return list(self.backend.layer_kinds(model))
+
+    def get_prunable(self, model: Any) -> list[np.ndarray]:
+        """See :meth:`TrainingBackend.get_prunable`."""
+        return self.backend.get_prunable(model)
+
+    def snapshot(self, model: Any) -> list[np.ndarray]:
+        """See :meth:`TrainingBackend.snapshot`."""
+        return self.backend.snapshot(model)
+
+    def restore(self, model: Any, snapshot: Sequence[np.ndarray]) -> None:
+        """See :meth:`TrainingBackend.restore`."""
+        self.backend.restore(model, snapshot)
+
+    def train(self, model: Any, run: Any, progress: ProgressFn | None = None) -> TrainOutcome:
+        """Train ``model`` for one :class:`~ltp_core.experiment.driver.RunSpec`."""
+        masks = None if run.masks is None else list(run.masks)
+        settings = self.settings(run.train_seed, run.capture_at)
+        return self.backend.train(model, masks, self.data, settings, progress)
+
+    def versions(self) -> dict[str, str]:
+        """See :meth:`TrainingBackend.versions`."""
+        return self.backend.versions()

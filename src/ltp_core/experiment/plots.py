@@ -59,6 +59,9 @@ def plot_imp(
 ) -> list[Path]:
     """Write ``accuracy_vs_weights_remaining.png`` and ``early_stop_vs_weights_remaining.png``.
 
+    For ``find_ticket`` records (a user metric headlines them) only the first plot is written,
+    showing that metric.
+
     Both use a log x axis (weights remaining, %, decreasing to the right) and show mean ± std over
     seeds for the ticket and each control. The dense network (level 0) starts every curve.
 
@@ -66,6 +69,12 @@ def plot_imp(
         ImportError: matplotlib is missing (``pip install 'lottery-tickets[plot]'``).
     """
     plt = _pyplot()
+    headline = next((r.headline for r in records if r.headline), None)
+    figures = [(1, "accuracy_vs_weights_remaining.png", "test accuracy at early stop (%)", 100.0)]
+    if headline is None:
+        figures.append((3, "early_stop_vs_weights_remaining.png", "early-stop iteration", 1.0))
+    else:  # find_ticket: the user's metric as evaluate returned it, no early stopping
+        figures = [(1, "accuracy_vs_weights_remaining.png", headline, 1.0)]
     summaries = summarize(records)
     curves: dict[str, list[tuple[float, float, float, float, float]]] = defaultdict(list)
     dense = [s for s in summaries if s.key[0] == 0 and s.arm == "ticket"]
@@ -81,10 +90,7 @@ def plot_imp(
                 (s.weights_remaining, s.test_mean, s.test_std, s.stop_mean, s.stop_std)
             )
     paths = []
-    for metric, filename, ylabel in (
-        (1, "accuracy_vs_weights_remaining.png", "test accuracy at early stop (%)"),
-        (3, "early_stop_vs_weights_remaining.png", "early-stop iteration"),
-    ):
+    for metric, filename, ylabel, scale in figures:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for arm in arms:
             points = sorted(curves[arm], reverse=True)
@@ -92,7 +98,6 @@ def plot_imp(
                 continue
             color, marker, label = ARM_STYLE.get(arm, ("tab:gray", "x", arm))
             xs = [p[0] * 100 for p in points]
-            scale = 100.0 if metric == 1 else 1.0
             ys = [p[metric] * scale for p in points]
             errs = [p[metric + 1] * scale for p in points]
             ax.errorbar(

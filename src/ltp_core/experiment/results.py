@@ -31,7 +31,14 @@ RESULTS_VERSION = 1
 
 @dataclass
 class RunRecord:
-    """One trained (or evaluated) network: an arm at a level for a seed."""
+    """One trained (or evaluated) network: an arm at a level for a seed.
+
+    Built-in experiments fill the accuracy fields from their evaluations. Runs of the user's own
+    training code (``find_ticket``) record what ``evaluate`` returned in ``metrics``; ``headline``
+    names the one shown in tables and plots, and ``test_accuracy``/``final_test_accuracy`` hold
+    its value (``val_accuracy`` is NaN and ``early_stop_iteration`` is the number of optimizer
+    steps taken, as there is no early stopping).
+    """
 
     seed: int
     level: int
@@ -45,6 +52,8 @@ class RunRecord:
     train_seconds: float
     prune_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    headline: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
@@ -100,8 +109,12 @@ class ResultStore:
             self.records = [RunRecord.from_dict(r) for r in existing["records"]]
 
     def done(self, seed: int, level: int) -> bool:
-        """Whether every arm of ``level`` for ``seed`` is recorded."""
+        """Whether any run of ``level`` for ``seed`` is recorded."""
         return any(r.seed == seed and r.level == level for r in self.records)
+
+    def has(self, seed: int, level: int, arm: str) -> bool:
+        """Whether the run of ``arm`` at ``level`` for ``seed`` is recorded."""
+        return any(r.seed == seed and r.level == level and r.arm == arm for r in self.records)
 
     def add(self, records: Iterable[RunRecord]) -> None:
         """Append records and rewrite every results file atomically."""
@@ -219,7 +232,7 @@ def _results_problem(document: dict[str, Any]) -> str | None:
 
 
 def records_csv(records: Sequence[RunRecord]) -> str:
-    """Records as CSV text (per-layer densities joined with ``;``)."""
+    """Records as CSV text (per-layer densities joined with ``;``, user metrics as ``metric_*``)."""
     buffer = _io.StringIO()
     columns = [
         "seed",
@@ -234,12 +247,14 @@ def records_csv(records: Sequence[RunRecord]) -> str:
         "prune_seconds",
         "layer_density",
     ]
+    metric_names = list(dict.fromkeys(name for r in records for name in r.metrics))
     writer = csv.writer(buffer)
-    writer.writerow(columns)
+    writer.writerow(columns + [f"metric_{name}" for name in metric_names])
     for r in records:
         row = asdict(r)
         row["layer_density"] = ";".join(f"{d:.6f}" for d in r.layer_density)
-        writer.writerow([row[c] for c in columns])
+        metrics = [r.metrics.get(name, "") for name in metric_names]
+        writer.writerow([row[c] for c in columns] + metrics)
     return buffer.getvalue()
 
 
@@ -313,6 +328,9 @@ def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
     by_level: dict[int, dict[str, Summary]] = defaultdict(dict)
     for s in summaries:
         by_level[int(s.key[0])][s.arm] = s
+    headline = next((r.headline for r in records if r.headline), None)
+    if headline is not None:
+        return _metric_table(by_level, arms, headline)
     header = [
         "level",
         "weights remaining",
@@ -330,6 +348,25 @@ def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
             f"{first.weights_remaining * 100:.2f}%",
             *[_pm(row[a].test_mean, row[a].test_std) if a in row else "-" for a in arms],
             _pm(ticket.stop_mean, ticket.stop_std, 1.0, 0) if ticket else "-",
+            str(max(s.n for s in row.values())),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _metric_table(
+    by_level: dict[int, dict[str, Summary]], arms: Sequence[str], headline: str
+) -> str:
+    """The IMP table of ``find_ticket`` runs: the headline metric as ``evaluate`` returned it."""
+    header = ["level", "weights remaining", *[f"{a} {headline}" for a in arms], "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for level in sorted(by_level):
+        row = by_level[level]
+        first = next(iter(row.values()))
+        cells = [
+            str(level),
+            f"{first.weights_remaining * 100:.2f}%",
+            *[_pm(row[a].test_mean, row[a].test_std, 1.0, 4) if a in row else "-" for a in arms],
             str(max(s.n for s in row.values())),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -1,0 +1,494 @@
+"""The one IMP driver: levels, pruning, rewinding, controls, resuming, for any training code.
+
+``ltp imp`` (built-in models on built-in data) and ``ltp_torch.find_ticket`` /
+``ltp_keras.find_ticket`` (the user's model and training loop) all run :func:`run_levels`. The
+driver never touches a framework: it talks to a :class:`RunBackend`, which owns one model
+family (a built-in architecture, or the user's model and ``train``/``evaluate`` functions).
+
+How an adapter plugs in
+-----------------------
+Implement the eight methods of :class:`RunBackend` (see ``ltp_torch.find_ticket`` for a complete
+one, :class:`ltp_core.experiment.backend.BoundBackend` for the built-in models):
+
+* ``build(seed, reinit=False)``: the seed's model at its initialization; ``reinit=True`` asks for a
+  fresh initialization (the ``random_reinit`` control).
+* ``layer_names`` / ``layer_kinds`` / ``get_prunable``: the prunable weights as NumPy arrays,
+  always in the same order.
+* ``snapshot`` / ``restore``: every weight of the model (prunable or not) as NumPy arrays, for
+  rewinding; ``restore`` writes in place (optimizers and hooks keep their references).
+* ``train(model, run, progress)``: train once as described by the :class:`RunSpec`, with
+  ``run.masks`` (``None`` for the dense run) held at exactly zero after every optimizer step, and
+  return a :class:`~ltp_core.experiment.backend.TrainOutcome` (with ``captured`` set when
+  ``run.capture_at`` asks for a late-rewinding snapshot, and ``metrics``/``headline`` for
+  user-defined metrics).
+* ``versions()``: package versions for ``results.json``.
+
+Independent runs
+----------------
+Every level is planned before anything trains: :func:`plan_level` lists its independent trainings
+(one :class:`RunSpec` per seed and arm, with its masks and seeds decided) and :func:`run_levels`
+executes that list. Runs of one list never depend on each other, so a backend may train them in
+any order or together; results are recorded per run, so a killed experiment resumes after the
+last finished run.
+
+State kept in ``out/state/seed_N``: ``init.npz`` (every weight at initialization),
+``rewind.npz`` (the rewind point) and ``pruner_level_L.npz`` (the pruner after level ``L``'s ticket
+was trained, its trained weights set as the pretrained weights of the next level).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..compute import salt_from_seed
+from ..io import atomic_write_bytes, remove_stale_temporaries
+from ..masks import apply_masks, density, layer_densities
+from ..pruner import LotteryTicketPruner
+from ..selection import RandomScores, keep_after_pruning_smallest
+from .backend import ProgressFn, Reporter, TrainOutcome
+from .results import ResultStore, RunRecord
+
+__all__ = [
+    "ARMS",
+    "ImpPlan",
+    "RunBackend",
+    "RunSpec",
+    "plan_level",
+    "random_masks_like",
+    "run_levels",
+]
+
+logger = logging.getLogger(__name__)
+
+ARMS: tuple[str, ...] = ("ticket", "random_reinit", "random_prune")
+"""The arms of a level, in the order they are listed and recorded."""
+
+Start = Literal["init", "rewind", "fresh"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One independent training of an experiment: an arm at a level for a seed.
+
+    Attributes:
+        seed: The experiment seed (which model initialization the run belongs to).
+        level: ``0`` for the dense run, then one per pruning level.
+        arm: ``"ticket"``, ``"random_reinit"`` or ``"random_prune"``.
+        start: Weights the run starts from: ``"init"`` (the seed's initialization),
+            ``"rewind"`` (the rewind point) or ``"fresh"`` (a new initialization from
+            ``fresh_seed``).
+        masks: Masks to hold during training (``None``: dense).
+        train_seed: Seeds the run's data order and other randomness of training.
+        fresh_seed: Seed of the fresh initialization when ``start == "fresh"``.
+        capture_at: Snapshot every weight after this many optimizer steps (late rewinding).
+        label: Human-readable description for logs and progress bars.
+    """
+
+    seed: int
+    level: int
+    arm: str
+    start: Start
+    masks: tuple[np.ndarray, ...] | None
+    train_seed: int
+    fresh_seed: int | None = None
+    capture_at: int | None = None
+    label: str = ""
+
+
+@runtime_checkable
+class RunBackend(Protocol):
+    """What :func:`run_levels` needs: one model family, trained by the backend's own rules."""
+
+    name: str
+
+    def build(self, seed: int, reinit: bool = False) -> Any:
+        """The model of ``seed`` at its initialization (``reinit``: a fresh initialization)."""
+        ...
+
+    def layer_names(self, model: Any) -> list[str]:
+        """Names of the prunable weights, in the order of :meth:`get_prunable`."""
+        ...
+
+    def layer_kinds(self, model: Any) -> list[str]:
+        """A kind per prunable weight (``"dense"``, ``"conv"``, ``"output"``, ...)."""
+        ...
+
+    def get_prunable(self, model: Any) -> list[np.ndarray]:
+        """Copies of the prunable weights."""
+        ...
+
+    def snapshot(self, model: Any) -> list[np.ndarray]:
+        """Copies of every weight of the model (prunable or not)."""
+        ...
+
+    def restore(self, model: Any, snapshot: Sequence[np.ndarray]) -> None:
+        """Write back a :meth:`snapshot` in place."""
+        ...
+
+    def train(self, model: Any, run: RunSpec, progress: ProgressFn | None = None) -> TrainOutcome:
+        """Train as ``run`` says, with ``run.masks`` held at exactly zero."""
+        ...
+
+    def versions(self) -> dict[str, str]:
+        """Package versions for the results file."""
+        ...
+
+
+LayerRates = Callable[[Sequence[str], Sequence[str]], Mapping[str | int, float]]
+"""``layer_rates(names, kinds)``: the per-layer multipliers of the pruning fraction."""
+
+
+@dataclass(frozen=True)
+class ImpPlan:
+    """What an IMP experiment does, independent of the training code.
+
+    Attributes:
+        levels: Pruning levels after the dense run.
+        seeds: Experiment seeds.
+        strategy: Full strategy name (``"large_final"``, ``"large_final_global"``, ...).
+        fraction: Fraction of the remaining weights pruned per level.
+        controls: Control arms (``"random_reinit"``, ``"random_prune"``).
+        rewind_iteration: ``0`` rewinds to initialization, ``K`` to the weights after ``K``
+            optimizer steps of the dense run.
+        layer_rates: ``layer_rates(names, kinds) -> {name or index: multiplier}``.
+    """
+
+    levels: int
+    seeds: tuple[int, ...]
+    strategy: str
+    fraction: float
+    controls: tuple[str, ...] = ARMS[1:]
+    rewind_iteration: int = 0
+    layer_rates: LayerRates | None = None
+
+
+def random_masks_like(masks: Sequence[np.ndarray], seed: int) -> list[np.ndarray]:
+    """Random masks with exactly the per-layer kept counts of ``masks``.
+
+    Example:
+        >>> m = [np.array([True, False, True, False, True])]
+        >>> int(random_masks_like(m, seed=1)[0].sum())
+        3
+    """
+    salt = salt_from_seed([seed, 7919])
+    result = []
+    for i, mask in enumerate(masks):
+        source = RandomScores(i, mask.size, None, salt)
+        pruned = mask.size - int(np.count_nonzero(mask))
+        (keep,) = keep_after_pruning_smallest([source], pruned, salt)
+        result.append(keep.reshape(mask.shape))
+    return result
+
+
+def train_seed(seed: int, level: int, arm: str) -> int:
+    """The data-order seed of one run (independent of the order runs are trained in).
+
+    Example:
+        >>> a, b = train_seed(0, 1, "ticket"), train_seed(0, 1, "random_prune")
+        >>> a == train_seed(0, 1, "ticket") != b
+        True
+    """
+    return int(salt_from_seed([seed, level, ARMS.index(arm)]) % (2**31))
+
+
+def fresh_seed(seed: int, level: int) -> int:
+    """Seed of the fresh initialization of the ``random_reinit`` control at ``level``."""
+    return seed + 100_003 * level
+
+
+def _save_arrays(path: Path, arrays: Sequence[np.ndarray]) -> None:
+    payload = {f"a{i}": np.asarray(a) for i, a in enumerate(arrays)}
+    atomic_write_bytes(path, lambda f: np.savez(f, **payload))  # type: ignore[arg-type]
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return [data[f"a{i}"] for i in range(len(data.files))]
+
+
+def _pruner_path(state_dir: Path, level: int) -> Path:
+    return state_dir / f"pruner_level_{level}.npz"
+
+
+@dataclass
+class _SeedState:
+    """What the driver holds per seed between levels (all of it also on disk)."""
+
+    seed: int
+    state_dir: Path
+    names: list[str]
+    rates: dict[str | int, float]
+    model: Any = None
+    init: list[np.ndarray] | None = None
+    rewind: list[np.ndarray] | None = None
+    pruner: LotteryTicketPruner | None = None
+    pruner_level: int = -1
+    prune_seconds: float = 0.0
+
+
+def _record(run: RunSpec, n_layers: int, outcome: TrainOutcome, prune_seconds: float) -> RunRecord:
+    stop = outcome.early_stop
+    masks = run.masks
+    extra: dict[str, Any] = {}
+    for key in ("optimizer_steps", "eval_seconds"):
+        if key in outcome.extra:
+            extra[key] = outcome.extra[key]
+    return RunRecord(
+        seed=run.seed,
+        level=run.level,
+        arm=run.arm,
+        weights_remaining=1.0 if masks is None else density(masks),
+        layer_density=[1.0] * n_layers if masks is None else layer_densities(masks),
+        test_accuracy=stop.test_accuracy,
+        val_accuracy=stop.val_accuracy,
+        early_stop_iteration=stop.iteration,
+        final_test_accuracy=outcome.final.test_accuracy,
+        train_seconds=outcome.seconds,
+        prune_seconds=prune_seconds,
+        extra=extra,
+        metrics=dict(outcome.metrics),
+        headline=outcome.headline,
+    )
+
+
+def plan_level(
+    plan: ImpPlan, store: ResultStore, states: Sequence[_SeedState], level: int
+) -> list[RunSpec]:
+    """The runs of ``level`` not yet recorded, for every seed; prunes where a level starts.
+
+    For level 0 this is the dense run of every seed. For a later level the masks of each seed's
+    ticket are computed first (from the previous level's trained ticket), then every arm is listed
+    with its masks, so the returned runs are independent of each other.
+    """
+    runs: list[RunSpec] = []
+    for state in states:
+        seed = state.seed
+        if level == 0:
+            if not store.has(seed, 0, "ticket"):
+                runs.append(
+                    RunSpec(
+                        seed,
+                        0,
+                        "ticket",
+                        "init",
+                        None,
+                        train_seed(seed, 0, "ticket"),
+                        capture_at=plan.rewind_iteration or None,
+                        label=f"seed {seed} level 0 dense",
+                    )
+                )
+            continue
+        arms = [a for a in ("ticket", *plan.controls) if not store.has(seed, level, a)]
+        if not arms:
+            continue
+        pruner = state.pruner
+        if pruner is None:  # pragma: no cover - set up by run_levels
+            raise RuntimeError(f"seed {seed}: no pruner state before level {level}")
+        if state.pruner_level == level - 1:
+            pretrained = pruner.pretrained_weights
+            if pretrained is None:  # pragma: no cover - always saved with the state
+                raise RuntimeError("pruner state lacks the trained weights of the previous level")
+            start = time.perf_counter()
+            pruner.calc_prune_mask(
+                pretrained, plan.fraction, plan.strategy, layer_rates=state.rates or None
+            )
+            state.prune_seconds = time.perf_counter() - start
+            state.pruner_level = level
+        masks = tuple(pruner.masks)
+        tag = f"seed {seed} level {level} ({density(masks):.1%} left)"
+        for arm in arms:
+            if arm == "ticket":
+                runs.append(
+                    RunSpec(
+                        seed,
+                        level,
+                        arm,
+                        "rewind",
+                        masks,
+                        train_seed(seed, level, arm),
+                        label=f"{tag} ticket",
+                    )
+                )
+            elif arm == "random_reinit":
+                runs.append(
+                    RunSpec(
+                        seed,
+                        level,
+                        arm,
+                        "fresh",
+                        masks,
+                        train_seed(seed, level, arm),
+                        fresh_seed=fresh_seed(seed, level),
+                        label=f"{tag} random_reinit",
+                    )
+                )
+            else:
+                runs.append(
+                    RunSpec(
+                        seed,
+                        level,
+                        arm,
+                        "init",
+                        tuple(random_masks_like(masks, seed * 1000 + level)),
+                        train_seed(seed, level, arm),
+                        label=f"{tag} random_prune",
+                    )
+                )
+    return runs
+
+
+def _train(
+    backend: RunBackend, model: Any, run: RunSpec, reporter: Reporter | None
+) -> TrainOutcome:
+    progress = reporter(run.label) if reporter is not None else None
+    outcome = backend.train(model, run, progress)
+    if outcome.headline is not None:
+        logger.info(
+            "%s: %s %.4f (%.1fs)",
+            run.label,
+            outcome.headline,
+            outcome.metrics.get(outcome.headline, float("nan")),
+            outcome.seconds,
+        )
+    else:
+        logger.info(
+            "%s: test accuracy %.4f at early-stop iteration %d (%.1fs)",
+            run.label,
+            outcome.early_stop.test_accuracy,
+            outcome.early_stop.iteration,
+            outcome.seconds,
+        )
+    return outcome
+
+
+def _load_seed(plan: ImpPlan, backend: RunBackend, store: ResultStore, state: _SeedState) -> None:
+    """Bring a seed with a finished dense run back from its state folder."""
+    state.init = _load_arrays(state.state_dir / "init.npz")
+    state.rewind = _load_arrays(state.state_dir / "rewind.npz")
+    # Each level's pruner state has its own file: a run killed between saving it and recording
+    # the level's ticket resumes from the previous level's state, never from a half-done one.
+    last = max(level for level in range(plan.levels + 1) if store.has(state.seed, level, "ticket"))
+    pruner = LotteryTicketPruner.load(_pruner_path(state.state_dir, last))
+    if pruner.names != state.names:
+        raise ValueError(
+            f"Saved state in {state.state_dir} is for layers {pruner.names}, the model has "
+            f"{state.names}. Received: out={os.fspath(state.state_dir.parent.parent)!r}"
+        )
+    state.pruner, state.pruner_level = pruner, last
+
+
+def _execute(
+    plan: ImpPlan,
+    backend: RunBackend,
+    store: ResultStore,
+    state: _SeedState,
+    run: RunSpec,
+    reporter: Reporter | None,
+) -> None:
+    """Train one planned run, save what later levels need, record it."""
+    n_layers = len(state.names)
+    if run.level == 0:
+        model = state.model
+        init = backend.snapshot(model)
+        # The pruner holds the weights at initialization: init-reading criteria (large_init,
+        # movement, magnitude_increase, *_same_sign, large_init_large_final) rank them.
+        initial = backend.get_prunable(model)
+        outcome = _train(backend, model, run, reporter)
+        rewind = outcome.captured if run.capture_at else init
+        if rewind is None:
+            raise RuntimeError(
+                f"backend {backend.name} did not capture the weights after step {run.capture_at}"
+            )
+        pruner = LotteryTicketPruner(initial, names=state.names, seed=state.seed)
+        pruner.set_pretrained_weights(backend.get_prunable(model))
+        state.state_dir.mkdir(parents=True, exist_ok=True)
+        _save_arrays(state.state_dir / "init.npz", init)
+        _save_arrays(state.state_dir / "rewind.npz", rewind)
+        pruner.save(_pruner_path(state.state_dir, 0))
+        state.init, state.rewind, state.pruner, state.pruner_level = init, rewind, pruner, 0
+        store.add([_record(run, n_layers, outcome, 0.0)])
+        return
+    if state.init is None or state.rewind is None or state.pruner is None:  # pragma: no cover
+        raise RuntimeError(f"seed {state.seed}: level {run.level} planned before level 0 ran")
+    if run.start == "fresh":
+        if run.fresh_seed is None:  # pragma: no cover - set by plan_level
+            raise RuntimeError("a fresh start needs fresh_seed")
+        model = backend.build(run.fresh_seed, reinit=True)
+    else:
+        model = state.model
+        if model is None:
+            model = state.model = backend.build(state.seed)
+        backend.restore(model, state.rewind if run.start == "rewind" else state.init)
+    outcome = _train(backend, model, run, reporter)
+    prune_seconds = 0.0
+    if run.arm == "ticket":
+        if run.masks is None:  # pragma: no cover - set by plan_level
+            raise RuntimeError("a pruned ticket needs masks")
+        prune_seconds = state.prune_seconds
+        state.pruner.set_pretrained_weights(apply_masks(backend.get_prunable(model), run.masks))
+        state.pruner.save(_pruner_path(state.state_dir, run.level))
+    store.add([_record(run, n_layers, outcome, prune_seconds)])
+
+
+def run_levels(
+    plan: ImpPlan,
+    backend: RunBackend,
+    store: ResultStore,
+    reporter: Reporter | None = None,
+    *,
+    on_plan: Callable[[list[RunSpec]], None] | None = None,
+) -> ResultStore:
+    """Run (or resume) an IMP experiment: the dense run, then ``plan.levels`` pruning levels.
+
+    Every level is planned first (:func:`plan_level`: the masks of every seed, then one
+    :class:`RunSpec` per seed and arm not yet recorded) and its runs are then trained one after
+    another. Each finished run is recorded in ``store`` at once; the state needed to continue is
+    in ``store.out_dir / "state"``, so calling this again with the same store continues after
+    the last finished run with exactly the masks an uninterrupted run finds.
+
+    Args:
+        plan: The experiment.
+        backend: The training code (see the module docstring).
+        store: Where records go (``ResultStore`` refuses a folder of another experiment).
+        reporter: ``reporter(label)`` returns a progress callback for one run.
+        on_plan: Called with each level's list of runs before they train (for observers).
+
+    Returns:
+        ``store``, with every record.
+    """
+    state_root = store.out_dir / "state"
+    states: list[_SeedState] = []
+    for seed in plan.seeds:
+        done = all(
+            store.has(seed, level, arm)
+            for level in range(plan.levels + 1)
+            for arm in (("ticket",) if level == 0 else ("ticket", *plan.controls))
+        )
+        if done:
+            continue
+        state_dir = state_root / f"seed_{seed}"
+        if state_dir.exists():
+            remove_stale_temporaries(state_dir)
+        model = backend.build(seed)
+        names = backend.layer_names(model)
+        rates = plan.layer_rates(names, backend.layer_kinds(model)) if plan.layer_rates else {}
+        state = _SeedState(seed, state_dir, names, dict(rates), model=model)
+        if store.has(seed, 0, "ticket"):
+            _load_seed(plan, backend, store, state)
+        states.append(state)
+    by_seed = {state.seed: state for state in states}
+    for level in range(plan.levels + 1):
+        runs = plan_level(plan, store, states, level)
+        if on_plan is not None:
+            on_plan(runs)
+        for run in runs:
+            _execute(plan, backend, store, by_seed[run.seed], run, reporter)
+    return store

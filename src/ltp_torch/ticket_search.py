@@ -1,0 +1,624 @@
+"""``find_ticket``: iterative magnitude pruning of the user's own model and training loop.
+
+The IMP procedure (levels, pruning, rewinding, the controls, resuming, results and plots) is the
+framework-free driver of :mod:`ltp_core.experiment.driver`; this module is its PyTorch backend
+for user code. While the user's ``train(model)`` runs, torch's global optimizer step hooks find
+every optimizer that steps the model's parameters and attach a :class:`ltp_torch.PrunerHook` to
+it, so pruned weights are exactly zero after every ``optimizer.step()`` and the optimizer state at
+pruned entries is zeroed, without the user passing the optimizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import numbers
+import os
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+from ltp_core.experiment.backend import EvalPoint, ProgressFn, TrainOutcome
+from ltp_core.experiment.config import CONTROLS
+from ltp_core.experiment.driver import ARMS, ImpPlan, RunSpec, run_levels
+from ltp_core.experiment.results import ResultStore, RunRecord
+from ltp_core.strategies import STRATEGIES
+from ltp_core.validation import check_fraction
+from ltp_torch.arrays import to_numpy
+from ltp_torch.hook import PrunerHook
+from ltp_torch.parameters import (
+    PrunableSpec,
+    find_prunable_parameters,
+    parameter_kinds,
+    unwrap_module,
+)
+from ltp_torch.pruner import LotteryTicketPruner
+
+__all__ = ["find_ticket"]
+
+logger = logging.getLogger(__name__)
+
+ModelOrFactory = nn.Module | Callable[[], nn.Module]
+Metrics = float | Mapping[str, float]
+
+
+def _devices() -> list[int]:
+    """CUDA devices whose random state is forked with the CPU's (only if CUDA is in use)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's generators for the block; the caller's random state is restored after."""
+    with torch.random.fork_rng(devices=_devices()):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _not_reinitializable(module: nn.Module) -> list[str]:
+    """Names of submodules holding parameters directly but without ``reset_parameters()``."""
+    return [
+        name or type(module).__name__
+        for name, sub in module.named_modules()
+        if any(True for _ in sub.parameters(recurse=False))
+        and not callable(getattr(sub, "reset_parameters", None))
+    ]
+
+
+def _metrics(value: Any) -> tuple[dict[str, float], str]:
+    """``evaluate``'s result as ``({name: value}, headline name)``."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError("`evaluate` returned an empty mapping. Received: {}")
+        metrics = {}
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"`evaluate` must return metric names as strings. Received: key {name!r}"
+                )
+            metrics[name] = _number(item, name)
+        headline = "accuracy" if "accuracy" in metrics else next(iter(metrics))
+        return metrics, headline
+    return {"metric": _number(value, "metric")}, "metric"
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            "`evaluate` must return a number or a mapping of names to numbers. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    return float(value)
+
+
+class _UserBackend:
+    """The :class:`ltp_core.experiment.driver.RunBackend` of the user's model and loop."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: ModelOrFactory,
+        train: Callable[[nn.Module], Any],
+        evaluate: Callable[[nn.Module], Metrics],
+        prunable: PrunableSpec,
+    ) -> None:
+        self._module = model if isinstance(model, nn.Module) else None
+        self._factory = None if isinstance(model, nn.Module) else model
+        self._train = train
+        self._evaluate = evaluate
+        self._prunable = prunable
+        self._first: tuple[int, nn.Module] | None = None
+
+    # -- models -----------------------------------------------------------------------------
+
+    def _call_factory(self, seed: int) -> nn.Module:
+        if self._factory is None:  # pragma: no cover - checked by the caller
+            raise RuntimeError("no factory")
+        with _seeded(seed):
+            model = self._factory()
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                "The `model` factory must return a torch.nn.Module. "
+                f"Received: {type(model).__name__} from model={self._factory!r}"
+            )
+        return model
+
+    def build(self, seed: int, reinit: bool = False) -> nn.Module:
+        """The model of ``seed`` (factory called under ``torch.manual_seed(seed)``)."""
+        if self._first is not None and self._first[0] == seed and not reinit:
+            model = self._first[1]
+            self._first = None  # handed out once: later builds start from scratch
+            return model
+        if self._factory is not None:
+            return self._call_factory(seed)
+        if self._module is None:  # pragma: no cover
+            raise RuntimeError("no model")
+        if not reinit:
+            return self._module
+        fresh = copy.deepcopy(self._module)
+        with _seeded(seed), torch.no_grad():
+            for sub in fresh.modules():
+                reset = getattr(sub, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+        return fresh
+
+    def first_model(self, seed: int) -> nn.Module:
+        """Build the first seed's model once, for validation; :meth:`build` hands it out."""
+        model = self.build(seed)
+        self._first = (seed, model)
+        return model
+
+    def layer_names(self, model: nn.Module) -> list[str]:
+        """Qualified names of the prunable parameters."""
+        return [name for name, _ in find_prunable_parameters(model, self._prunable)]
+
+    def layer_kinds(self, model: nn.Module) -> list[str]:
+        """``"dense"``, ``"conv"``, ... per prunable parameter (see ``parameter_kinds``)."""
+        return parameter_kinds(model, self.layer_names(model))
+
+    def get_prunable(self, model: nn.Module) -> list[np.ndarray]:
+        """Copies of the prunable weights."""
+        return [to_numpy(p) for _, p in find_prunable_parameters(model, self._prunable)]
+
+    def snapshot(self, model: nn.Module) -> list[np.ndarray]:
+        """Copies of every parameter and buffer, in ``state_dict`` order."""
+        return [to_numpy(t) for t in unwrap_module(model).state_dict().values()]
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module, snapshot: Sequence[np.ndarray]) -> None:
+        """Write a :meth:`snapshot` back in place."""
+        targets = list(unwrap_module(model).state_dict().values())
+        if len(targets) != len(snapshot):
+            raise ValueError(
+                f"The model has {len(targets)} tensors, the saved state {len(snapshot)}; was "
+                f"the model changed since the experiment started? Received: {len(snapshot)} arrays"
+            )
+        for target, value in zip(targets, snapshot, strict=True):
+            source = torch.from_numpy(np.array(value, copy=True)).reshape(target.shape)
+            target.copy_(source.to(device=target.device, dtype=target.dtype))
+
+    def versions(self) -> dict[str, str]:
+        """Versions of torch and NumPy."""
+        return {"torch": torch.__version__, "numpy": np.__version__}
+
+    # -- training -----------------------------------------------------------------------------
+
+    def train(
+        self, model: nn.Module, run: RunSpec, progress: ProgressFn | None = None
+    ) -> TrainOutcome:
+        """Run the user's ``train(model)`` with the masks held, then ``evaluate(model)``."""
+        pruner: LotteryTicketPruner | None = None
+        if run.masks is not None:
+            pruner = LotteryTicketPruner(model, prunable=self._prunable)
+            pruner.set_masks(list(run.masks))
+            pruner.apply_pruning(model)
+        model_ids = {id(p) for p in model.parameters()}
+        prunable_ids = {id(p) for p in pruner.parameters(model)} if pruner is not None else set()
+        seen: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
+        hooks: list[PrunerHook] = []
+        counter = {"steps": 0}
+        captured: list[np.ndarray] | None = None
+
+        def before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            del args, kwargs
+            if optimizer in seen:
+                return
+            ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            seen[optimizer] = bool(ids & model_ids)
+            if pruner is not None and ids & prunable_ids:
+                # Zeroes the optimizer state at pruned entries now and the weights after steps.
+                hooks.append(PrunerHook(pruner, model, optimizer))
+
+        def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            nonlocal captured
+            del args, kwargs
+            if not seen.get(optimizer, False):
+                return
+            counter["steps"] += 1
+            if counter["steps"] == run.capture_at:
+                captured = self.snapshot(model)
+
+        handles = [
+            register_optimizer_step_pre_hook(before_step),
+            register_optimizer_step_post_hook(after_step),
+        ]
+        start = time.perf_counter()
+        try:
+            with _seeded(run.train_seed):
+                self._train(model)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for hook in hooks:
+                hook.remove()
+        seconds = time.perf_counter() - start
+        steps = counter["steps"]
+        if steps == 0:
+            logger.warning(
+                "%s: train(model) made no torch.optim optimizer step on the model's parameters, "
+                "so pruned weights were only zeroed before and after it. Step an optimizer "
+                "built on the `model` argument of train.",
+                run.label,
+            )
+        if pruner is not None:
+            self._check_zeros(model, pruner, run)
+        if run.capture_at is not None and captured is None:
+            raise ValueError(
+                f"`rewind_iteration` asks for the weights after optimizer step {run.capture_at} "
+                f"of the dense run, but train(model) made {steps} steps. Use a smaller "
+                f"rewind_iteration. Received: rewind_iteration={run.capture_at}"
+            )
+        eval_start = time.perf_counter()
+        metrics, headline = _metrics(self._evaluate(model))
+        eval_seconds = time.perf_counter() - eval_start
+        if progress is not None:
+            progress(1, 1, {headline: metrics[headline]})
+        return TrainOutcome(
+            [EvalPoint(steps, math.nan, math.nan, metrics[headline])],
+            seconds,
+            captured,
+            extra={"optimizer_steps": steps, "eval_seconds": eval_seconds},
+            metrics=metrics,
+            headline=headline,
+        )
+
+    @staticmethod
+    @torch.no_grad()
+    def _check_zeros(model: nn.Module, pruner: LotteryTicketPruner, run: RunSpec) -> None:
+        """Warn if pruned weights moved outside optimizer steps; zero them either way."""
+        parameters = pruner.parameters(model)
+        revived = [
+            name
+            for name, parameter, mask in zip(
+                pruner.names, parameters, pruner.mask_tensors(parameters), strict=True
+            )
+            if mask is not None and bool((parameter * (1 - mask)).ne(0).any())
+        ]
+        if revived:
+            logger.warning(
+                "%s: pruned weights of %s were changed outside an optimizer step (written "
+                "directly by train?); set back to zero. Update weights with a torch.optim "
+                "optimizer so they stay pruned during training.",
+                run.label,
+                revived,
+            )
+        pruner.apply_pruning(model)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+    return int(value)
+
+
+def _check_arguments(
+    model: Any,
+    train: Any,
+    evaluate: Any,
+    levels: Any,
+    rate: Any,
+    strategy: Any,
+    scope: Any,
+    layer_rates: Any,
+    rewind_iteration: Any,
+    controls: Any,
+    seeds: Any,
+    out: Any,
+) -> tuple[int, float, str, int, tuple[str, ...], int]:
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise TypeError(
+            "`model` must be a torch.nn.Module at its initial weights or a zero-argument "
+            f"factory returning one. Received: model of type {type(model).__name__}"
+        )
+    for name, function in (("train", train), ("evaluate", evaluate)):
+        if not callable(function):
+            raise TypeError(
+                f"`{name}` must be a function taking the model. Received: {name}={function!r}"
+            )
+    levels = _check_int(levels, "levels", 1)
+    rate = check_fraction(rate, "rate")
+    if not isinstance(strategy, str) or strategy not in STRATEGIES or strategy.endswith("_global"):
+        base = sorted(n for n in STRATEGIES if not n.endswith("_global"))
+        raise ValueError(
+            f"`strategy` must be one of {base} (use `scope` for global). "
+            f"Received: strategy={strategy!r}"
+        )
+    if scope not in ("layer", "global"):
+        raise ValueError(f"`scope` must be 'layer' or 'global'. Received: scope={scope!r}")
+    if layer_rates is not None:
+        if not isinstance(layer_rates, Mapping):
+            raise TypeError(
+                "`layer_rates` must be a mapping {parameter name or index: multiplier}. "
+                f"Received: layer_rates={layer_rates!r}"
+            )
+        for key, value in layer_rates.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(
+                    "`layer_rates` values must be numbers. "
+                    f"Received: layer_rates[{key!r}]={value!r}"
+                )
+            if not math.isfinite(value) or value < 0 or value * rate >= 1:
+                raise ValueError(
+                    "`layer_rates` multipliers must be >= 0 with rate * multiplier < 1. "
+                    f"Received: layer_rates[{key!r}]={value!r} with rate={rate!r}"
+                )
+    rewind_iteration = _check_int(rewind_iteration, "rewind_iteration", 0)
+    if isinstance(controls, str) or not isinstance(controls, Sequence):
+        raise TypeError(
+            f"`controls` must be a tuple of control names from {list(CONTROLS)}. "
+            f"Received: controls={controls!r}"
+        )
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown or len(set(controls)) != len(controls):
+        raise ValueError(
+            f"`controls` must be distinct names from {list(CONTROLS)}. "
+            f"Received: controls={controls!r}"
+        )
+    seeds = _check_int(seeds, "seeds", 1)
+    if seeds > 1 and isinstance(model, nn.Module):
+        raise ValueError(
+            "`seeds` > 1 needs a fresh model per seed: pass a zero-argument factory as `model` "
+            f"(e.g. model=lambda: Net()). Received: seeds={seeds} with an nn.Module"
+        )
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"`out` must be a folder path or None. Received: out={out!r}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"`out` must be a folder, not a file. Received: out={os.fspath(out)!r}")
+    ordered = tuple(c for c in ARMS[1:] if c in controls)
+    return levels, rate, strategy, rewind_iteration, ordered, seeds
+
+
+class _RunsBar:
+    """A progress bar over the experiment's runs (tqdm on a terminal, else log lines)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar: Any = None
+        if enabled and total and sys.stderr.isatty():
+            try:
+                from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+                self._bar = tqdm(total=total, unit="run", desc="find_ticket")
+            except ImportError:
+                self._bar = None
+
+    def __call__(self, label: str) -> ProgressFn:
+        if self._bar is not None:
+            self._bar.set_description(label)
+
+        def progress(step: int, total: int, metrics: dict[str, float]) -> None:
+            del step, total
+            shown = {k: f"{v:.4f}" for k, v in metrics.items()}
+            if self._bar is not None:
+                self._bar.set_postfix(shown)
+                self._bar.update(1)
+            else:
+                logger.info("%s: %s", label, shown)
+
+        return progress
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def find_ticket(
+    model: ModelOrFactory,
+    train: Callable[[nn.Module], Any],
+    evaluate: Callable[[nn.Module], Metrics],
+    *,
+    levels: int,
+    rate: float = 0.2,
+    strategy: str = "large_final",
+    scope: str = "layer",
+    layer_rates: Mapping[str | int, float] | None = None,
+    rewind_iteration: int = 0,
+    controls: Sequence[str] = CONTROLS,
+    seeds: int = 1,
+    prunable: PrunableSpec = None,
+    out: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> list[RunRecord]:
+    """Find a winning ticket in your own model with your own training loop (IMP with controls).
+
+    Level 0 trains the dense model with ``train(model)``. Each later level prunes ``rate`` of the
+    remaining weights by ``strategy`` (ranking the previous level's trained ticket), rewinds the
+    survivors to their initial values (or to their values after ``rewind_iteration`` optimizer
+    steps of the dense run) and trains again. The controls train the same masks from a fresh
+    initialization (``random_reinit``) and random masks with the same per-layer densities from the
+    original initialization (``random_prune``). Each run ends with ``evaluate(model)``.
+
+    While ``train`` runs, every ``torch.optim`` optimizer that steps the model's parameters is
+    found through torch's global optimizer step hooks: pruned weights are exactly zero after every
+    ``optimizer.step()`` and the optimizer state at pruned entries is zeroed. The user creates
+    optimizers, data loaders and schedules as usual, inside ``train`` (a fresh optimizer per run is
+    the usual IMP protocol). Torch's random generators are seeded per run (and restored after),
+    so data loaders shuffling with torch give every run its own reproducible order.
+
+    With ``out``, ``results.json``, ``results.csv``, ``table.md`` and a plot are written there
+    (as by ``ltp imp``) after every run, with the state needed to continue in ``out/state``
+    (``seed_N/pruner_level_L.npz`` holds level ``L``'s ticket masks, readable with
+    ``ltp_core.LotteryTicketPruner.load``). Calling again with the same ``out`` resumes after the
+    last finished run without retraining; ``levels`` and ``seeds`` may grow to extend it; another
+    experiment in the same folder is refused.
+
+    Args:
+        model: An ``nn.Module`` at its initial weights (trained and rewound in place), or a
+            zero-argument factory returning one (called under ``torch.manual_seed(seed)``;
+            required for ``seeds > 1``).
+        train: ``train(model)``: your training loop.
+        evaluate: ``evaluate(model) -> float | Mapping[str, float]``: metrics of the trained
+            model; ``"accuracy"`` (else the first one) headlines tables and plots.
+        levels: Pruning levels after the dense run.
+        rate: Fraction of the remaining weights pruned per level, ``0 <= rate < 1``.
+        strategy: Pruning criterion, a name from ``ltp_core.STRATEGIES`` without ``_global``.
+        scope: ``"layer"`` (each layer loses ``rate``) or ``"global"`` (ranked across layers).
+        layer_rates: ``{parameter name or index: multiplier}`` of ``rate`` per layer (e.g.
+            ``{"fc3.weight": 0.5}`` prunes the output layer at half rate, as Frankle & Carbin
+            do); ``0`` excludes a layer. ``None``: every layer at ``rate``.
+        rewind_iteration: ``0`` rewinds to initialization; ``K`` to the weights after the
+            ``K``-th optimizer step of the dense run (late rewinding).
+        controls: Control arms to run: ``"random_reinit"`` (needs a factory or
+            ``reset_parameters()`` on every module holding parameters), ``"random_prune"``.
+        seeds: Repetitions with different initializations (seeds ``0 .. seeds - 1``).
+        prunable: Which parameters to prune (see :class:`ltp_torch.LotteryTicketPruner`).
+        out: Output folder (``None``: nothing is written and nothing can be resumed).
+        progress: Show a progress bar over the runs on a terminal (log lines otherwise).
+
+    Returns:
+        One :class:`ltp_core.experiment.RunRecord` per run (level, arm, seed, weights remaining
+        overall and per layer, ``metrics``, train and prune seconds; ``extra`` holds the
+        optimizer steps taken and evaluation seconds).
+
+    Raises:
+        ValueError: A bad argument (named with its value), ``out`` holding another experiment,
+            or ``rewind_iteration`` beyond the dense run's optimizer steps.
+        TypeError: An argument of the wrong type, or a factory not returning an ``nn.Module``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> x, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+        >>> def train(model):
+        ...     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        ...     for _ in range(5):
+        ...         opt.zero_grad()
+        ...         nn.functional.cross_entropy(model(x), y).backward()
+        ...         opt.step()
+        >>> def evaluate(model):
+        ...     return {"accuracy": (model(x).argmax(1) == y).float().mean().item()}
+        >>> net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> records = find_ticket(net, train, evaluate, levels=2, progress=False)
+        >>> [(r.level, r.arm, round(r.weights_remaining, 1)) for r in records][:3]
+        [(0, 'ticket', 1.0), (1, 'ticket', 0.8), (1, 'random_reinit', 0.8)]
+    """
+    levels, rate, strategy, rewind_iteration, controls, seeds = _check_arguments(
+        model,
+        train,
+        evaluate,
+        levels,
+        rate,
+        strategy,
+        scope,
+        layer_rates,
+        rewind_iteration,
+        controls,
+        seeds,
+        out,
+    )
+    backend = _UserBackend(model, train, evaluate, prunable)
+    first = backend.first_model(0)
+    names = backend.layer_names(first)  # validates `prunable`
+    shapes = [list(p.shape) for _, p in find_prunable_parameters(first, prunable)]
+    rates = _resolve_layer_rates(layer_rates, names)
+    if "random_reinit" in controls and isinstance(model, nn.Module):
+        missing = _not_reinitializable(model)
+        if missing:
+            raise ValueError(
+                "The `random_reinit` control needs a fresh initialization: pass a zero-argument "
+                "factory as `model`, or give these modules a reset_parameters() method (or drop "
+                f"the control with controls=('random_prune',)). Received: modules {missing} "
+                "hold parameters but have no reset_parameters()"
+            )
+    config: dict[str, Any] = {
+        "api": "ltp_torch.find_ticket",
+        "framework": "torch",
+        "model": type(first).__qualname__,
+        "levels": levels,
+        "seeds": seeds,
+        "first_seed": 0,
+        "rate": rate,
+        "strategy": strategy,
+        "scope": scope,
+        "layer_rates": {str(k): float(v) for k, v in rates.items()},
+        "rewind_iteration": rewind_iteration,
+        "controls": list(controls),
+        "prunable": names,
+        "shapes": shapes,
+    }
+    plan = ImpPlan(
+        levels=levels,
+        seeds=tuple(range(seeds)),
+        strategy=strategy + ("_global" if scope == "global" else ""),
+        fraction=rate,
+        controls=controls,
+        rewind_iteration=rewind_iteration,
+        layer_rates=lambda _names, _kinds: rates,
+    )
+    with contextlib.ExitStack() as stack:
+        folder = out if out is not None else stack.enter_context(tempfile.TemporaryDirectory())
+        store = ResultStore(folder, "imp", config, backend.versions())
+        remaining = sum(
+            not store.has(seed, level, arm)
+            for seed in plan.seeds
+            for level in range(levels + 1)
+            for arm in (("ticket",) if level == 0 else ("ticket", *controls))
+        )
+        if remaining < len(plan.seeds) * (1 + levels * (1 + len(controls))):
+            logger.info("resuming in %s: %d runs left", os.fspath(folder), remaining)
+        before = len(store.records)
+        bar = _RunsBar(remaining, progress)
+        try:
+            run_levels(plan, backend, store, bar)
+        finally:
+            bar.close()
+        if out is not None and len(store.records) != before:
+            _plot(store, Path(out), type(first).__qualname__)
+        return list(store.records)
+
+
+def _resolve_layer_rates(
+    layer_rates: Mapping[str | int, float] | None, names: Sequence[str]
+) -> dict[str | int, float]:
+    """Check ``layer_rates`` keys against the prunable parameters before anything trains."""
+    if not layer_rates:
+        return {}
+    result: dict[str | int, float] = {}
+    for key, value in layer_rates.items():
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            raise TypeError(
+                f"`layer_rates` keys must be parameter names or indices. Received: key {key!r}"
+            )
+        if isinstance(key, str) and key not in names:
+            raise ValueError(
+                f"`layer_rates` names a parameter that is not pruned; prunable: {list(names)}. "
+                f"Received: layer_rates key {key!r}"
+            )
+        if isinstance(key, int) and not 0 <= key < len(names):
+            raise ValueError(
+                f"`layer_rates` index out of range (0..{len(names) - 1}). "
+                f"Received: layer_rates key {key!r}"
+            )
+        result[key] = float(value)
+    return result
+
+
+def _plot(store: ResultStore, out: Path, model_name: str) -> None:
+    try:
+        from ltp_core.experiment.plots import plot_imp
+
+        plot_imp(store.records, out, title=f"{model_name} (find_ticket, torch)")
+    except ImportError as error:
+        logger.info("no plots: %s", error)
