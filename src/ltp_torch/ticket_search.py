@@ -584,6 +584,7 @@ def find_ticket(
             run_levels(plan, backend, store, bar)
         finally:
             bar.close()
+            store.close()
         if out is not None and len(store.records) != before:
             _plot(store, Path(out), type(first).__qualname__)
         return list(store.records)

@@ -101,12 +101,18 @@ class ResultStore:
                     for key in set(existing["config"]) | set(self.config)
                     if existing["config"].get(key) != self.config.get(key)
                 )
+                self._lock.release()
                 raise ValueError(
                     f"{path} holds results of a different experiment (differs in {differing}); "
-                    f"pass another --out or delete the folder to start over. Only --levels and "
-                    f"--seeds may grow to extend a run. Received: out={os.fspath(out_dir)!r}"
+                    f"pass another output folder (--out, out=) or delete this one to start "
+                    f"over. Only levels and seeds may grow to extend a run. "
+                    f"Received: out={os.fspath(out_dir)!r}"
                 )
             self.records = [RunRecord.from_dict(r) for r in existing["records"]]
+
+    def close(self) -> None:
+        """Release the output folder for other processes (the records stay readable)."""
+        self._lock.release()
 
     def done(self, seed: int, level: int) -> bool:
         """Whether any run of ``level`` for ``seed`` is recorded."""
