@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 import pickle
@@ -19,9 +20,17 @@ import numpy as np
 import pytest
 
 from ltp_core import datasets
-from ltp_core.data import download, locations, sources
-from ltp_core.data.download import ChecksumError
-from ltp_core.datasets import DATASETS, DatasetNotFoundError, dataset_info, load_dataset
+from ltp_core.datasets import (
+    DATASETS,
+    DatasetNotFoundError,
+    dataset_info,
+    download,
+    load_dataset,
+    locations,
+    sources,
+)
+from ltp_core.datasets.digits import read_digits
+from ltp_core.datasets.download import ChecksumError
 
 N_TRAIN, N_TEST = 60, 20
 IDX_STEMS = (
@@ -153,6 +162,42 @@ def test_digits_real_data_shapes_dtypes_and_scaling() -> None:
     assert len(data.y_test) == 359  # floor(0.2 * 1797)
     assert len(data.y_val) == (1797 - 359) // 5  # default validation share 0.2
     assert "train=1151" in repr(data)
+
+
+def test_digits_is_read_without_importing_scikit_learn() -> None:
+    pytest.importorskip("sklearn")
+    code = (
+        "import sys; from ltp_core.datasets import load_dataset; d = load_dataset('digits'); "
+        "print(len(d.y_train) + len(d.y_val) + len(d.y_test), 'sklearn' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["1797", "False"]
+
+
+def test_digits_file_holds_scikit_learns_arrays() -> None:
+    datasets = pytest.importorskip("sklearn.datasets")
+    images, labels = read_digits()
+    bunch = datasets.load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    assert labels.dtype == np.int64
+
+
+def test_digits_without_scikit_learn_is_a_clear_import_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ImportError, match=r"pip install lottery-tickets\[data\]"):
+        load_dataset("digits")
+
+
+def test_digits_file_that_is_not_a_digits_csv(tmp_path: Path) -> None:
+    bad = tmp_path / "digits.csv.gz"
+    bad.write_bytes(gzip.compress(b"1,2,3\n"))
+    with pytest.raises(ValueError, match="64 pixels"):
+        read_digits(bad)
 
 
 def test_digits_test_split_is_fixed_and_validation_follows_seed() -> None:
@@ -533,12 +578,6 @@ def test_importing_datasets_pulls_no_framework_or_sklearn() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
-
-def test_missing_sklearn_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match=r"pip install lottery-tickets\[data\]"):
-        load_dataset("digits")
 
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ltp_core.data import locations
-from ltp_core.data.cifar import (
+from ltp_core.datasets import locations
+from ltp_core.datasets.cifar import (
     CIFAR10_FOLDER,
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
@@ -23,10 +23,10 @@ from ltp_core.data.cifar import (
     read_cifar10_archive,
     read_cifar10_folder,
 )
-from ltp_core.data.download import download_file
-from ltp_core.data.idx import read_idx
-from ltp_core.data.locations import SearchRoot
-from ltp_core.data.npz import read_mnist_npz
+from ltp_core.datasets.download import download_file
+from ltp_core.datasets.idx import read_idx
+from ltp_core.datasets.locations import SearchRoot
+from ltp_core.datasets.npz import read_mnist_npz
 
 __all__ = [
     "SOURCES",
@@ -253,7 +253,7 @@ def locate(source: FileSource, roots: list[SearchRoot]) -> Candidate | None:
 
     Args:
         source: The dataset's description.
-        roots: Search roots, in order (see :func:`ltp_core.data.locations.search_roots`).
+        roots: Search roots, in order (see :func:`ltp_core.datasets.locations.search_roots`).
 
     Returns:
         The first candidate whose files all exist.

@@ -1,4 +1,4 @@
-"""Tests of the atomic download (ltp_core.data.download) using file:// URLs, no network."""
+"""Tests of the atomic download (ltp_core.datasets.download) using file:// URLs, no network."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ltp_core.data import download
-from ltp_core.data.download import ChecksumError, download_file
+from ltp_core.datasets import download
+from ltp_core.datasets.download import ChecksumError, download_file
 
 
 def test_downloads_and_verifies(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests of the IDX reader (ltp_core.data.idx)."""
+"""Tests of the IDX reader (ltp_core.datasets.idx)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ltp_core.data.idx import IDX_DTYPES, parse_idx, read_idx
+from ltp_core.datasets.idx import IDX_DTYPES, parse_idx, read_idx
 
 
 def encode(array: np.ndarray, type_code: int) -> bytes:

@@ -1,4 +1,4 @@
-"""Tests of the mnist.npz reader (ltp_core.data.npz)."""
+"""Tests of the mnist.npz reader (ltp_core.datasets.npz)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltp_core.data.npz import NPZ_KEYS, read_mnist_npz
+from ltp_core.datasets.npz import NPZ_KEYS, read_mnist_npz
 
 
 def test_reads_keys_in_keras_order(tmp_path: Path) -> None:

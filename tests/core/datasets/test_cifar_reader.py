@@ -1,4 +1,4 @@
-"""Tests of the CIFAR-10 batch reader (ltp_core.data.cifar)."""
+"""Tests of the CIFAR-10 batch reader (ltp_core.datasets.cifar)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltp_core.data.cifar import (
+from ltp_core.datasets.cifar import (
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
     extract_cifar10_archive,

@@ -18,7 +18,18 @@ Files are looked up in the ``data_dir`` argument (else ``$LTP_DATA_DIR``), then 
 ``/usr/share/datasets`` (Debian's ``dataset-fashion-mnist``), and otherwise downloaded from the
 URLs Keras uses into the first of those folders. See ``docs/datasets.md``.
 
-This module imports NumPy only; scikit-learn is imported when ``digits`` is loaded.
+This package imports NumPy only: ``digits`` is read from the data file scikit-learn ships,
+without importing scikit-learn. One module per job:
+
+- :mod:`~ltp_core.datasets.idx`: IDX reader (MNIST / Fashion-MNIST files, gzip or plain).
+- :mod:`~ltp_core.datasets.npz`: Keras' ``mnist.npz`` reader.
+- :mod:`~ltp_core.datasets.digits`: scikit-learn's digits file, read without scikit-learn.
+- :mod:`~ltp_core.datasets.cifar`: CIFAR-10 python batches (folder or ``.tar.gz``), restricted
+  unpickling.
+- :mod:`~ltp_core.datasets.locations`: search roots (data directory, Keras cache).
+- :mod:`~ltp_core.datasets.sources`: per-dataset layouts, URLs and lookup.
+- :mod:`~ltp_core.datasets.download`: atomic, checksummed downloads.
+- :mod:`~ltp_core.datasets.split`: seeded stratified hold-out splits.
 """
 
 from __future__ import annotations
@@ -32,8 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ltp_core.data import locations, sources
-from ltp_core.data.split import check_fraction, stratified_split
+from ltp_core.datasets import locations, sources
+from ltp_core.datasets.digits import read_digits
+from ltp_core.datasets.split import check_fraction, stratified_split
 
 __all__ = [
     "DATASETS",
@@ -215,17 +227,7 @@ def _check_seed(seed: object) -> int:
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
-    except ImportError as error:
-        raise ImportError(
-            "The 'digits' dataset comes from scikit-learn, which is not installed. Install it "
-            "with `pip install lottery-tickets[data]` (or `pip install scikit-learn`), or use "
-            "another dataset."
-        ) from error
-    bunch = load_digits()
-    images = np.asarray(bunch.images)
-    labels = np.asarray(bunch.target)
+    images, labels = read_digits()
     train, test = stratified_split(labels, _DIGITS_TEST_FRACTION, seed=_DIGITS_TEST_SEED)
     return images[train], labels[train], images[test], labels[test]
 

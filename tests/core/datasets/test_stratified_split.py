@@ -1,4 +1,4 @@
-"""Tests of the seeded stratified split (ltp_core.data.split)."""
+"""Tests of the seeded stratified split (ltp_core.datasets.split)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ltp_core.data.split import check_fraction, holdout_size, stratified_split
+from ltp_core.datasets.split import check_fraction, holdout_size, stratified_split
 
 
 @settings(max_examples=60, deadline=None)

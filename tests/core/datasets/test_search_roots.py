@@ -1,4 +1,4 @@
-"""Tests of the search roots (ltp_core.data.locations)."""
+"""Tests of the search roots (ltp_core.datasets.locations)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ltp_core.data.locations import DATA_DIR_ENV, keras_cache_dir, keras_home, search_roots
+from ltp_core.datasets.locations import DATA_DIR_ENV, keras_cache_dir, keras_home, search_roots
 
 
 @pytest.fixture(autouse=True)
