@@ -9,24 +9,36 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from .notices import LayerCollapseWarning
 from .selection import (
+    CHUNK_SIZE,
     ArrayScores,
     ElementwiseScores,
     RandomScores,
     ScoreSource,
     as_flat,
+    check_input_finite,
     keep_after_pruning_smallest,
+    keep_after_pruning_smallest_capped,
 )
 from .strategies import ROLES, Strategy, resolve_strategy
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
 
-__all__ = ["compute_masks", "count_to_prune", "normalize_layer_rates", "salt_from_seed"]
+__all__ = [
+    "check_min_layer_density",
+    "compute_masks",
+    "count_to_prune",
+    "layer_floor",
+    "normalize_layer_rates",
+    "salt_from_seed",
+]
 
 
 def count_to_prune(fraction: float, alive: int, multiplier: float = 1.0) -> int:
@@ -139,6 +151,7 @@ def compute_masks(
     seed: Any = None,
     layer_rates: Mapping[str | int, float] | None = None,
     names: Sequence[str] | None = None,
+    min_layer_density: float = 0.0,
 ) -> list[np.ndarray]:
     """Compute new boolean masks (``True`` = kept) that prune ``fraction`` of what remains.
 
@@ -155,13 +168,26 @@ def compute_masks(
             excludes a layer. In global scope, layers with a multiplier other than 1 are pruned
             on their own at ``fraction * multiplier`` and the rest are pooled.
         names: Layer names (for ``layer_rates`` keys and messages). Default ``layer_0``, ...
+        min_layer_density: Share of each layer's weights that must survive, ``0 <= d < 1``
+            (default ``0``: no floor). A layer of ``n`` weights keeps at least
+            ``ceil(d * n)`` of them (so any ``d > 0`` keeps at least one); a layer already
+            below that from earlier pruning loses nothing more. In global scope the exact count
+            is still met by pruning the next-ranked weights of other layers; a request that
+            the floors make impossible is a ``ValueError``. In layer scope (and for layers
+            pruned alone through ``layer_rates``) nothing can take a layer's share, so a floor
+            the layer's own count would break is a ``ValueError`` too.
 
     Returns:
         One boolean array per weight array, each a subset of the corresponding old mask.
 
     Raises:
-        ValueError: Bad fraction, unknown strategy, missing or mismatched weights, NaN/Inf.
+        ValueError: Bad fraction, unknown strategy, missing or mismatched weights, NaN/Inf in
+            a tensor the strategy reads, a ``min_layer_density`` outside ``[0, 1)`` or one that
+            makes the exact count impossible.
         TypeError: Wrong types.
+
+    Warns:
+        LayerCollapseWarning: A global selection pruned every remaining weight of a layer.
 
     Example:
         >>> import numpy as np
@@ -171,6 +197,7 @@ def compute_masks(
     """
     resolved = resolve_strategy(strategy, "strategy")
     fraction = check_fraction(fraction, "fraction")
+    min_density = check_min_layer_density(min_layer_density)
     _check_seed(seed)
     given = {"initial": initial, "trained": trained, "current": current}
     arrays = _validated_arrays(given, resolved)
@@ -191,7 +218,7 @@ def compute_masks(
     alive = [as_flat(m) for m in mask_list] if mask_list else [None] * len(shapes)
     salt = salt_from_seed(seed)
 
-    keep: list[np.ndarray | None] = [None] * len(shapes)
+    groups: list[tuple[list[int], float]]
     if resolved.scope == "global":
         pooled = [i for i, rate in enumerate(rates) if rate == 1.0]
         alone = [i for i, rate in enumerate(rates) if rate != 1.0]
@@ -199,13 +226,120 @@ def compute_masks(
         groups += [([i], rates[i]) for i in alone]
     else:
         groups = [([i], rates[i]) for i in range(len(shapes))]
+    sizes = [math.prod(shape) for shape in shapes]
+    # Validate every group (counts, floors) before any selection pass.
+    plans = []
     for indices, multiplier in groups:
         sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
         n_alive = sum(source.n_alive for source in sources)
         k = count_to_prune(fraction, n_alive, multiplier)
-        for i, flat in zip(indices, keep_after_pruning_smallest(sources, k, salt), strict=True):
+        if k == 0 and not resolved.criterion.random:  # still refuse non-finite weights
+            for source in sources:
+                for start in range(0, source.size, CHUNK_SIZE):
+                    source.chunk(start, min(start + CHUNK_SIZE, source.size))
+        caps = _prunable_above_floor(
+            sources,
+            [sizes[i] for i in indices],
+            min_density,
+            k,
+            fraction,
+            multiplier,
+            [layer_names[i] for i in indices],
+        )
+        plans.append((indices, sources, k, caps))
+    keep: list[np.ndarray | None] = [None] * len(shapes)
+    collapsed: list[str] = []
+    for indices, sources, k, caps in plans:
+        if caps is None:
+            flats = keep_after_pruning_smallest(sources, k, salt)
+        else:
+            flats = keep_after_pruning_smallest_capped(sources, k, salt, caps)
+        for i, source, flat in zip(indices, sources, flats, strict=True):
             keep[i] = flat
+            if len(indices) > 1 and source.n_alive and k >= source.n_alive and not flat.any():
+                collapsed.append(layer_names[i])
+    if collapsed:
+        warnings.warn(
+            f"Global selection ({resolved.name}, fraction={fraction}) pruned every remaining "
+            f"weight of {len(collapsed)} layer(s): {collapsed}. A layer with no weights blocks "
+            "the signal through the network (layer collapse). Remedies: pass "
+            "min_layer_density= (e.g. 0.01) to keep a share of every layer, use the 'lamp' "
+            "strategy (keeps at least one weight per layer), exclude the layer with "
+            "layer_rates={name: 0}, or prune in layer scope.",
+            LayerCollapseWarning,
+            stacklevel=2,
+        )
     return [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
+
+
+def check_min_layer_density(value: Any) -> float:
+    """Validate ``min_layer_density``: a real number with ``0 <= value < 1``.
+
+    Example:
+        >>> check_min_layer_density(0.02)
+        0.02
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            "`min_layer_density` must be a real number in [0, 1) (the share of each layer's "
+            f"weights that must survive). Received: min_layer_density={short_repr(value)} "
+            f"of type {type(value).__name__}"
+        )
+    number = float(value)
+    if math.isnan(number) or not 0.0 <= number < 1.0:
+        raise ValueError(
+            "`min_layer_density` must be in [0, 1): the share of each layer's weights that "
+            f"must survive (1 would forbid pruning). Received: min_layer_density={value!r}"
+        )
+    return number
+
+
+def layer_floor(min_layer_density: float, size: int) -> int:
+    """Weights a layer of ``size`` entries keeps at least: ``ceil(min_layer_density * size)``.
+
+    Computed exactly (``0.01`` of ``300`` is ``3``, not ``4``).
+
+    Example:
+        >>> layer_floor(0.01, 300), layer_floor(0.01, 10), layer_floor(0.0, 10)
+        (3, 1, 0)
+    """
+    return math.ceil(Fraction(repr(float(min_layer_density))) * size)
+
+
+def _prunable_above_floor(
+    sources: Sequence[ScoreSource],
+    sizes: Sequence[int],
+    min_density: float,
+    k: int,
+    fraction: float,
+    multiplier: float,
+    names: Sequence[str],
+) -> list[int] | None:
+    """Most weights each source may lose under the floor; ``None`` when no floor binds."""
+    if min_density == 0.0 or k == 0:
+        return None
+    caps = [
+        max(source.n_alive - layer_floor(min_density, size), 0)
+        for source, size in zip(sources, sizes, strict=True)
+    ]
+    if all(cap >= k for cap in caps):
+        return None
+    if k > sum(caps):
+        rate = "" if multiplier == 1.0 else f" x layer rate {multiplier}"
+        raise ValueError(
+            f"`min_layer_density` cannot be met: pruning {fraction}{rate} of the "
+            f"{sum(s.n_alive for s in sources)} remaining weights of {list(names)} removes "
+            f"{k}, but only {sum(caps)} may go while every layer keeps "
+            f"ceil({min_density} x its size) weights. Lower min_layer_density or the "
+            f"fraction. Received: min_layer_density={min_density}"
+        )
+    return caps
+
+
+def _check_finite_in_chunks(array: np.ndarray, label: str, chunk: int = 1 << 20) -> None:
+    flat = as_flat(array)
+    for start in range(0, flat.size, chunk):
+        check_input_finite(flat[start : start + chunk], label)
 
 
 def _layer_names(names: Sequence[str] | None, count: int) -> list[str]:
@@ -266,9 +400,20 @@ def _score_sources(
         for i in indices:
             inputs = [as_flat(arrays[role][i]) for role in criterion.needs]
             label = f"{names[i]} ({strategy.name})"
+            input_labels = (
+                None
+                if criterion.reveals_nonfinite
+                else [f"{role}[{i}] ({names[i]})" for role in criterion.needs]
+            )
             sources.append(
                 ElementwiseScores(
-                    i, inputs, criterion.elementwise, alive[i], label, criterion.signed
+                    i,
+                    inputs,
+                    criterion.elementwise,
+                    alive[i],
+                    label,
+                    criterion.signed,
+                    input_labels,
                 )
             )
         return sources
@@ -280,6 +425,9 @@ def _score_sources(
     subset: dict[str, list[np.ndarray]] = {
         role: [arrays[role][i] for i in indices] for role in criterion.needs
     }
+    for role in criterion.needs:
+        for i in indices:
+            _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({names[i]})")
     scope_alive = [
         None
         if alive[i] is None

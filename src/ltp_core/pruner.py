@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import numbers
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from . import io
 from .compute import compute_masks
 from .masks import all_kept, apply_masks, count_kept, count_total
+from .notices import NothingPrunedWarning
 from .strategies import Strategy, resolve_strategy
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
 
@@ -26,6 +28,16 @@ __all__ = ["LotteryTicketPruner"]
 
 def _copies(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.array(a, copy=True) for a in arrays]
+
+
+def _read_only(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Views that cannot be written through, so callers cannot change the pruner's state."""
+    views = []
+    for array in arrays:
+        view = array.view()
+        view.flags.writeable = False
+        views.append(view)
+    return views
 
 
 def _check_names(names: Any, count: int, label: str = "names") -> list[str]:
@@ -126,23 +138,29 @@ class LotteryTicketPruner:
 
     @property
     def masks(self) -> list[np.ndarray]:
-        """Current boolean masks (``True`` = kept). Treat as read-only."""
-        return list(self._masks)
+        """Current boolean masks (``True`` = kept), as read-only views.
+
+        Writing into one raises ``ValueError``; change masks with :meth:`calc_prune_mask` or
+        :meth:`set_masks` (copy with ``np.array(m)`` to edit freely).
+        """
+        return _read_only(self._masks)
 
     @property
     def initial_weights(self) -> list[np.ndarray]:
-        """The initial weights held by the pruner."""
-        return list(self._initial)
+        """The initial weights held by the pruner (read-only views)."""
+        return _read_only(self._initial)
 
     @property
     def pretrained_weights(self) -> list[np.ndarray] | None:
-        """The trained weights set by :meth:`set_pretrained_weights`, or ``None``."""
-        return None if self._pretrained is None else list(self._pretrained)
+        """The trained weights set by :meth:`set_pretrained_weights` (read-only views), or
+        ``None``."""
+        return None if self._pretrained is None else _read_only(self._pretrained)
 
     @property
     def rewind_weights(self) -> list[np.ndarray]:
-        """Weights to rewind to: those of :meth:`set_rewind_weights`, else the initial ones."""
-        return list(self._initial if self._rewind is None else self._rewind)
+        """Weights to rewind to: those of :meth:`set_rewind_weights`, else the initial ones
+        (read-only views)."""
+        return _read_only(self._initial if self._rewind is None else self._rewind)
 
     @property
     def cumulative_pruning_rate(self) -> float:
@@ -176,6 +194,7 @@ class LotteryTicketPruner:
         prune_percentage: float,
         prune_strategy: str | Strategy,
         layer_rates: Mapping[str | int, float] | None = None,
+        min_layer_density: float = 0.0,
     ) -> None:
         """Prune ``prune_percentage`` of the still-unpruned weights with ``prune_strategy``.
 
@@ -186,10 +205,19 @@ class LotteryTicketPruner:
             prune_percentage: Fraction of the remaining weights to prune, ``0 <= p < 1``.
             prune_strategy: A name from ``ltp_core.STRATEGIES`` or a ``Strategy``.
             layer_rates: ``{name or index: multiplier}``; ``0`` excludes a layer.
+            min_layer_density: Share of each layer's weights that must survive, ``0 <= d < 1``
+                (see :func:`ltp_core.compute_masks`): a layer of ``n`` weights keeps at least
+                ``ceil(d * n)``; global scope takes the next-ranked weights elsewhere instead.
 
         Raises:
-            ValueError: Bad fraction or strategy, mismatched or non-finite weights, or a strategy
-                that needs pretrained weights before :meth:`set_pretrained_weights` was called.
+            ValueError: Bad fraction or strategy, mismatched or non-finite weights, a strategy
+                that needs pretrained weights before :meth:`set_pretrained_weights` was called,
+                or a ``min_layer_density`` outside ``[0, 1)`` or impossible to meet.
+
+        Warns:
+            NothingPrunedWarning: The level pruned no weight (``floor(p * alive)`` is 0 in every
+                scope); it is still recorded in :attr:`history`.
+            LayerCollapseWarning: A global selection emptied a layer.
         """
         strategy = resolve_strategy(prune_strategy)
         fraction = check_fraction(prune_percentage)
@@ -211,22 +239,33 @@ class LotteryTicketPruner:
             seed=[self._seed, self._level],
             layer_rates=layer_rates,
             names=self._names,
+            min_layer_density=min_layer_density,
         )
         self._masks = masks
         self._level += 1
         kept = count_kept(masks)
-        self._history.append(
-            {
-                "level": self._level,
-                "strategy": strategy.name,
-                "prune_percentage": fraction,
-                "layer_rates": None
-                if layer_rates is None
-                else {str(k): float(v) for k, v in layer_rates.items()},
-                "pruned": before - kept,
-                "density": kept / count_total(masks),
-            }
-        )
+        record: dict[str, Any] = {
+            "level": self._level,
+            "strategy": strategy.name,
+            "prune_percentage": fraction,
+            "layer_rates": None
+            if layer_rates is None
+            else {str(k): float(v) for k, v in layer_rates.items()},
+            "pruned": before - kept,
+            "density": kept / count_total(masks),
+        }
+        if min_layer_density:
+            record["min_layer_density"] = float(min_layer_density)
+        self._history.append(record)
+        if before == kept and fraction > 0 and before > 0:
+            warnings.warn(
+                f"Level {self._level} pruned no weight: {fraction} of the {before} remaining "
+                f"weights rounds down to 0 in every scope ({strategy.scope} scope, exact count "
+                "floor(p * alive)). Raise prune_percentage, use a global strategy (one count "
+                "over all layers), or stop pruning here.",
+                NothingPrunedWarning,
+                stacklevel=2,
+            )
 
     def apply_pruning(self, weights: Sequence[Any]) -> list[np.ndarray]:
         """Return copies of ``weights`` with pruned entries set to exactly zero."""

@@ -41,8 +41,10 @@ __all__ = [
     "RandomScores",
     "ScoreSource",
     "TieBreakScores",
+    "check_input_finite",
     "hash_positions",
     "keep_after_pruning_smallest",
+    "keep_after_pruning_smallest_capped",
     "position_keys",
     "uniform_from_hash",
 ]
@@ -131,6 +133,24 @@ def _check_finite(scores: np.ndarray, label: str, signed: bool) -> None:
         )
 
 
+def check_input_finite(values: np.ndarray, label: str) -> None:
+    """Raise if ``values`` (weights a criterion reads) hold NaN or infinite entries.
+
+    Example:
+        >>> check_input_finite(np.array([1.0, np.nan]), "trained[0]")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `trained[0]` contains NaN or infinite values; ...
+    """
+    if values.size == 0:
+        return
+    if not (np.isfinite(values.max()) and np.isfinite(values.min())):
+        raise ValueError(
+            f"`{label}` contains NaN or infinite values; masks cannot be computed from them "
+            f"(check the training for divergence). Received: {label} with non-finite entries"
+        )
+
+
 def _count_alive(alive: np.ndarray | None, size: int) -> int:
     return size if alive is None else int(np.count_nonzero(alive))
 
@@ -146,6 +166,10 @@ class ElementwiseScores:
         alive: Flat boolean mask of entries still alive, or ``None`` for all alive.
         label: Name used in error messages.
         signed: Whether scores may be negative (finiteness is then checked on both ends).
+        input_labels: Names of the inputs (e.g. ``"initial[2]"``) for error messages. When
+            given, every input chunk is checked for NaN/Inf itself, for score functions that
+            do not carry a non-finite input into the score (a sign test, a rank). ``None``:
+            checking the scores is enough (``|w|``, differences of magnitudes...).
     """
 
     array_id: int
@@ -154,19 +178,26 @@ class ElementwiseScores:
     alive: np.ndarray | None
     label: str
     signed: bool = False
+    input_labels: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         self.size = int(self.inputs[0].size)
         self.n_alive = _count_alive(self.alive, self.size)
 
-    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-        scores = self.score_fn(*(x[start:stop] for x in self.inputs))
+    def _read(self, parts: list[np.ndarray]) -> np.ndarray:
+        if self.input_labels is not None:
+            for part, name in zip(parts, self.input_labels, strict=True):
+                check_input_finite(part, name)
+        scores = self.score_fn(*parts)
         _check_finite(scores, self.label, self.signed)
+        return scores
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        scores = self._read([x[start:stop] for x in self.inputs])
         return scores, None if self.alive is None else self.alive[start:stop]
 
     def take(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        scores = self.score_fn(*(x[index] for x in self.inputs))
-        _check_finite(scores, self.label, self.signed)
+        scores = self._read([x[index] for x in self.inputs])
         return scores, None if self.alive is None else self.alive[index]
 
 
@@ -281,6 +312,62 @@ def keep_after_pruning_smallest(
     if result is None:  # pragma: no cover - an unbounded pass always resolves
         raise RuntimeError("exact selection failed; please report this as a bug")
     return result
+
+
+def keep_after_pruning_smallest_capped(
+    sources: Sequence[ScoreSource], k: int, salt: int, caps: Sequence[int]
+) -> list[np.ndarray]:
+    """Prune exactly ``k`` alive entries, smallest scores first, at most ``caps[i]`` from source i.
+
+    The result is what pruning in ascending score order gives when a source stops losing
+    entries once it reached its cap: each source that would lose more than its cap loses
+    exactly its ``caps[i]`` smallest, and the rest of ``k`` comes from the next-ranked entries
+    of the other sources. Each round is one exact selection; a round removes at least one source,
+    and the usual case (no cap reached) costs one selection plus a count.
+
+    Args:
+        sources: One score source per array.
+        k: Entries to prune in total, at most ``sum(min(cap, alive))``.
+        salt: Seeds tie-breaking.
+        caps: Most entries each source may lose.
+
+    Returns:
+        Flat keep masks, one per source.
+
+    Raises:
+        ValueError: ``k`` exceeds what the caps allow.
+
+    Example:
+        >>> a = ElementwiseScores(0, [np.array([0.1, 0.2, 0.3])], np.abs, None, "a")
+        >>> b = ElementwiseScores(1, [np.array([5.0, 6.0, 7.0])], np.abs, None, "b")
+        >>> [m.tolist() for m in keep_after_pruning_smallest_capped([a, b], 3, 0, [2, 3])]
+        [[False, False, True], [False, True, True]]
+    """
+    limits = [min(int(cap), source.n_alive) for cap, source in zip(caps, sources, strict=True)]
+    if not 0 <= k <= sum(limits):
+        raise ValueError(
+            f"`k` must be in [0, {sum(limits)}] under the per-array caps. Received: k={k}"
+        )
+    result: list[np.ndarray | None] = [None] * len(sources)
+    active = list(range(len(sources)))
+    remaining = k
+    while active:
+        keeps = keep_after_pruning_smallest([sources[i] for i in active], remaining, salt)
+        over = [
+            i
+            for i, keep in zip(active, keeps, strict=True)
+            if limits[i] < remaining
+            and sources[i].n_alive - int(np.count_nonzero(keep)) > limits[i]
+        ]
+        if not over:
+            for i, keep in zip(active, keeps, strict=True):
+                result[i] = keep
+            break
+        for i in over:
+            result[i] = keep_after_pruning_smallest([sources[i]], limits[i], salt)[0]
+            remaining -= limits[i]
+        active = [i for i in active if i not in over]
+    return [flat for flat in result if flat is not None]
 
 
 def _new_mask(size: int, packed: bool, fill: int | None = None) -> np.ndarray:

@@ -110,6 +110,9 @@ class Criterion:
         random: Scores are seeded pseudo-random numbers.
         signed: Scores may be negative.
         paper: Where the criterion comes from.
+        reveals_nonfinite: A NaN or infinite input always gives a NaN or infinite score (as
+            for ``|w|``), so checking the scores also checks the weights. When ``False`` every
+            weight the criterion reads is checked itself.
     """
 
     name: str
@@ -125,6 +128,7 @@ class Criterion:
     random: bool = False
     signed: bool = False
     paper: str = ""
+    reveals_nonfinite: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 "smallest |w| of the weights passed in now",
                 elementwise=_magnitude,
                 paper=_FRANKLE,
+                reveals_nonfinite=True,
             ),
             Criterion(
                 "large_final",
@@ -232,6 +237,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 "keep large |w_final| (the lottery ticket criterion)",
                 elementwise=_magnitude,
                 paper=_FRANKLE,
+                reveals_nonfinite=True,
             ),
             Criterion(
                 "large_init",
@@ -239,6 +245,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 "keep large |w_init|",
                 elementwise=_magnitude,
                 paper=_ZHOU,
+                reveals_nonfinite=True,
             ),
             Criterion(
                 "large_init_large_final",
@@ -254,6 +261,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 elementwise=_magnitude_increase,
                 signed=True,
                 paper=_ZHOU,
+                reveals_nonfinite=True,
             ),
             Criterion(
                 "movement",
@@ -261,6 +269,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 "keep the largest |w_final - w_init|",
                 elementwise=_movement,
                 paper=_ZHOU,
+                reveals_nonfinite=True,
             ),
             Criterion(
                 "large_final_same_sign",

@@ -197,6 +197,7 @@ class LotteryTicketPruner:
         prune_percentage: float,
         prune_strategy: str,
         layer_rates: Mapping[Any, float] | None = None,
+        min_layer_density: float = 0.0,
     ) -> None:
         """Prune ``prune_percentage`` of the still-unpruned weights; the model is not changed.
 
@@ -205,12 +206,15 @@ class LotteryTicketPruner:
             prune_percentage: Fraction of the remaining weights to prune, ``0 <= p < 1``.
             prune_strategy: A name from ``ltp_core.STRATEGIES``.
             layer_rates: ``{path, layer name, index or variable: multiplier}``.
+            min_layer_density: Share of each layer's weights that must survive (see
+                :func:`ltp_core.compute_masks`).
         """
         self._core.calc_prune_mask(
             self._read(model),
             prune_percentage,
             prune_strategy,
             layer_rates=self._layer_rates(model, layer_rates),
+            min_layer_density=min_layer_density,
         )
 
     def apply_pruning(self, model: keras.Model) -> None:

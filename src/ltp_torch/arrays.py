@@ -59,5 +59,8 @@ def write_into(targets: Sequence[torch.Tensor], values: Sequence[np.ndarray]) ->
         [1.0, 2.0]
     """
     for target, value in zip(targets, values, strict=True):
-        source = torch.from_numpy(np.ascontiguousarray(value))
+        array = np.ascontiguousarray(value)
+        if not array.flags.writeable:  # the core hands out read-only views
+            array = array.copy()
+        source = torch.from_numpy(array)
         target.copy_(source.to(device=target.device, dtype=target.dtype))

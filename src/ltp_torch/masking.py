@@ -37,7 +37,7 @@ def mask_tensors(masks: Sequence[np.ndarray], parameters: Sequence[torch.Tensor]
         if bool(np.all(mask)):
             result.append(None)
             continue
-        tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
+        tensor = torch.from_numpy(np.array(mask, dtype=bool))  # a copy: masks may be read-only
         result.append(tensor.to(device=parameter.device, dtype=parameter.dtype))
     return result
 

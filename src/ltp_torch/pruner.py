@@ -200,6 +200,7 @@ class LotteryTicketPruner:
         prune_percentage: float,
         prune_strategy: Any,
         layer_rates: Mapping[str | int, float] | None = None,
+        min_layer_density: float = 0.0,
     ) -> None:
         """Prune ``prune_percentage`` of the still-unpruned weights; the module is not changed.
 
@@ -209,6 +210,8 @@ class LotteryTicketPruner:
             prune_percentage: Fraction of the remaining weights to prune now, ``0 <= p < 1``.
             prune_strategy: A strategy name from ``ltp_core.STRATEGIES`` (or a Strategy).
             layer_rates: Optional ``{name_or_index: multiplier}`` of the fraction per layer.
+            min_layer_density: Share of each layer's weights that must survive (see
+                :func:`ltp_core.compute_masks`).
 
         Call :meth:`apply_pruning` or :meth:`rewind`, or use :class:`ltp_torch.PrunerHook`, to
         write the masks into a module.
@@ -216,7 +219,11 @@ class LotteryTicketPruner:
         weights = self.weights(module)
         _check_finite(self._names, weights, "module")
         self._core.calc_prune_mask(
-            weights, prune_percentage, prune_strategy, layer_rates=layer_rates
+            weights,
+            prune_percentage,
+            prune_strategy,
+            layer_rates=layer_rates,
+            min_layer_density=min_layer_density,
         )
         self._mask_version += 1
 

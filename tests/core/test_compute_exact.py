@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltp_core import STRATEGIES, Strategy, compute_masks, count_to_prune
+from ltp_core import STRATEGIES, LayerCollapseWarning, Strategy, compute_masks, count_to_prune
 
 
 def pruned_count(masks: list[np.ndarray]) -> int:
@@ -71,7 +71,8 @@ def test_global_prunes_smallest_across_layers(selection_path: str) -> None:
     small = np.array([0.1, 0.2, 0.3, 0.4])
     large = np.array([10.0, 20.0, 30.0, 40.0])
     layer = compute_masks("large_final", 0.5, trained=[small, large])
-    glob = compute_masks("large_final_global", 0.5, trained=[small, large])
+    with pytest.warns(LayerCollapseWarning, match="layer_0"):
+        glob = compute_masks("large_final_global", 0.5, trained=[small, large])
     assert [int(m.sum()) for m in layer] == [2, 2]
     assert [int(m.sum()) for m in glob] == [0, 4]
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ltp_core import STRATEGIES, compute_masks, count_to_prune
+from ltp_core import STRATEGIES, LayerCollapseWarning, compute_masks, count_to_prune
 
 SETTINGS = settings(
     max_examples=40,
@@ -59,15 +61,29 @@ def _alive(problem: dict[str, object]) -> list[np.ndarray]:
 
 
 def _run(name: str, problem: dict[str, object]) -> list[np.ndarray]:
-    return compute_masks(
-        name,
-        problem["fraction"],  # type: ignore[arg-type]
-        initial=problem["initial"],  # type: ignore[arg-type]
-        trained=problem["trained"],  # type: ignore[arg-type]
-        current=problem["current"],  # type: ignore[arg-type]
-        masks=problem["masks"],  # type: ignore[arg-type]
-        seed=problem["seed"],
-    )
+    """compute_masks; checks that LayerCollapseWarning fires exactly when a layer is emptied."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LayerCollapseWarning)
+        masks = compute_masks(
+            name,
+            problem["fraction"],  # type: ignore[arg-type]
+            initial=problem["initial"],  # type: ignore[arg-type]
+            trained=problem["trained"],  # type: ignore[arg-type]
+            current=problem["current"],  # type: ignore[arg-type]
+            masks=problem["masks"],  # type: ignore[arg-type]
+            seed=problem["seed"],
+        )
+    emptied = [
+        i
+        for i, (new, old) in enumerate(zip(masks, _alive(problem), strict=True))
+        if old.any() and not new.any()
+    ]
+    warned = [w for w in caught if issubclass(w.category, LayerCollapseWarning)]
+    assert bool(warned) == bool(emptied)
+    if emptied:
+        assert STRATEGIES[name].scope == "global"
+        assert all(f"layer_{i}" in str(warned[0].message) for i in emptied)
+    return masks
 
 
 def _expected_pruned(name: str, problem: dict[str, object]) -> int:
