@@ -121,8 +121,12 @@ class LotteryTicketPruner:
 
     @property
     def masks(self) -> list[np.ndarray]:
-        """Current bool masks (``True`` = kept), one per prunable parameter, as NumPy arrays."""
-        return self._core.masks
+        """Current bool masks (``True`` = kept), one per prunable parameter, as NumPy arrays.
+
+        Fresh copies: editing one does not change the pruner (use :meth:`set_masks`), and
+        ``torch.from_numpy`` accepts them without a read-only warning.
+        """
+        return [np.array(mask, copy=True) for mask in self._core.masks]
 
     @property
     def cumulative_pruning_rate(self) -> float:

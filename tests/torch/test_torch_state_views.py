@@ -23,9 +23,12 @@ def test_masks_and_core_arrays_are_read_only() -> None:
     pruner = LotteryTicketPruner(net)
     pruner.calc_prune_mask(net, 0.5, "smallest_weights")
     before = [m.copy() for m in pruner.masks]
-    for arrays in (pruner.masks, pruner.core.masks, pruner.core.rewind_weights):
+    for arrays in (pruner.core.masks, pruner.core.rewind_weights):
         with pytest.raises(ValueError, match="read-only"):
             arrays[0][...] = True
+    copies = pruner.masks  # copies: writable, usable with torch.from_numpy, detached
+    copies[0][...] = True
+    assert torch.from_numpy(copies[0]).all()
     assert all(np.array_equal(a, b) for a, b in zip(before, pruner.masks, strict=True))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "non-writable NumPy array" warning from torch
