@@ -30,10 +30,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .datasets import DATASETS, Dataset, load_dataset
+from .datasets import DATASETS, Dataset, is_data_file, load_dataset
 from .experiment.backend import BACKENDS, ProgressFn, Reporter, TrainingBackend, load_backend
 from .experiment.config import CONTROLS, ImpConfig, OneShotConfig
-from .experiment.models import MODEL_SPECS
+from .experiment.models import (
+    MODEL_SPECS,
+    is_model_reference,
+    model_spec,
+    resolve_model_factory,
+)
 from .experiment.results import RESULTS_FILE, RunRecord, load_results, summary_table
 from .strategies import CRITERIA, STRATEGIES
 
@@ -150,6 +155,32 @@ class _Parser(argparse.ArgumentParser):
 _SUBCOMMAND: dict[str, Any] = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
 
 
+def _model_name(text: str) -> str:
+    if text in MODEL_SPECS:
+        return text
+    if is_model_reference(text):
+        try:
+            model_spec(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a package.module:function reference"
+            ) from None
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {_choices(sorted(MODEL_SPECS))}, or give "
+        "package.module:function)"
+    )
+
+
+def _dataset_name(text: str) -> str:
+    if text in DATASETS or is_data_file(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {text!r} (choose from {_choices(sorted(DATASETS))}, or give the path "
+        "of an .npz file)"
+    )
+
+
 def _choices(names: Sequence[str]) -> str:
     return ", ".join(names)
 
@@ -178,12 +209,20 @@ def _common(parser: argparse.ArgumentParser, default_model: str) -> None:
     )
     parser.add_argument(
         "--model",
-        choices=sorted(MODEL_SPECS),
+        type=_model_name,
         default=default_model,
-        help="network to prune",
+        metavar="MODEL",
+        help=f"network to prune: {_choices(sorted(MODEL_SPECS))}, or your own factory "
+        "package.module:function taking (input_shape, num_classes) and returning an "
+        "nn.Module or keras.Model (imported from the current directory or PYTHONPATH)",
     )
     parser.add_argument(
-        "--dataset", choices=sorted(DATASETS), default="digits", help="dataset to train on"
+        "--dataset",
+        type=_dataset_name,
+        default="digits",
+        metavar="DATASET",
+        help=f"dataset to train on: {_choices(sorted(DATASETS))}, or your own .npz file with "
+        "x_train, y_train, x_test, y_test (images or flat features, integer labels)",
     )
     parser.add_argument(
         "--data-dir",
@@ -450,7 +489,7 @@ def _iterations(args: argparse.Namespace, data_size: int, batch_size: int) -> in
 
 def _shared_options(args: argparse.Namespace, data: Dataset) -> dict[str, Any]:
     """Config fields that ``imp`` and ``oneshot`` take from the same options."""
-    batch = args.batch_size or MODEL_SPECS[args.model].batch_size
+    batch = args.batch_size or model_spec(args.model).batch_size
     return {
         "framework": args.framework,
         "model": args.model,
@@ -641,6 +680,11 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _check_out_folder(out)
+    if is_model_reference(args.model):
+        try:
+            resolve_model_factory(args.model)
+        except (ImportError, ValueError) as error:
+            raise UsageError(f"argument --model: {error}") from None
     backend = _load_backend(args)
     data = load_dataset(
         args.dataset,

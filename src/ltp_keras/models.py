@@ -17,14 +17,41 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ltp_core.experiment.models import model_spec
+from ltp_core.experiment.models import call_model_factory, is_model_reference, model_spec
 
-__all__ = ["build_model", "glorot_normal", "output_layer"]
+__all__ = ["build_model", "build_user_model", "glorot_normal", "output_layer"]
+
+
+def build_user_model(
+    reference: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> keras.Model:
+    """Build the user's model from a ``package.module:function`` factory.
+
+    The factory gets ``(input_shape, num_classes)`` with Keras' layout: ``(height, width,
+    channels)`` for images, ``(features,)`` for flat data. ``keras.utils.set_random_seed(seed)``
+    runs first, so the initialization depends on ``seed`` (this sets Python's, NumPy's and the
+    backend's global seeds). An unbuilt model is built for ``input_shape``.
+
+    Raises:
+        TypeError: The factory did not return a ``keras.Model``.
+        RuntimeError: The factory raised.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    keras.utils.set_random_seed(int(seed))
+    model = call_model_factory(reference, shape, num_classes)
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"The model factory {reference} must return a keras.Model for --framework keras. "
+            f"Received: {type(model).__module__}.{type(model).__name__}"
+        )
+    if not model.built:
+        model.build((None, *shape))
+    return model
 
 
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, seed: int
-) -> keras.Sequential:
+) -> keras.Model:
     """Build the experiment model ``name``, initialized from ``seed``.
 
     The same arguments give the same initial weights (and dropout seeds) on every Keras backend;
@@ -46,10 +73,14 @@ def build_model(
         >>> model.count_params()
         50610
     """
+    if is_model_reference(name):
+        return build_user_model(name, input_shape, num_classes, seed)
     spec = model_spec(name)
-    if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
+    flat = len(input_shape) == 1 and int(input_shape[0]) > 0 and not spec.conv_filters
+    if not flat and (len(input_shape) != 3 or any(int(d) < 1 for d in input_shape)):
         raise ValueError(
-            f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}"
+            f"`input_shape` must be (height, width, channels) (flat (features,) for dense-only "
+            f"models). Received: input_shape={input_shape}"
         )
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
@@ -57,7 +88,7 @@ def build_model(
         )
     layers: list[keras.layers.Layer] = [keras.Input(tuple(int(d) for d in input_shape))]
     n_conv = n_pool = 0
-    size = min(int(input_shape[0]), int(input_shape[1]))
+    size = 1 if flat else min(int(input_shape[0]), int(input_shape[1]))
     for filters in spec.conv_filters:
         if filters == 0:
             n_pool += 1

@@ -363,11 +363,13 @@ class TorchBackend:
 
 
 def _images(x: np.ndarray, device: torch.device) -> torch.Tensor:
-    """NHWC NumPy images as a contiguous NCHW float32 tensor on ``device``."""
+    """NHWC NumPy images as a contiguous NCHW float32 tensor on ``device`` (flat data as is)."""
     array = np.asarray(x, dtype=np.float32)
+    if array.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(device)
     if array.ndim != 4:
         raise ValueError(
-            "`x` must be images of shape (n, height, width, channels). "
+            "`x` must be images of shape (n, height, width, channels) or features (n, d). "
             f"Received: x.shape={array.shape}"
         )
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)

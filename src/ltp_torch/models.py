@@ -16,13 +16,15 @@ import math
 import torch
 from torch import nn
 
-from ltp_core.experiment.models import model_spec
+from ltp_core.experiment.models import call_model_factory, is_model_reference, model_spec
 
 __all__ = ["build_model", "init_glorot_normal_"]
 
 
 def _check_input_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     shape = tuple(input_shape)
+    if len(shape) == 1 and isinstance(shape[0], int) and shape[0] > 0:
+        return 1, 1, shape[0]  # flat features: dense models only (conv ones cannot pool them)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise ValueError(
             "`input_shape` must be (height, width, channels) with positive integers. "
@@ -78,13 +80,42 @@ def init_glorot_normal_(model: nn.Module, generator: torch.Generator) -> None:
                 module.bias.zero_()
 
 
-def build_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int
-) -> nn.Sequential:
+def build_user_model(
+    reference: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+) -> nn.Module:
+    """Build the user's model from a ``package.module:function`` factory, seeded by ``seed``.
+
+    The factory gets ``(input_shape, num_classes)`` in PyTorch's layout: ``(channels, height,
+    width)`` for images, ``(features,)`` for flat data. It runs under ``torch.manual_seed(seed)``
+    (torch's global random state is restored after); lazy modules are materialized by one
+    forward pass of zeros.
+
+    Raises:
+        TypeError: The factory did not return an ``nn.Module``.
+        RuntimeError: The factory raised.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    torch_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = call_model_factory(reference, torch_shape, num_classes)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"The model factory {reference} must return a torch.nn.Module for --framework "
+                f"torch. Received: {type(model).__module__}.{type(model).__name__}"
+            )
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+            with torch.no_grad():
+                model(torch.zeros((1, *torch_shape)))
+    return model
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
     """Build one experiment model, initialized from ``seed``.
 
     Args:
-        name: A model from :data:`ltp_core.experiment.models.MODEL_SPECS`.
+        name: A model from :data:`ltp_core.experiment.models.MODEL_SPECS`, or the user's
+            ``package.module:function`` factory (see :func:`build_user_model`).
         input_shape: ``(height, width, channels)`` of one example.
         num_classes: Width of the output (logits) layer.
         seed: Seed of the initialization; the same seed gives the same weights.
@@ -100,6 +131,8 @@ def build_model(
         >>> net(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
+    if is_model_reference(name):
+        return build_user_model(name, input_shape, num_classes, seed)
     spec = model_spec(name)
     height, width, channels = _check_input_shape(input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:

@@ -46,6 +46,12 @@ import numpy as np
 from ltp_core.datasets import locations, sources
 from ltp_core.datasets.digits import read_digits
 from ltp_core.datasets.split import check_fraction, stratified_split
+from ltp_core.datasets.user_file import (
+    DEFAULT_VALIDATION_FRACTION,
+    file_sha256,
+    is_data_file,
+    read_user_npz,
+)
 
 __all__ = [
     "DATASETS",
@@ -53,6 +59,8 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "dataset_info",
+    "is_data_file",
+    "load_data_file",
     "load_dataset",
 ]
 
@@ -159,6 +167,7 @@ class Dataset:
         num_classes: Number of classes.
         class_names: Name of each class, indexed by label.
         source: Where the data came from (a path, or ``"scikit-learn"``).
+        sha256: SHA-256 of the user's data file (:func:`load_data_file`), else ``None``.
     """
 
     name: str
@@ -171,10 +180,11 @@ class Dataset:
     num_classes: int
     class_names: tuple[str, ...]
     source: str
+    sha256: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one image, ``(height, width, channels)``."""
+        """Shape of one example: ``(height, width, channels)``, or ``(features,)`` for flat data."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
     def __repr__(self) -> str:
@@ -342,7 +352,8 @@ def load_dataset(
 
     Args:
         name: One of :data:`DATASETS`: ``"digits"``, ``"mnist"``, ``"fashion_mnist"``
-            (``"fashion-mnist"`` works too) or ``"cifar10"``.
+            (``"fashion-mnist"`` works too) or ``"cifar10"``; or the path of the user's ``.npz``
+            file (see :func:`load_data_file`).
         data_dir: Folder searched first, laid out like ``~/.keras/datasets``; defaults to
             ``$LTP_DATA_DIR``. Downloads go there too (else into the Keras cache).
         download: Whether to download missing files from the URLs Keras uses.
@@ -368,6 +379,8 @@ def load_dataset(
         >>> len(data.y_train) + len(data.y_val) + len(data.y_test)
         1797
     """
+    if isinstance(name, (str, os.PathLike)) and is_data_file(os.fspath(name)):
+        return load_data_file(name, validation_fraction=validation_fraction, seed=seed)
     canonical = _canonical_name(name)
     info = _INFO[canonical]
     fraction = check_fraction(
@@ -398,4 +411,62 @@ def load_dataset(
         num_classes=info.num_classes,
         class_names=info.class_names,
         source=origin,
+    )
+
+
+def load_data_file(
+    path: str | os.PathLike[str],
+    *,
+    validation_fraction: float | None = None,
+    seed: int | None = 0,
+) -> Dataset:
+    """Load the user's ``.npz`` file (``x_train``, ``y_train``, ``x_test``, ``y_test``).
+
+    Images ``(n, h, w)`` or ``(n, h, w, c)`` or flat features ``(n, d)``; ``uint8`` is scaled to
+    ``[0, 1]``, other numbers are used as stored. Any integer labels are mapped to class indices
+    in sorted order (the original values become ``class_names``). A stratified
+    ``validation_fraction`` (default 10%) of the training data is held out for early stopping.
+
+    Args:
+        path: The ``.npz`` file.
+        validation_fraction: Share of the training data held out, in ``[0, 1)``.
+        seed: Seed of the validation split.
+
+    Returns:
+        The :class:`Dataset`; ``source`` is the path and ``sha256`` the file's hash.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A malformed file (see :func:`ltp_core.datasets.user_file.read_user_npz`).
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> file = pathlib.Path(tempfile.mkdtemp()) / "data.npz"
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.random((50, 6)), rng.integers(1, 4, 50)
+        >>> np.savez(file, x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
+        >>> data = load_data_file(file)
+        >>> data.input_shape, data.num_classes, len(data.y_train), len(data.y_val)
+        ((6,), 3, 45, 5)
+    """
+    fraction = check_fraction(
+        DEFAULT_VALIDATION_FRACTION if validation_fraction is None else validation_fraction,
+        "validation_fraction",
+    )
+    split_seed = _check_seed(seed)
+    x_train_all, y_train_all, x_test, y_test, names = read_user_npz(path)
+    train_index, val_index = stratified_split(y_train_all, fraction, seed=split_seed)
+    file = os.fspath(path)
+    return Dataset(
+        name=os.path.basename(file),
+        x_train=x_train_all[train_index],
+        y_train=y_train_all[train_index],
+        x_val=x_train_all[val_index],
+        y_val=y_train_all[val_index],
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=len(names),
+        class_names=names,
+        source=file,
+        sha256=file_sha256(file),
     )

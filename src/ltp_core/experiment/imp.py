@@ -22,6 +22,7 @@ from .backend import BoundBackend, Reporter, TrainingBackend
 from .config import ImpConfig
 from .driver import ImpPlan, random_masks_like, run_levels
 from .results import ResultStore
+from .results import data_identity as _data_identity
 
 __all__ = ["layer_rates_for", "random_masks_like", "run_imp"]
 
@@ -62,7 +63,7 @@ def run_imp(
         The result store with every record.
     """
     store = ResultStore(
-        out_dir, "imp", {**config.to_dict(), "data_source": data.source}, backend.versions()
+        out_dir, "imp", {**config.to_dict(), **_data_identity(data)}, backend.versions()
     )
     plan = ImpPlan(
         levels=config.levels,

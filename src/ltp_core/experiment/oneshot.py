@@ -21,6 +21,7 @@ from ..schedule import fractions_for_cumulative_sparsities
 from .backend import Reporter, TrainingBackend, TrainSettings
 from .config import OneShotConfig
 from .results import ResultStore, RunRecord
+from .results import data_identity as _data_identity
 
 __all__ = ["run_oneshot"]
 
@@ -34,7 +35,7 @@ def run_oneshot(
 ) -> ResultStore:
     """Run (or resume, per seed) the one-shot experiment, writing results to ``out_dir``."""
     store = ResultStore(
-        out_dir, "oneshot", {**config.to_dict(), "data_source": data.source}, backend.versions()
+        out_dir, "oneshot", {**config.to_dict(), **_data_identity(data)}, backend.versions()
     )
     fractions = fractions_for_cumulative_sparsities(config.sparsities)
 

@@ -144,6 +144,14 @@ class ResultStore:
         atomic_write_bytes(self.out_dir / "table.md", lambda f: f.write(table.encode()))
 
 
+def data_identity(data: Any) -> dict[str, Any]:
+    """What the results file records about the data: its source, and a user file's SHA-256."""
+    identity: dict[str, Any] = {"data_source": data.source}
+    if getattr(data, "sha256", None):
+        identity["data_sha256"] = data.sha256
+    return identity
+
+
 _EXTENSIBLE = ("levels", "seeds")
 
 
