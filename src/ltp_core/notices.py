@@ -12,7 +12,12 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["LayerCollapseWarning", "LowCoverageWarning", "NothingPrunedWarning"]
+__all__ = [
+    "LayerCollapseWarning",
+    "LowCoverageWarning",
+    "NothingPrunedWarning",
+    "ParametrizationWarning",
+]
 
 
 class LayerCollapseWarning(UserWarning):
@@ -32,3 +37,12 @@ class LowCoverageWarning(UserWarning):
 
 class NothingPrunedWarning(UserWarning):
     """A pruning call pruned no weight (the requested fraction rounds to zero everywhere)."""
+
+
+class ParametrizationWarning(UserWarning):
+    """A pruned weight is computed by a parametrization that does not keep its zeros.
+
+    Raised for a custom ``torch.nn.utils.parametrize`` parametrization whose output is not zero
+    where its trained original is zero, and for ``weight_norm`` rows that lose every weight (the
+    row's norm is then 0 and the effective weight NaN).
+    """

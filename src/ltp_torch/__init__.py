@@ -15,6 +15,7 @@ Example:
     >>> hook.remove()
 """
 
+from ltp_torch import selectors
 from ltp_torch.checkpoint import load_checkpoint, save_checkpoint
 from ltp_torch.hook import PrunerHook
 from ltp_torch.parameters import default_prunable, find_prunable_parameters
@@ -33,5 +34,6 @@ __all__ = [
     "load_checkpoint",
     "log_sparsity",
     "save_checkpoint",
+    "selectors",
     "sparsity_scalars",
 ]

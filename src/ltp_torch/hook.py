@@ -2,9 +2,10 @@
 
 The hook is an optimizer step post-hook, so it runs once per real update: with gradient
 accumulation only when the step is taken, and not at all when an AMP ``GradScaler`` skips a step
-(the weights did not change then). It multiplies each pruned parameter by a 0/1 mask of the
-parameter's dtype on the parameter's device. When the pruner's masks change, the hook also zeroes
-the optimizer state (momentum, Adam moments, ...) at the newly pruned entries.
+(the weights did not change then). It zeroes the pruned entries of each parameter with a bit mask
+on the parameter's device (exact ``+0.0`` even where the step produced ``inf`` or ``NaN``). When
+the pruner's masks change, the hook also zeroes the optimizer state (momentum, Adam moments, ...)
+at the newly pruned entries.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ltp_torch.masking import MaskTensors, apply_masks_, zero_optimizer_state_
+from ltp_torch.masking import MaskTensors, apply_masks_, zero_optimizer_state_, zero_pruned_
 from ltp_torch.pruner import LotteryTicketPruner
 
 __all__ = ["PrunerHook"]
@@ -124,7 +125,7 @@ class PrunerHook:
             self._refresh()
             return
         for parameter, mask in zip(self._params_list, self._masks_list, strict=True):
-            parameter.mul_(mask)
+            zero_pruned_(parameter, mask)
 
     def refresh(self) -> None:
         """Apply the pruner's current masks now instead of after the next step.

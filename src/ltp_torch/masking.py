@@ -1,8 +1,13 @@
 """Masks as tensors: building them next to the parameters and applying them in place.
 
-A NumPy bool mask from the core becomes a tensor with the parameter's device and dtype (a float
-multiply is the fastest way measured to keep zeros: +3% per training step on LeNet-300-100, against
-+15% for a bool mask). A mask that keeps everything becomes ``None`` and costs nothing.
+A NumPy bool mask from the core becomes an integer tensor on the parameter's device whose items
+have the parameter's width (``int32`` for ``float32``, ``int16`` for ``float16``/``bfloat16``...):
+all bits set (``-1``) where a weight is kept, ``0`` where it is pruned. Applying it is a bitwise
+AND of the parameter's bits, so a pruned entry becomes exactly ``+0.0`` whatever it held (an
+overflowed step's ``inf`` or a ``NaN`` too, which a multiplication by 0 would keep as ``NaN``) and
+a kept entry is not changed by a single bit. It costs what a float multiply costs (measured on
+LeNet-300-100's first layer, one CPU thread: 88 us against 87 us for ``mul_``, while
+``masked_fill_`` took 2300 us). A mask that keeps everything becomes ``None`` and costs nothing.
 """
 
 from __future__ import annotations
@@ -12,49 +17,81 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["apply_masks_", "mask_tensors", "zero_optimizer_state_"]
+__all__ = ["apply_masks_", "bits_dtype", "mask_tensors", "zero_optimizer_state_", "zero_pruned_"]
 
 MaskTensors = list["torch.Tensor | None"]
 
+_BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def bits_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The integer dtype whose items are as wide as ``dtype``'s (the mask dtype for it).
+
+    Example:
+        >>> bits_dtype(torch.float32), bits_dtype(torch.bfloat16)
+        (torch.int32, torch.int16)
+    """
+    size = torch.empty((), dtype=dtype).element_size()
+    return _BITS[size]
+
 
 def mask_tensors(masks: Sequence[np.ndarray], parameters: Sequence[torch.Tensor]) -> MaskTensors:
-    """Turn bool NumPy masks into multipliers shaped, placed and typed like ``parameters``.
+    """Turn bool NumPy masks into bit masks shaped, placed and sized like ``parameters``.
 
     Args:
         masks: Bool arrays, ``True`` = kept, one per parameter.
-        parameters: The tensors the masks will multiply.
+        parameters: The tensors the masks apply to.
 
     Returns:
-        One tensor of 0/1 values per parameter, or ``None`` where the mask keeps everything.
+        One integer tensor per parameter (``-1`` = kept, ``0`` = pruned; see
+        :func:`zero_pruned_`), or ``None`` where the mask keeps everything.
 
     Example:
         >>> weight = torch.ones(3)
         >>> mask_tensors([np.array([True, False, True]), np.ones(3, bool)], [weight, weight])
-        [tensor([1., 0., 1.]), None]
+        [tensor([-1,  0, -1], dtype=torch.int32), None]
     """
     result: MaskTensors = []
     for mask, parameter in zip(masks, parameters, strict=True):
         if bool(np.all(mask)):
             result.append(None)
             continue
-        tensor = torch.from_numpy(np.array(mask, dtype=bool))  # a copy: masks may be read-only
-        result.append(tensor.to(device=parameter.device, dtype=parameter.dtype))
+        kept = torch.from_numpy(np.array(mask, dtype=bool))  # a copy: masks may be read-only
+        bits = kept.to(bits_dtype(parameter.dtype)).neg_()  # True -> -1 (all bits), False -> 0
+        result.append(bits.to(device=parameter.device))
     return result
+
+
+def zero_pruned_(tensor: torch.Tensor, mask: torch.Tensor) -> None:
+    """Set ``tensor`` to exactly ``+0.0`` where the bit ``mask`` is 0, in place.
+
+    ``inf`` and ``NaN`` at pruned entries become 0 as well; kept entries keep every bit.
+
+    Example:
+        >>> w = torch.tensor([float("inf"), float("nan"), -2.5])
+        >>> zero_pruned_(w, torch.tensor([0, 0, -1], dtype=torch.int32))
+        >>> w.tolist()
+        [0.0, 0.0, -2.5]
+    """
+    if mask.element_size() != tensor.element_size() or mask.device != tensor.device:
+        mask = mask.to(device=tensor.device, dtype=bits_dtype(tensor.dtype))
+    with torch.no_grad():
+        tensor.view(mask.dtype).bitwise_and_(mask)
 
 
 @torch.no_grad()
 def apply_masks_(parameters: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None]) -> None:
-    """Multiply each parameter by its mask in place (``None`` masks are skipped).
+    """Zero each parameter where its mask prunes, in place (``None`` masks are skipped).
 
     Example:
-        >>> weight = torch.nn.Parameter(torch.ones(2))
-        >>> apply_masks_([weight], [torch.tensor([0.0, 1.0])])
+        >>> weight = torch.nn.Parameter(torch.tensor([float("inf"), 1.0]))
+        >>> apply_masks_([weight], mask_tensors([np.array([False, True])], [weight]))
         >>> weight.tolist()
         [0.0, 1.0]
     """
     for parameter, mask in zip(parameters, masks, strict=True):
         if mask is not None:
-            parameter.mul_(mask)
+            zero_pruned_(parameter, mask)
 
 
 @torch.no_grad()
@@ -67,7 +104,7 @@ def zero_optimizer_state_(
 
     Every state tensor with the parameter's shape (SGD ``momentum_buffer``, Adam/AdamW
     ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``, RMSprop ``square_avg``, Adagrad ``sum``, ...) is
-    multiplied by the mask; scalars such as ``step`` are left alone.
+    zeroed where the mask prunes (``inf``/``NaN`` too); scalars such as ``step`` are left alone.
 
     Args:
         optimizer: The optimizer holding the state.
@@ -81,7 +118,7 @@ def zero_optimizer_state_(
         >>> weight = torch.nn.Parameter(torch.ones(2))
         >>> opt = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
         >>> weight.grad = torch.ones(2); opt.step()
-        >>> zero_optimizer_state_(opt, [weight], [torch.tensor([0.0, 1.0])])
+        >>> zero_optimizer_state_(opt, [weight], mask_tensors([np.array([False, True])], [weight]))
         1
         >>> opt.state[weight]["momentum_buffer"].tolist()
         [0.0, 1.0]
@@ -95,6 +132,6 @@ def zero_optimizer_state_(
             continue
         for value in state.values():
             if isinstance(value, torch.Tensor) and value.shape == parameter.shape:
-                value.mul_(mask.to(device=value.device, dtype=value.dtype))
+                zero_pruned_(value, mask)
                 changed += 1
     return changed

@@ -1,9 +1,11 @@
 """Finding the prunable parameters of a ``torch.nn.Module``.
 
 The pruner works on an ordered list of named parameters. This module decides which parameters are
-in that list: by default the ``weight`` of linear and convolution layers; any other selection
-through the ``prunable=`` argument (a predicate or a list of names). Shared or tied parameters are
-listed once, under the first name ``module.named_parameters()`` gives them.
+in that list: by default the weight matrices and kernels of linear, convolution, attention and
+recurrent layers and Hugging Face ``Conv1D`` (:data:`ltp_torch.selectors.default`; the roles are
+explained in :mod:`ltp_torch.roles`); any other selection through the ``prunable=`` argument (a
+selector name such as ``"with_embeddings"``, a predicate or a list of names). Shared or tied
+parameters are listed once, under the first name ``module.named_parameters()`` gives them.
 """
 
 from __future__ import annotations
@@ -13,56 +15,26 @@ from collections.abc import Callable, Iterable, Sequence
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
+from ltp_torch.roles import ParameterInfo, describe_parameters
+from ltp_torch.selectors import SELECTORS, Selector, get_selector, scanning
+
 __all__ = [
-    "DEFAULT_PRUNABLE_TYPES",
     "PrunableSpec",
     "default_prunable",
+    "describe_selection",
     "find_prunable_parameters",
     "parameter_kinds",
     "resolve_parameters",
+    "select_parameters",
     "unwrap_module",
 ]
 
-#: Layer types whose ``weight`` is pruned when ``prunable`` is not given. Lazy layers (such as
-#: ``nn.LazyLinear``) turn into these classes once materialized by a first forward pass.
-DEFAULT_PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
-
 #: Predicate over ``(qualified_name, owning_module, parameter)``.
 PrunablePredicate = Callable[[str, nn.Module, nn.Parameter], bool]
-PrunableSpec = PrunablePredicate | Sequence[str] | None
+PrunableSpec = str | PrunablePredicate | Sequence[str] | None
 
-
-def default_prunable(name: str, module: nn.Module, parameter: nn.Parameter) -> bool:
-    """Return True for the ``weight`` of a linear or convolution layer.
-
-    Args:
-        name: Qualified parameter name, e.g. ``"features.0.weight"``.
-        module: The module that owns the parameter directly.
-        parameter: The parameter itself (unused; part of the predicate signature).
-
-    Returns:
-        Whether the parameter is pruned by default.
-
-    Example:
-        >>> from torch import nn
-        >>> layer = nn.Linear(2, 3)
-        >>> default_prunable("weight", layer, layer.weight)
-        True
-        >>> default_prunable("bias", layer, layer.bias)
-        False
-    """
-    del parameter
-    # Lazy layers (nn.LazyLinear, nn.LazyConv2d, ...) subclass these types; an uninitialized one
-    # is rejected later with a message asking for a first forward pass.
-    return name.rsplit(".", 1)[-1] == "weight" and isinstance(module, DEFAULT_PRUNABLE_TYPES)
+#: The default selection as a predicate (:data:`ltp_torch.selectors.default`).
+default_prunable: Selector = SELECTORS["default"]
 
 
 def unwrap_module(module: nn.Module) -> nn.Module:
@@ -100,24 +72,6 @@ def unwrap_module(module: nn.Module) -> nn.Module:
     return module
 
 
-def _parameter_occurrences(
-    module: nn.Module,
-) -> list[tuple[nn.Parameter, list[tuple[str, nn.Module]]]]:
-    """Every parameter once, in ``named_parameters()`` order, with all its (name, owner) pairs."""
-    by_id: dict[int, tuple[nn.Parameter, list[tuple[str, nn.Module]]]] = {}
-    for module_name, owner in module.named_modules(remove_duplicate=False):
-        for local_name, parameter in owner._parameters.items():
-            if parameter is None:
-                continue
-            name = f"{module_name}.{local_name}" if module_name else local_name
-            entry = by_id.get(id(parameter))
-            if entry is None:
-                by_id[id(parameter)] = (parameter, [(name, owner)])
-            else:
-                entry[1].append((name, owner))
-    return list(by_id.values())
-
-
 def _check_selected(name: str, owner: nn.Module, parameter: nn.Parameter) -> None:
     if isinstance(parameter, UninitializedParameter):
         raise ValueError(
@@ -138,6 +92,111 @@ def _check_selected(name: str, owner: nn.Module, parameter: nn.Parameter) -> Non
         )
 
 
+def select_parameters(module: nn.Module, prunable: PrunableSpec = None) -> list[ParameterInfo]:
+    """Describe every parameter of ``module`` and pick the prunable ones.
+
+    Like :func:`find_prunable_parameters`, but returns the :class:`ltp_torch.roles.ParameterInfo`
+    of the selected parameters (role, layout, parametrization).
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.LSTM(3, 2))
+        >>> [(i.name, i.role) for i in select_parameters(net)]
+        [('0.weight', 'linear'), ('1.weight_ih_l0', 'recurrent'), ('1.weight_hh_l0', 'recurrent')]
+    """
+    chosen, _ = describe_selection(module, prunable)
+    return chosen
+
+
+def describe_selection(
+    module: nn.Module, prunable: PrunableSpec = None
+) -> tuple[list[ParameterInfo], list[ParameterInfo]]:
+    """The selected parameters and every parameter, both described and in
+    ``named_parameters()`` order.
+
+    Raises:
+        ValueError, TypeError: As :func:`find_prunable_parameters`.
+
+    Example:
+        >>> from torch import nn
+        >>> selected, every = describe_selection(nn.Linear(2, 2))
+        >>> [i.name for i in selected], [i.role for i in every]
+        (['weight'], ['linear', 'bias'])
+    """
+    module = unwrap_module(module)
+    infos = describe_parameters(module)
+    if prunable is None:
+        prunable = SELECTORS["default"]
+    elif isinstance(prunable, str):
+        if prunable not in SELECTORS and any(
+            prunable == n for info in infos for n, _ in info.occurrences
+        ):
+            raise ValueError(
+                f"`prunable` is a selector name or a list of names; to prune the one parameter "
+                f"'{prunable}' pass a list: prunable=[{prunable!r}]. Valid selector names: "
+                + ", ".join(repr(n) for n in SELECTORS)
+                + f". Received: prunable={prunable!r}"
+            )
+        prunable = get_selector(prunable)
+
+    if isinstance(prunable, Selector):
+        selected = [info for info in infos if prunable.selects(info)]
+        for info in selected:
+            _check_selected(info.name, info.occurrences[0][1], info.parameter)
+    elif callable(prunable):
+        predicate = prunable
+        selected = []
+        with scanning({id(info.parameter): info for info in infos}):
+            for info in infos:
+                chosen = [(n, o) for n, o in info.occurrences if predicate(n, o, info.parameter)]
+                if chosen:
+                    _check_selected(chosen[0][0], chosen[0][1], info.parameter)
+                    selected.append(info)
+    elif isinstance(prunable, bytes) or not isinstance(prunable, Iterable):
+        raise TypeError(
+            "`prunable` must be None, a selector name such as 'with_embeddings', a callable "
+            "(name, module, parameter) -> bool, or a list of parameter names. "
+            f"Received: prunable={prunable!r}"
+        )
+    else:
+        wanted = list(prunable)
+        for item in wanted:
+            if not isinstance(item, str):
+                raise TypeError(
+                    f"`prunable` names must be strings. Received: prunable item {item!r}"
+                )
+        lookup = {n: (info, owner) for info in infos for n, owner in info.occurrences}
+        unknown = [n for n in wanted if n not in lookup]
+        if unknown:
+            available = ", ".join(info.name for info in infos) or "(none)"
+            raise ValueError(
+                f"Unknown parameter name(s) in `prunable`: {unknown}. Available: {available}. "
+                f"Received: prunable={wanted!r}"
+            )
+        chosen_ids = set()
+        for n in wanted:
+            info, owner = lookup[n]
+            if id(info.parameter) in chosen_ids:
+                raise ValueError(
+                    f"`prunable` lists the parameter '{info.name}' more than once (possibly "
+                    f"under a tied name). Received: prunable={wanted!r}"
+                )
+            _check_selected(n, owner, info.parameter)
+            chosen_ids.add(id(info.parameter))
+        selected = [info for info in infos if id(info.parameter) in chosen_ids]
+
+    if not selected:
+        raise ValueError(
+            f"The module {type(module).__name__} has no prunable parameters. By default the "
+            "weights of Linear, Conv, attention and recurrent layers (and Hugging Face Conv1D) "
+            "are pruned; choose others with `prunable=`: a selector name ("
+            + ", ".join(repr(n) for n in SELECTORS)
+            + "), a list of names or a predicate. "
+            f"Received: prunable={prunable!r}"
+        )
+    return selected, infos
+
+
 def find_prunable_parameters(
     module: nn.Module, prunable: PrunableSpec = None
 ) -> list[tuple[str, nn.Parameter]]:
@@ -145,16 +204,20 @@ def find_prunable_parameters(
 
     Args:
         module: The model. Wrappers (DDP, DataParallel, torch.compile) are looked through.
-        prunable: ``None`` for :func:`default_prunable`; a predicate over
-            ``(name, module, parameter)``; or a sequence of qualified parameter names.
-            A tied parameter is selected when the predicate accepts any of its names.
+        prunable: ``None`` or ``"default"`` for the default selection
+            (:data:`ltp_torch.selectors.default`); another selector name from
+            :data:`ltp_torch.selectors.SELECTORS` (``"with_embeddings"``, ``"all_matrices"``,
+            ``"linear_and_conv"``); a predicate over ``(name, module, parameter)``; or a
+            sequence of qualified parameter names. A tied parameter is selected when the
+            predicate accepts any of its names.
 
     Returns:
         ``(name, parameter)`` pairs in ``module.named_parameters()`` order, each parameter once.
 
     Raises:
-        ValueError: When nothing is prunable, a listed name is unknown or duplicated, or a
-            selected parameter belongs to a lazy module that has not been run yet.
+        ValueError: When nothing is prunable, a selector name or a listed name is unknown or
+            duplicated, or a selected parameter belongs to a lazy module that has not been run
+            yet.
         TypeError: When ``prunable`` has the wrong type or a selected parameter is not floating
             point.
 
@@ -166,65 +229,7 @@ def find_prunable_parameters(
         >>> [name for name, _ in find_prunable_parameters(net, ["0.bias"])]
         ['0.bias']
     """
-    module = unwrap_module(module)
-    occurrences = _parameter_occurrences(module)
-    selected: list[tuple[str, nn.Parameter]] = []
-
-    if prunable is None or callable(prunable):
-        predicate: PrunablePredicate = default_prunable if prunable is None else prunable
-        for parameter, names in occurrences:
-            chosen = [(n, owner) for n, owner in names if predicate(n, owner, parameter)]
-            if chosen:
-                _check_selected(chosen[0][0], chosen[0][1], parameter)
-                selected.append((names[0][0], parameter))
-    elif isinstance(prunable, (str, bytes)) or not isinstance(prunable, Iterable):
-        raise TypeError(
-            "`prunable` must be None, a callable (name, module, parameter) -> bool, or a list of "
-            f"parameter names. Received: prunable={prunable!r}"
-        )
-    else:
-        wanted = list(prunable)
-        for item in wanted:
-            if not isinstance(item, str):
-                raise TypeError(
-                    f"`prunable` names must be strings. Received: prunable item {item!r}"
-                )
-        lookup = {
-            n: (parameter, names[0][0], owner)
-            for parameter, names in occurrences
-            for n, owner in names
-        }
-        unknown = [n for n in wanted if n not in lookup]
-        if unknown:
-            available = ", ".join(names[0][0] for _, names in occurrences) or "(none)"
-            raise ValueError(
-                f"Unknown parameter name(s) in `prunable`: {unknown}. Available: {available}. "
-                f"Received: prunable={wanted!r}"
-            )
-        chosen_ids = set()
-        for n in wanted:
-            parameter, canonical, owner = lookup[n]
-            if id(parameter) in chosen_ids:
-                raise ValueError(
-                    f"`prunable` lists the parameter '{canonical}' more than once (possibly under "
-                    f"a tied name). Received: prunable={wanted!r}"
-                )
-            _check_selected(n, owner, parameter)
-            chosen_ids.add(id(parameter))
-        selected = [
-            (names[0][0], parameter)
-            for parameter, names in occurrences
-            if id(parameter) in chosen_ids
-        ]
-
-    if not selected:
-        raise ValueError(
-            f"The module {type(module).__name__} has no prunable parameters. By default the "
-            "`weight` of Linear/Conv/ConvTranspose layers is pruned; choose others with "
-            "`prunable=` (a list of names or a predicate). "
-            f"Received: prunable={prunable!r}"
-        )
-    return selected
+    return [(info.name, info.parameter) for info in select_parameters(module, prunable)]
 
 
 def resolve_parameters(
@@ -280,8 +285,9 @@ def parameter_kinds(module: nn.Module, names: Sequence[str]) -> list[str]:
 
     ``"dense"`` for the weight of ``nn.Linear`` (``(out, in)``), ``"conv"`` for ``nn.ConvNd``
     (``(out, in/groups, *kernel)``), ``"conv_transpose"`` for ``nn.ConvTransposeNd``
-    (``(in, out/groups, *kernel)``) and ``"other"`` for anything else (biases, embeddings, ...).
-    See :mod:`ltp_core.layout`.
+    (``(in, out/groups, *kernel)``) and ``"other"`` for anything else (biases, embeddings,
+    attention ``in_proj_weight``, recurrent weights, ...). The trained original of a
+    parametrized weight has the weight's layout. See :mod:`ltp_core.layout`.
 
     Example:
         >>> from torch import nn
@@ -290,17 +296,5 @@ def parameter_kinds(module: nn.Module, names: Sequence[str]) -> list[str]:
         ['conv', 'dense', 'other']
     """
     module = unwrap_module(module)
-    kinds = []
-    for name in names:
-        owner_name, _, local = name.rpartition(".")
-        owner = module.get_submodule(owner_name)
-        kind = "other"
-        if local == "weight":
-            if isinstance(owner, nn.Linear):
-                kind = "dense"
-            elif isinstance(owner, nn.modules.conv._ConvTransposeNd):
-                kind = "conv_transpose"
-            elif isinstance(owner, nn.modules.conv._ConvNd):
-                kind = "conv"
-        kinds.append(kind)
-    return kinds
+    layouts = {n: info.layout for info in describe_parameters(module) for n, _ in info.occurrences}
+    return [layouts.get(name, "other") for name in names]

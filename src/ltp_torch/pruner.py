@@ -20,12 +20,19 @@ from torch import nn
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import io as core_io
 from ltp_core.layout import load_masks_for
+from ltp_core.summary import PrunableTensor, PruningSummary, build_summary
 from ltp_torch.arrays import to_numpy, write_into
+from ltp_torch.coverage import (
+    check_weight_norm_rows,
+    left_out_tensors,
+    probe_parametrizations,
+    warn_low_coverage,
+    weight_norm_dims,
+)
 from ltp_torch.masking import MaskTensors, apply_masks_, mask_tensors
 from ltp_torch.parameters import (
     PrunableSpec,
-    find_prunable_parameters,
-    parameter_kinds,
+    describe_selection,
     resolve_parameters,
     unwrap_module,
 )
@@ -61,9 +68,16 @@ class LotteryTicketPruner:
         module: The model, with the weights to rewind to (usually freshly initialized). Lazy
             modules must have run one forward pass. DDP/DataParallel/torch.compile wrappers are
             looked through.
-        prunable: Which parameters to prune: ``None`` for the ``weight`` of Linear, Conv and
-            ConvTranspose layers; a predicate ``(name, module, parameter) -> bool``; or a list of
-            qualified parameter names such as ``["0.weight", "head.bias"]``.
+        prunable: Which parameters to prune: ``None`` (or ``"default"``) for the weight
+            matrices and kernels of linear, convolution, attention and recurrent layers and
+            Hugging Face ``Conv1D`` (biases, normalization, embeddings and tensors tied to them,
+            positional tables, scalars and scales are left out; parametrized weights are pruned
+            through the original that trains); another selector name (``"with_embeddings"``,
+            ``"all_matrices"``, ``"linear_and_conv"`` for the selection of versions before
+            0.2, see :mod:`ltp_torch.selectors`); a predicate
+            ``(name, module, parameter) -> bool``; or a list of qualified parameter names such
+            as ``["0.weight", "head.bias"]``. A pruner covering less than half of the model's
+            trainable parameters warns (:class:`ltp_core.notices.LowCoverageWarning`).
         seed: Seed of the core's generator (``random`` strategy, tie breaking); ``None`` means 0.
 
     Example:
@@ -82,13 +96,18 @@ class LotteryTicketPruner:
         self, module: nn.Module, *, prunable: PrunableSpec = None, seed: int | None = None
     ) -> None:
         module = unwrap_module(module)
-        named = find_prunable_parameters(module, prunable)
-        self._names = [name for name, _ in named]
-        self._shapes = [tuple(parameter.shape) for _, parameter in named]
-        self._kinds = parameter_kinds(module, self._names)
-        initial = [to_numpy(p) for _, p in named]
+        selected, infos = describe_selection(module, prunable)
+        self._names = [info.name for info in selected]
+        self._shapes = [tuple(info.parameter.shape) for info in selected]
+        self._kinds = [info.layout for info in selected]
+        self._roles = [info.kind_label for info in selected]
+        initial = [to_numpy(info.parameter) for info in selected]
         _check_finite(self._names, initial, "module")
         self._core = CorePruner(initial, names=self._names, seed=seed)
+        self._left_out = tuple(left_out_tensors(infos, selected))
+        self._weight_norm_dims = weight_norm_dims(selected)
+        probe_parametrizations(selected, stacklevel=3)
+        warn_low_coverage(selected, infos, stacklevel=3)
         self._initial_state = snapshot(module, exclude=set(self._names))
         self._rewind_state: dict[str, torch.Tensor] | None = None
         self._mask_version = 0
@@ -118,6 +137,46 @@ class LotteryTicketPruner:
         """Layout kind of each prunable parameter: ``"dense"``, ``"conv"``,
         ``"conv_transpose"`` or ``"other"`` (see :mod:`ltp_core.layout`)."""
         return list(self._kinds)
+
+    @property
+    def roles(self) -> list[str]:
+        """Role of each prunable parameter (``"linear"``, ``"conv"``, ``"attention"``,
+        ``"recurrent"``, ``"hf_conv1d"``, ``"embedding"``...; a parametrized one as
+        ``"linear (weight_norm)"``). See :mod:`ltp_torch.roles`."""
+        return list(self._roles)
+
+    def summary(self) -> PruningSummary:
+        """What this pruner prunes and what it leaves out, and why.
+
+        Returns:
+            A :class:`ltp_core.summary.PruningSummary`: one row per prunable tensor (role,
+            shape, weights, kept, density, share of the model's parameters) and the
+            parameters left out grouped by reason (``bias``, ``normalization``,
+            ``embedding``, ``tied to embedding``, ``positional or other parameter``,
+            ``scalar``, ``per-channel scale``, ``frozen (requires_grad=False)``, ``not selected
+            by prunable=``...). ``print()`` it, or use ``to_markdown()``/``to_dict()``.
+
+        Example:
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+            >>> pruner = LotteryTicketPruner(net)
+            >>> pruner.calc_prune_mask(net, 0.5, "smallest_weights")
+            >>> print(pruner.summary())  # doctest: +NORMALIZE_WHITESPACE
+            prunable  kind    shape   weights  kept  density  share
+            0.weight  linear  (4, 4)  16       8     50.00%   57.14%
+            total                     16       8     50.00%   57.14%
+            left out: 12 parameters (42.86%)
+              normalization: 8 in 2 tensors (1.weight, 1.bias)
+              bias: 4 in 1 tensor (0.bias)
+        """
+        masks = self._core.masks
+        prunable = [
+            PrunableTensor(name, role, shape, kept=int(mask.sum()))
+            for name, role, shape, mask in zip(
+                self._names, self._roles, self._shapes, masks, strict=True
+            )
+        ]
+        return build_summary(prunable, self._left_out)
 
     @property
     def masks(self) -> list[np.ndarray]:
@@ -230,6 +289,13 @@ class LotteryTicketPruner:
             min_layer_density=min_layer_density,
         )
         self._mask_version += 1
+        self._check_parametrized_masks()
+
+    def _check_parametrized_masks(self) -> None:
+        if self._weight_norm_dims:
+            check_weight_norm_rows(
+                self._names, self._core.masks, self._weight_norm_dims, stacklevel=4
+            )
 
     def apply_pruning(self, module: nn.Module) -> None:
         """Zero the pruned weights of ``module`` in place."""
@@ -244,6 +310,7 @@ class LotteryTicketPruner:
         """
         self._core.set_masks(masks)
         self._mask_version += 1
+        self._check_parametrized_masks()
 
     def save_masks(self, path: str | os.PathLike[str]) -> None:
         """Write the masks to a portable mask file (``.npz``), atomically.
@@ -422,6 +489,7 @@ class LotteryTicketPruner:
         self._initial_state = initial
         self._rewind_state = rewind_state
         self._mask_version += 1
+        self._check_parametrized_masks()
 
     def __repr__(self) -> str:
         return (

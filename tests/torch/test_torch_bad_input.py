@@ -394,8 +394,18 @@ CONSTRUCTION: list[tuple[str, Callable[[], Any], type[Exception], list[str]]] = 
     (
         "prunable as one string",
         lambda: LotteryTicketPruner(make_mlp(), prunable="0.weight"),
-        TypeError,
-        ["prunable", "Received: prunable='0.weight'"],
+        ValueError,
+        ["'with_embeddings'", "prunable=['0.weight']", "Received: prunable='0.weight'"],
+    ),
+    (
+        "unknown selector name",
+        lambda: LotteryTicketPruner(make_mlp(), prunable="everything"),
+        ValueError,
+        [
+            "Valid names: 'default', 'with_embeddings', 'all_matrices'",
+            "'linear_and_conv'",
+            "Received: prunable='everything'",
+        ],
     ),
     (
         "a negative seed",

@@ -47,10 +47,11 @@ def test_default_layer_types(layer: nn.Module) -> None:
     assert names_of(nn.Sequential(layer)) == ["0.weight"]
 
 
-def test_default_skips_norms_embeddings_rnns_and_biases() -> None:
+def test_default_selects_rnns_and_skips_norms_embeddings_and_biases() -> None:
     model = nn.Sequential(nn.Embedding(5, 4), nn.LayerNorm(4), nn.GRU(4, 4), nn.Linear(4, 2))
-    assert names_of(model) == ["3.weight"]
+    assert names_of(model) == ["2.weight_ih_l0", "2.weight_hh_l0", "3.weight"]
     assert not default_prunable("bias", model[3], model[3].bias)
+    assert names_of(model, "linear_and_conv") == ["3.weight"]
 
 
 def test_predicate_selects_other_parameters() -> None:
@@ -103,12 +104,16 @@ def test_tied_parameters_are_counted_once() -> None:
         names_of(model, ["encoder.weight", "decoder.weight"])
 
 
-def test_tied_embedding_selected_through_its_linear_alias() -> None:
+def test_tied_embedding_is_not_pruned_through_its_linear_alias() -> None:
     embedding = nn.Embedding(6, 4)
     head = nn.Linear(4, 6, bias=False)
     head.weight = embedding.weight
     model = nn.Sequential(embedding, head)
-    assert names_of(model) == ["0.weight"]
+    with pytest.raises(ValueError, match="no prunable parameters"):
+        names_of(model)
+    assert names_of(model, "with_embeddings") == ["0.weight"]
+    # The selection before role-based defaults reached the embedding through the Linear alias.
+    assert names_of(model, "linear_and_conv") == ["0.weight"]
 
 
 def test_shared_module_counted_once() -> None:
@@ -136,7 +141,7 @@ def test_unknown_name_is_an_error() -> None:
         find_prunable_parameters(make_mlp(), ["0.weight", "nope"])
 
 
-@pytest.mark.parametrize("bad", ["0.weight", 3, [3]])
+@pytest.mark.parametrize("bad", [b"0.weight", 3, [3]])
 def test_bad_prunable_type(bad: object) -> None:
     with pytest.raises(TypeError, match="Received: prunable"):
         find_prunable_parameters(make_mlp(), bad)

@@ -1,0 +1,395 @@
+"""Role-based default selection, named selectors, parametrized weights, summary() and coverage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations, parametrize
+
+from ltp_core.experiment.models import MODEL_SPECS
+from ltp_core.notices import LowCoverageWarning, ParametrizationWarning
+from ltp_torch import LotteryTicketPruner, PrunerHook, selectors
+from ltp_torch.masking import mask_tensors, zero_optimizer_state_
+from ltp_torch.models import build_model
+from ltp_torch.parameters import find_prunable_parameters
+from ltp_torch.roles import describe_parameters
+
+
+def names_of(module: nn.Module, prunable: object = None) -> list[str]:
+    return [name for name, _ in find_prunable_parameters(module, prunable)]  # type: ignore[arg-type]
+
+
+def roles_of(module: nn.Module) -> dict[str, str]:
+    return {info.name: info.role for info in describe_parameters(module)}
+
+
+class Conv1D(nn.Module):
+    """Hugging Face's Conv1D as transformers defines it: weight (in, out), ``nf`` outputs."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
+
+
+class PositionalNet(nn.Module):
+    """A ViT-like module with its own tables and scales next to known layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, 5, 8))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 8))
+        self.temperature = nn.Parameter(torch.ones(()))
+        self.gamma = nn.Parameter(torch.ones(8))
+        self.relative_bias = nn.Parameter(torch.zeros(4, 4))
+        self.proj = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+        self.prelu = nn.PReLU()
+
+
+# -- roles --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "expected"),
+    [
+        (nn.Linear(3, 2), {"weight": "linear"}),
+        (nn.Bilinear(3, 4, 2), {"weight": "linear"}),
+        (nn.Conv1d(2, 4, 3), {"weight": "conv"}),
+        (nn.Conv2d(4, 4, 3, groups=4), {"weight": "conv"}),  # depthwise
+        (nn.Conv3d(4, 6, 1, groups=2), {"weight": "conv"}),  # grouped
+        (nn.ConvTranspose1d(2, 2, 3), {"weight": "conv_transpose"}),
+        (nn.ConvTranspose2d(2, 4, 3, groups=2), {"weight": "conv_transpose"}),
+        (nn.ConvTranspose3d(2, 2, 3), {"weight": "conv_transpose"}),
+        (
+            nn.MultiheadAttention(8, 2),
+            {"in_proj_weight": "attention", "out_proj.weight": "attention"},
+        ),
+        (
+            nn.MultiheadAttention(8, 2, kdim=4, vdim=6, add_bias_kv=True),
+            {
+                "q_proj_weight": "attention",
+                "k_proj_weight": "attention",
+                "v_proj_weight": "attention",
+                "out_proj.weight": "attention",
+            },
+        ),
+        (
+            nn.GRU(3, 4, num_layers=2, bidirectional=True),
+            {
+                f"weight_{kind}_l{layer}{suffix}": "recurrent"
+                for layer in (0, 1)
+                for suffix in ("", "_reverse")
+                for kind in ("ih", "hh")
+            },
+        ),
+        (
+            nn.LSTM(3, 4, proj_size=2),
+            {"weight_ih_l0": "recurrent", "weight_hh_l0": "recurrent", "weight_hr_l0": "recurrent"},
+        ),
+        (nn.RNN(3, 4), {"weight_ih_l0": "recurrent", "weight_hh_l0": "recurrent"}),
+        (nn.LSTMCell(3, 4), {"weight_ih": "recurrent", "weight_hh": "recurrent"}),
+        (nn.GRUCell(3, 4), {"weight_ih": "recurrent", "weight_hh": "recurrent"}),
+        (nn.RNNCell(3, 4), {"weight_ih": "recurrent", "weight_hh": "recurrent"}),
+        (Conv1D(6, 4), {"weight": "hf_conv1d"}),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "",
+)
+def test_default_prunes_the_weights_of_each_layer_type(
+    layer: nn.Module, expected: dict[str, str]
+) -> None:
+    roles = roles_of(layer)
+    assert {n: r for n, r in roles.items() if r not in ("bias",)} == expected
+    assert names_of(layer) == [n for n in roles if n in expected]
+    assert all(roles[n] == "bias" for n in roles if n not in expected)
+
+
+def test_left_out_reasons() -> None:
+    model = PositionalNet()
+    assert roles_of(model) == {
+        "pos_embed": "positional or other parameter",
+        "cls_token": "positional or other parameter",
+        "temperature": "scalar",
+        "gamma": "per-channel scale",
+        "relative_bias": "bias",  # a 2-D bias is still a bias
+        "proj.weight": "linear",
+        "proj.bias": "bias",
+        "norm.weight": "normalization",
+        "norm.bias": "normalization",
+        "prelu.weight": "scalar",
+    }
+    assert names_of(model) == ["proj.weight"]
+    assert names_of(model, "all_matrices") == ["pos_embed", "cls_token", "proj.weight"]
+    norms = nn.Sequential(
+        nn.BatchNorm2d(3), nn.GroupNorm(1, 3), nn.RMSNorm(3), nn.InstanceNorm1d(3, affine=True)
+    )
+    assert set(roles_of(norms).values()) == {"normalization"}
+    embeddings = nn.ModuleDict({"a": nn.Embedding(5, 3), "b": nn.EmbeddingBag(5, 3)})
+    assert set(roles_of(embeddings).values()) == {"embedding"}
+
+
+def test_conv1d_lookalikes_need_nf_and_matching_weight() -> None:
+    fake = Conv1D(6, 4)
+    fake.nf = 5  # columns no longer match
+    assert roles_of(fake)["weight"] == "positional or other parameter"
+
+
+def test_hf_conv1d_is_recognised_without_importing_transformers() -> None:
+    code = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from ltp_torch import LotteryTicketPruner\n"
+        "class Conv1D(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.nf = 3\n"
+        "        self.weight = nn.Parameter(torch.ones(2, 3))\n"
+        "print(LotteryTicketPruner(Conv1D()).roles, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "['hf_conv1d'] False"
+
+
+# -- ties and selectors ------------------------------------------------------------------------
+
+
+class TiedLM(nn.Module):
+    def __init__(self, head_first: bool = False) -> None:
+        super().__init__()
+        if head_first:
+            self.head = nn.Linear(8, 20, bias=False)
+            self.embed = nn.Embedding(20, 8)
+        else:
+            self.embed = nn.Embedding(20, 8)
+            self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.embed.weight
+        self.body = nn.Linear(8, 8)
+
+
+@pytest.mark.parametrize("head_first", [False, True])
+def test_a_tensor_tied_to_an_embedding_is_left_out(head_first: bool) -> None:
+    model = TiedLM(head_first)
+    tied = "head.weight" if head_first else "embed.weight"
+    assert roles_of(model)[tied] == "tied to embedding"
+    assert names_of(model) == ["body.weight"]
+    assert names_of(model, "with_embeddings") == [tied, "body.weight"]
+    # A selector used inside a user's predicate still sees the tie, under either name.
+    assert names_of(model, lambda n, m, p: selectors.default(n, m, p)) == ["body.weight"]
+
+
+def test_selectors_by_name_object_and_predicate() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
+    assert names_of(model, "default") == names_of(model, selectors.default) == ["1.weight"]
+    assert names_of(model, selectors.with_embeddings) == ["0.weight", "1.weight"]
+    assert list(selectors.SELECTORS) == [
+        "default",
+        "with_embeddings",
+        "all_matrices",
+        "linear_and_conv",
+    ]
+    # Outside a scan a selector judges by the owning module alone.
+    assert selectors.default("weight", model[1], model[1].weight)
+    assert not selectors.default("weight", model[0], model[0].weight)
+    assert selectors.with_embeddings("weight", model[0], model[0].weight)
+    assert repr(selectors.all_matrices) == "ltp_torch.selectors.all_matrices"
+
+
+def test_frozen_parameters_are_left_out_except_by_linear_and_conv() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)
+    assert names_of(model) == ["1.weight"]
+    assert names_of(model, "linear_and_conv") == ["0.weight", "1.weight"]
+    reasons = {t.name: t.reason for t in LotteryTicketPruner(model).summary().left_out}
+    assert reasons["0.weight"] == "frozen (requires_grad=False)"
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_SPECS))
+def test_builtin_models_select_the_same_tensors_as_before(name: str) -> None:
+    expected = {
+        "lenet300_100": ["1.weight", "3.weight", "5.weight"],
+        "conv2": ["0.weight", "2.weight", "6.weight", "8.weight", "10.weight"],
+        "conv4": ["0.weight", "2.weight", "5.weight", "7.weight", "11.weight", "13.weight",
+                  "15.weight"],
+        "conv6": ["0.weight", "2.weight", "5.weight", "7.weight", "10.weight", "12.weight",
+                  "16.weight", "18.weight", "20.weight"],
+        "mnist_cnn": ["0.weight", "2.weight", "7.weight", "10.weight"],
+    }  # fmt: skip
+    shape = (32, 32, 3) if name.startswith("conv") else (28, 28, 1)
+    model = build_model(name, shape, 10, seed=0)
+    assert names_of(model) == names_of(model, "linear_and_conv") == expected[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # full coverage: no warning
+        assert LotteryTicketPruner(model).summary().coverage > 0.99
+
+
+# -- parametrized weights ----------------------------------------------------------------------
+
+
+class Scale(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * x
+
+
+class Shift(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1.0
+
+
+def parametrized_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        parametrizations.weight_norm(nn.Linear(6, 8)),
+        nn.ReLU(),
+        parametrizations.spectral_norm(nn.Linear(8, 8)),
+        nn.ReLU(),
+        nn.Linear(8, 3),
+    )
+    parametrize.register_parametrization(net[4], "weight", Scale())
+    return net
+
+
+def test_parametrized_weights_are_pruned_through_the_trained_original() -> None:
+    net = parametrized_net()
+    pruner = LotteryTicketPruner(net)
+    assert pruner.names == [
+        "0.parametrizations.weight.original1",
+        "2.parametrizations.weight.original",
+        "4.parametrizations.weight.original",
+    ]
+    assert pruner.roles == ["linear (weight_norm)", "linear (spectral_norm)", "linear (Scale)"]
+    assert pruner.kinds == ["dense", "dense", "dense"]
+    reasons = {t.name: t.reason for t in pruner.summary().left_out}
+    assert reasons["0.parametrizations.weight.original0"].startswith("parametrization input")
+
+    pruner.calc_prune_mask(net, 0.5, "random")
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(1)
+    with PrunerHook(pruner, net, optimizer):
+        for _ in range(4):
+            optimizer.zero_grad()
+            net(torch.randn(16, 6, generator=generator)).pow(2).mean().backward()
+            optimizer.step()
+            for layer, mask in zip((net[0], net[2], net[4]), pruner.masks, strict=True):
+                effective = layer.weight.detach()  # computed by the parametrization
+                assert torch.isfinite(effective).all()
+                assert bool((effective[torch.from_numpy(~mask)] == 0).all())
+                assert int((effective != 0).sum()) == int(mask.sum())
+
+
+def test_a_parametrization_that_does_not_keep_zeros_warns() -> None:
+    net = nn.Sequential(nn.Linear(4, 4))
+    parametrize.register_parametrization(net[0], "weight", Shift())
+    with pytest.warns(ParametrizationWarning, match=r"'Shift'.*does not keep zeros") as caught:
+        LotteryTicketPruner(net)
+    assert caught[0].filename == __file__
+
+
+def test_weight_norm_rows_emptied_warn() -> None:
+    net = nn.Sequential(parametrizations.weight_norm(nn.Linear(4, 3)))
+    pruner = LotteryTicketPruner(net)
+    masks = [np.ones((3, 4), bool)]
+    masks[0][1] = False  # a whole output row
+    with pytest.warns(ParametrizationWarning, match=r"original1' \(1 rows\).*NaN") as caught:
+        pruner.set_masks(masks)
+    assert caught[0].filename == __file__
+    pruner.apply_pruning(net)
+    assert torch.isnan(net[0].weight[1]).all()  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        masks[0][1, 0] = True
+        pruner.set_masks(masks)
+
+
+def test_old_hook_based_weight_norm_and_spectral_norm() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        net = nn.Sequential(
+            torch.nn.utils.weight_norm(nn.Linear(4, 4)),
+            torch.nn.utils.spectral_norm(nn.Conv1d(2, 2, 3)),
+        )
+    assert names_of(net) == ["0.weight_v", "1.weight_orig"]
+    assert roles_of(net)["0.weight_g"].startswith("parametrization input")
+
+
+# -- summary and coverage ----------------------------------------------------------------------
+
+
+def test_summary_lists_roles_counts_and_reasons() -> None:
+    model = TiedLM()
+    pruner = LotteryTicketPruner(model, prunable="with_embeddings")
+    pruner.calc_prune_mask(model, 0.25, "smallest_weights")
+    summary = pruner.summary()
+    assert [(t.name, t.kind, t.count, t.kept) for t in summary.prunable] == [
+        ("embed.weight", "embedding (tied)", 160, 120),
+        ("body.weight", "linear", 64, 48),
+    ]
+    assert {t.name: t.reason for t in summary.left_out} == {"body.bias": "bias"}
+    assert "embedding (tied)" in summary.to_text()
+
+
+def test_low_coverage_warns_with_torch_advice() -> None:
+    model = nn.Sequential(nn.Embedding(1000, 16), nn.Linear(16, 4))
+    with pytest.warns(LowCoverageWarning, match=r'prunable="with_embeddings"') as caught:
+        LotteryTicketPruner(model)
+    assert "embedding: 16000" in str(caught[0].message)
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LotteryTicketPruner(model, prunable="with_embeddings")
+        model[0].weight.requires_grad_(False)  # frozen parameters do not count
+        LotteryTicketPruner(model)
+
+
+# -- zeros whatever the step did (issue 13 item 3) ------------------------------------------------
+
+
+def test_pruned_entries_are_exact_zero_after_an_overflowed_step() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4))
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    pruned = torch.from_numpy(~pruner.masks[0])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    with PrunerHook(pruner, model, optimizer):
+        optimizer.zero_grad()
+        model(torch.ones(1, 4)).sum().backward()
+        model[0].weight.grad[pruned] = float("inf")  # an overflow at pruned entries
+        kept_before = model[0].weight.detach().clone()
+        optimizer.step()
+        weight = model[0].weight.detach()
+        assert torch.equal(weight[pruned], torch.zeros(int(pruned.sum())))
+        assert not torch.signbit(weight[pruned]).any()  # +0.0, not -0.0
+        expected = kept_before - model[0].weight.grad  # lr=1, first momentum step
+        assert torch.equal(weight[~pruned], expected[~pruned])
+        momentum = optimizer.state[model[0].weight]["momentum_buffer"]
+        momentum[pruned] = float("nan")
+        zero_optimizer_state_(optimizer, [model[0].weight], pruner.mask_tensors([weight]))
+        assert torch.equal(momentum[pruned], torch.zeros(int(pruned.sum())))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+def test_apply_pruning_zeroes_inf_and_nan_in_every_dtype(dtype: torch.dtype) -> None:
+    model = nn.Sequential(nn.Linear(3, 2)).to(dtype)
+    pruner = LotteryTicketPruner(model)
+    pruner.set_masks([np.array([[False, True, False], [True, False, True]])])
+    with torch.no_grad():
+        model[0].weight.copy_(
+            torch.tensor([[float("inf"), 1.5, float("nan")], [-2.0, -float("inf"), 0.25]])
+        )
+    pruner.apply_pruning(model)
+    expected = torch.tensor([[0.0, 1.5, 0.0], [-2.0, 0.0, 0.25]], dtype=dtype)
+    assert torch.equal(model[0].weight.detach(), expected)
+    assert (
+        mask_tensors(pruner.masks, [model[0].weight])[0].element_size() == expected.element_size()
+    )
