@@ -294,7 +294,7 @@ class _UserBackend:
             for name, parameter, mask in zip(
                 pruner.names, parameters, pruner.mask_tensors(parameters), strict=True
             )
-            if mask is not None and bool((parameter * (1 - mask)).ne(0).any())
+            if mask is not None and bool(parameter[mask.eq(0)].ne(0).any())
         ]
         if revived:
             logger.warning(
