@@ -105,7 +105,12 @@ def uniform_from_hash(hashed: np.ndarray) -> np.ndarray:
 
 
 class ScoreSource(Protocol):
-    """Scores of one array, produced chunk by chunk, and which entries are still alive."""
+    """Scores of one array, produced chunk by chunk, and which entries are still alive.
+
+    A source may also set ``sample_run`` (an int, default 1): the threshold is then bracketed
+    from runs of that many neighbouring entries rather than scattered ones (as many entries in
+    all), so a source that reads from disk makes a few small reads instead of one per entry.
+    """
 
     array_id: int
     size: int
@@ -415,6 +420,12 @@ def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int
         local = index[bounds[i] : bounds[i + 1]] - offsets[i]
         if local.size == 0 or source.n_alive == 0:
             continue
+        run = int(getattr(source, "sample_run", 1))
+        if run > 1:  # as many entries, in runs of `run` neighbours: a few reads, not one per entry
+            starts = local[::run]
+            starts = starts[np.diff(starts, prepend=-run) >= run]  # runs must not overlap
+            local = (starts[:, None] + np.arange(run)).reshape(-1)  # sorted, no repeats
+            local = local[local < source.size]
         scores, alive = source.take(local)
         parts.append(np.asarray(scores if alive is None else scores[alive], dtype=np.float64))
     if not parts:

@@ -22,10 +22,13 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import re
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +45,22 @@ from .validation import check_fraction
 
 __all__ = ["DiskArray", "ShardMasks", "masks_from_shards", "open_shards", "save_packed_masks"]
 
-_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
-_READ_BLOCK = 1 << 22  # bytes per pread when gathering samples
+logger = logging.getLogger(__name__)
+
+_SAFETENSORS_FLOATS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+# Bits per element of every dtype of the safetensors format (the sizes must add up even for
+# tensors that are skipped: integer buffers, float8/float4 formats NumPy cannot read).
+_SAFETENSORS_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32,
+    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+_MAX_HEADER = 100_000_000  # bytes; the safetensors format's own limit
+_READ_BLOCK = 1 << 22  # bytes: most one read gathers when sampling
+_GAP = 4096  # bytes: sampled entries closer than this are read together (one page)
+_SAMPLE_RUN = 16  # neighbouring entries per sampled run (see ScoreSource.sample_run)
 
 
 class DiskArray:
@@ -52,6 +69,16 @@ class DiskArray:
     Slicing with ``a[start:stop]`` reads that range; indexing with a sorted integer array
     gathers those entries. Values come back as float32 (float64 stays float64; bfloat16 and
     float16 are widened to float32).
+
+    Args:
+        path: The file.
+        offset: Byte offset of the first element.
+        stored: NumPy dtype string of the stored elements (``"<f4"``; ``"<u2"`` for bfloat16).
+        shape: The tensor's shape.
+        name: The tensor's name (for messages).
+        bfloat16: The stored ``uint16`` values are bfloat16.
+        crc: For ``.npz`` members, ``(expected CRC-32, CRC-32 of the bytes before offset)``:
+            the CRC is checked when the data is read through from start to end.
     """
 
     def __init__(
@@ -62,7 +89,9 @@ class DiskArray:
         shape: tuple[int, ...],
         name: str,
         bfloat16: bool = False,
+        crc: tuple[int, int] | None = None,
     ) -> None:
+        self._fd: int | None = None
         self.path = os.fspath(path)
         self.offset = offset
         self.stored = np.dtype(stored)
@@ -72,7 +101,9 @@ class DiskArray:
         self.size = int(np.prod(self.shape, dtype=np.int64))
         self.ndim = 1
         self.dtype = np.dtype(np.float64 if self.stored == np.float64 else np.float32)
-        self._fd: int | None = None
+        self._crc = crc
+        self._crc_next = 0  # element up to which the running CRC has seen the data
+        self._crc_value = 0 if crc is None else crc[1]
 
     def _file(self) -> int:
         if self._fd is None:
@@ -93,16 +124,48 @@ class DiskArray:
             return (raw.astype(np.uint32) << np.uint32(16)).view(np.float32)
         return raw.astype(self.dtype, copy=False)
 
-    def _read_range(self, start: int, stop: int) -> np.ndarray:
+    def read_into(self, start: int, stop: int, buffer: bytearray | None = None) -> np.ndarray:
+        """Read entries ``[start, stop)``, using ``buffer`` for the raw bytes if it is given.
+
+        With a ``buffer`` (large enough), float32 and float64 data come back as a view of it,
+        valid until the buffer is reused: this is how the selection streams without allocating
+        per read. Without one, the result owns its memory.
+
+        Raises:
+            ValueError: The file is shorter than the tensor, or (``.npz``) the data does not
+                match the archive's CRC-32.
+        """
         item = self.stored.itemsize
         count = max(0, stop - start)
-        data = os.pread(self._file(), count * item, self.offset + start * item)
-        if len(data) != count * item:
+        nbytes = count * item
+        target = bytearray(nbytes) if buffer is None else buffer
+        view = memoryview(target)[:nbytes]
+        got = os.preadv(self._file(), [view], self.offset + start * item) if nbytes else 0
+        if got != nbytes:
             raise ValueError(
                 f"{self.path} is truncated: tensor {self.name!r} needs "
-                f"{self.size * item} bytes. Received: {len(data)} bytes at entry {start}"
+                f"{self.size * item} bytes. Received: {got} bytes at entry {start}"
             )
-        return self._convert(np.frombuffer(data, dtype=self.stored))
+        if self._crc is not None:
+            self._check_crc(start, stop, view)
+        return self._convert(np.frombuffer(view, dtype=self.stored))
+
+    def _check_crc(self, start: int, stop: int, data: memoryview) -> None:
+        if start == 0 and self._crc_next != 0:  # a new pass from the start
+            self._crc_next, self._crc_value = 0, self._crc[1] if self._crc else 0
+        if start != self._crc_next or self._crc is None:
+            return  # out of order (a sample): the sequential passes check every byte
+        self._crc_value = zlib.crc32(data, self._crc_value)
+        self._crc_next = stop
+        if stop == self.size and self._crc_value != self._crc[0]:
+            raise ValueError(
+                f"{self.path} is corrupt: member {self.name!r} does not match its CRC-32 "
+                f"(expected {self._crc[0]:08x}, computed {self._crc_value:08x}). "
+                f"Received: path={self.path!r}"
+            )
+
+    def _read_range(self, start: int, stop: int) -> np.ndarray:
+        return self.read_into(start, stop)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
@@ -111,51 +174,194 @@ class DiskArray:
                 raise IndexError("DiskArray supports contiguous slices only")
             return self._read_range(start, stop)
         index = np.asarray(key, dtype=np.int64)
-        result = np.empty(index.size, dtype=self.dtype)
         if index.size == 0:
-            return result
-        # Read the blocks that hold the requested entries, one pread per block.
-        per_block = _READ_BLOCK // self.stored.itemsize
-        blocks = index // per_block
-        bounds = np.flatnonzero(np.diff(blocks)) + 1
-        for part in np.split(np.arange(index.size), bounds):
-            first, last = int(index[part[0]]), int(index[part[-1]])
-            chunk = self._read_range(first, last + 1)
-            result[part] = chunk[index[part] - first]
-        return result
+            return np.empty(0, dtype=self.dtype)
+        # One read per cluster of nearby entries (at most one block long), all into one buffer:
+        # a sample of a few thousand short runs reads a few MB, not the whole tensor.
+        item = self.stored.itemsize
+        per_block = max(1, _READ_BLOCK // item)
+        breaks = (np.diff(index) * item > _GAP) | (np.diff(index // per_block) != 0)
+        group_starts = np.concatenate(([0], np.flatnonzero(breaks) + 1))
+        owner = np.repeat(np.arange(group_starts.size), np.diff([*group_starts, index.size]))
+        firsts = index[group_starts]
+        lengths = (index[np.append(group_starts[1:], index.size) - 1] - firsts + 1) * item
+        offsets_in_buffer = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        buffer = bytearray(int(lengths.sum()))
+        view = memoryview(buffer)
+        fd = self._file()
+        reads = zip(
+            (self.offset + firsts * item).tolist(),
+            lengths.tolist(),
+            offsets_in_buffer.tolist(),
+            strict=True,
+        )
+        for first, length, at in reads:
+            got = os.preadv(fd, [view[at : at + length]], first)
+            if got != length:
+                raise ValueError(
+                    f"{self.path} is truncated: tensor {self.name!r} needs "
+                    f"{self.size * item} bytes. Received: {got} bytes at byte {first}"
+                )
+        values = self._convert(np.frombuffer(buffer, dtype=self.stored))
+        where = offsets_in_buffer[owner] // item + index - firsts[owner]
+        return np.asarray(values[where], dtype=self.dtype)
 
     def __repr__(self) -> str:
         return f"DiskArray({self.name!r}, shape={self.shape}, file={self.path!r})"
 
 
-def _open_safetensors(path: Path) -> list[DiskArray]:
+class _Streamed:
+    """A :class:`DiskArray` as the selection reads it: chunks land in one reused buffer.
+
+    Each role (trained, initial, current) gets its own view, hence its own buffer, so a
+    criterion reading one tensor twice never sees one read overwrite the other.
+    """
+
+    def __init__(self, disk: DiskArray) -> None:
+        self.disk = disk
+        self.size = disk.size
+        self._buffer = bytearray()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice):
+            return self.disk[key]
+        start, stop, _ = key.indices(self.size)
+        nbytes = max(0, stop - start) * self.disk.stored.itemsize
+        if len(self._buffer) < nbytes:
+            self._buffer = bytearray(nbytes)
+        return self.disk.read_into(start, stop, self._buffer)
+
+
+class _DiskScores(ElementwiseScores):
+    """Elementwise scores of tensors on disk: the threshold is sampled in short runs."""
+
+    sample_run = _SAMPLE_RUN
+
+
+def _bad_file(path: Path, kind: str, why: str) -> ValueError:
+    return ValueError(f"{path} is not a valid {kind} file ({why}). Received: path={str(path)!r}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    size = path.stat().st_size
     with open(path, "rb") as file:
         head = file.read(8)
         if len(head) != 8:
-            raise ValueError(f"{path} is not a safetensors file. Received: path={str(path)!r}")
+            raise _bad_file(path, "safetensors", "shorter than the 8-byte header length")
+        if head[:6] == b"\x93NUMPY":
+            raise _bad_file(path, "safetensors", "it is a .npy file")
         (length,) = struct.unpack("<Q", head)
-        if length > 100_000_000:
-            raise ValueError(f"{path} has an implausible header. Received: path={str(path)!r}")
-        try:
-            header = json.loads(file.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(
-                f"{path} has a corrupt safetensors header ({error}). Received: path={str(path)!r}"
-            ) from error
-    arrays = []
+        if length > _MAX_HEADER or 8 + length > size:
+            raise _bad_file(
+                path, "safetensors", f"header length {length} for a file of {size} bytes"
+            )
+        raw = file.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _bad_file(path, "safetensors", f"the header is not JSON: {error}") from error
+    if not isinstance(header, dict):
+        raise _bad_file(
+            path, "safetensors", f"the header is a JSON {type(header).__name__}, not an object"
+        )
+    return 8 + length, header
+
+
+def _safetensors_entries(path: Path) -> list[tuple[str, str, tuple[int, ...], int, int]]:
+    """Validate a safetensors header fully; return ``(name, dtype, shape, begin, end)``.
+
+    The rules of the format (and of the ``safetensors`` package): every dtype known, shapes
+    lists of integers >= 0, each tensor's byte span equal to its element count times the
+    element size, the spans sorted, contiguous and non-overlapping from the start of the
+    data to the end of the file.
+    """
+    data_start, header = _read_safetensors_header(path)
+    body = path.stat().st_size - data_start
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise _bad_file(path, "safetensors", "'__metadata__' must map strings to strings")
+    entries = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = info.get("dtype")
-        if dtype not in _SAFETENSORS_DTYPES:
+        where = f"tensor {name!r}"
+        if not isinstance(info, dict):
+            raise _bad_file(path, "safetensors", f"{where}: an object expected, got {info!r:.60}")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in _SAFETENSORS_BITS:
+            raise _bad_file(path, "safetensors", f"{where}: unknown dtype {dtype!r:.40}")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise _bad_file(
+                path,
+                "safetensors",
+                f"{where}: 'shape' must be a list of integers >= 0, got {shape!r:.60}",
+            )
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_count(o) for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise _bad_file(
+                path,
+                "safetensors",
+                f"{where}: 'data_offsets' must be [begin, end] with 0 <= begin <= end, "
+                f"got {offsets!r:.60}",
+            )
+        begin, end = offsets
+        bits = math.prod(shape) * _SAFETENSORS_BITS[dtype]
+        if bits != 8 * (end - begin):
+            raise _bad_file(
+                path,
+                "safetensors",
+                f"{where}: shape {shape} of {dtype} needs {bits / 8:g} bytes but "
+                f"data_offsets span {end - begin}",
+            )
+        entries.append((name, dtype, tuple(shape), begin, end))
+    position = 0
+    for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
+        if begin != position:
+            what = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
+            raise _bad_file(path, "safetensors", f"tensor {name!r} at bytes {begin}-{end} {what}")
+        position = end
+    if position != body:
+        raise _bad_file(
+            path,
+            "safetensors",
+            f"the tensors end at byte {position} of the data but the file holds {body} "
+            f"({'truncated' if position > body else 'trailing bytes'})",
+        )
+    return entries
+
+
+def _open_safetensors(path: Path) -> list[DiskArray]:
+    entries = _safetensors_entries(path)
+    data_start = _read_safetensors_header(path)[0]
+    arrays = []
+    for name, dtype, shape, begin, _ in entries:
+        if dtype not in _SAFETENSORS_FLOATS:
+            if dtype.startswith("F"):
+                logger.warning(
+                    "Skipping tensor %r of %s: %s is not readable without a dtype extension; "
+                    "convert it to F16/BF16/F32 to prune it",
+                    name,
+                    path,
+                    dtype,
+                )
             continue  # integer/bool buffers (step counters, ids, ...) are never prunable
-        begin, _ = info["data_offsets"]
         arrays.append(
             DiskArray(
                 path,
-                8 + length + int(begin),
-                _SAFETENSORS_DTYPES[dtype],
-                tuple(info["shape"]),
+                data_start + begin,
+                _SAFETENSORS_FLOATS[dtype],
+                shape,
                 name,
                 bfloat16=dtype == "BF16",
             )
@@ -164,15 +370,22 @@ def _open_safetensors(path: Path) -> list[DiskArray]:
 
 
 def _open_npz(path: Path) -> list[DiskArray]:
-    arrays = []
+    size = path.stat().st_size
+    with open(path, "rb") as raw:
+        magic = raw.read(6)
+    if magic == b"\x93NUMPY":
+        raise _bad_file(path, ".npz", "it is a single-array .npy file; an .npz archive is expected")
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(
-            f"{path} is not a valid .npz file. Received: path={str(path)!r}"
-        ) from error
+    except (zipfile.BadZipFile, OSError) as error:
+        raise _bad_file(path, ".npz", f"not a zip archive: {error}") from error
+    arrays = []
     with archive, open(path, "rb") as raw:
         for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if not info.filename.endswith(".npy"):
+                raise _bad_file(path, ".npz", f"member {info.filename!r} is not a .npy array")
             name = info.filename.removesuffix(".npy")
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(
@@ -181,13 +394,35 @@ def _open_npz(path: Path) -> list[DiskArray]:
                 )
             raw.seek(info.header_offset)
             local = raw.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise _bad_file(path, ".npz", f"member {name!r} has no valid local header")
             name_length, extra_length = struct.unpack("<HH", local[26:30])
-            raw.seek(info.header_offset + 30 + name_length + extra_length)
-            version = np.lib.format.read_magic(raw)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+            member_start = info.header_offset + 30 + name_length + extra_length
+            if member_start + info.compress_size > size:
+                raise _bad_file(path, ".npz", f"member {name!r} extends past the end of the file")
+            raw.seek(member_start)
+            try:
+                version = np.lib.format.read_magic(raw)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
+            except ValueError as error:
+                raise _bad_file(
+                    path, ".npz", f"member {name!r} is not a valid .npy array: {error}"
+                ) from error
+            data_start = raw.tell()
+            header_bytes = data_start - member_start
+            if dtype.hasobject:
+                raise _bad_file(path, ".npz", f"member {name!r} holds Python objects (pickle)")
+            needed = math.prod(shape) * dtype.itemsize
+            if header_bytes + needed != info.file_size:
+                raise _bad_file(
+                    path,
+                    ".npz",
+                    f"member {name!r}: shape {tuple(shape)} of {dtype} needs {needed} bytes but "
+                    f"the member holds {info.file_size - header_bytes}",
+                )
             if fortran and len(shape) > 1:
                 raise ValueError(
                     f"{path} member {name!r} is Fortran-ordered; save it C-ordered. "
@@ -195,13 +430,16 @@ def _open_npz(path: Path) -> list[DiskArray]:
                 )
             if dtype.kind != "f":
                 continue  # integer buffers (step counters, ...) are never prunable
+            raw.seek(member_start)
+            header_crc = zlib.crc32(raw.read(header_bytes))
             arrays.append(
                 DiskArray(
                     path,
-                    raw.tell(),
+                    data_start,
                     dtype.newbyteorder("<").str if dtype.byteorder in "<=|" else dtype.str,
                     shape,
                     name,
+                    crc=(info.CRC, header_crc),
                 )
             )
     return arrays
@@ -251,11 +489,18 @@ class ShardMasks:
         ]
 
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def _count_bits(packed: np.ndarray, chunk: int = 1 << 22) -> int:
-    return sum(int(_POPCOUNT[packed[i : i + chunk]].sum()) for i in range(0, packed.size, chunk))
+    """Number of set bits, in chunks (``np.bitwise_count`` on NumPy 2, a table before)."""
+    bitwise_count = getattr(np, "bitwise_count", None)
+    total = 0
+    for i in range(0, packed.size, chunk):
+        part = packed[i : i + chunk]
+        counts = bitwise_count(part) if bitwise_count is not None else _POPCOUNT[part]
+        total += int(counts.sum(dtype=np.int64))
+    return total
 
 
 def masks_from_shards(
@@ -321,11 +566,9 @@ def masks_from_shards(
         else:
             if criterion.elementwise is None:  # pragma: no cover - pooled handled above
                 raise ValueError(f"Strategy {resolved.name!r} cannot stream")
-            inputs: list[Any] = [by_role[role][i] for role in criterion.needs]
+            inputs: list[Any] = [_Streamed(by_role[role][i]) for role in criterion.needs]
             sources.append(
-                ElementwiseScores(
-                    i, inputs, criterion.elementwise, None, tensor.name, criterion.signed
-                )
+                _DiskScores(i, inputs, criterion.elementwise, None, tensor.name, criterion.signed)
             )
     groups = [sources] if resolved.scope == "global" else [[s] for s in sources]
     packed: list[np.ndarray] = []

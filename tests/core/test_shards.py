@@ -228,3 +228,142 @@ def test_gigabyte_of_weights_under_300_mb_extra_resident_memory(tmp_path: Path) 
     extra_mb = float(out.stdout.strip().splitlines()[-1])
     print(f"extra resident memory: {extra_mb:.0f} MB")
     assert extra_mb < 300, f"extra resident memory {extra_mb:.0f} MB"
+
+
+# -- corrupt shards are refused, never read ------------------------------------------------------
+
+
+def _raw_safetensors(path: Path, header: object, body: bytes) -> Path:
+    encoded = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + body)
+    return path
+
+
+_BODY = np.arange(32, dtype="<f4").tobytes()  # 128 bytes
+_GOOD = {
+    "a": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]},
+    "b": {"dtype": "F32", "shape": [4, 4], "data_offsets": [64, 128]},
+}
+BAD_HEADERS = [
+    (
+        "shape disagrees with offsets",
+        {**_GOOD, "a": {"dtype": "F32", "shape": [4, 8], "data_offsets": [0, 64]}},
+        _BODY,
+        r"tensor 'a': shape \[4, 8\] of F32 needs 128 bytes but data_offsets span 64",
+    ),
+    (
+        "overlapping offsets",
+        {
+            "a": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]},
+            "b": {"dtype": "F32", "shape": [2, 8], "data_offsets": [0, 64]},
+            "c": {"dtype": "F32", "shape": [16], "data_offsets": [64, 128]},
+        },
+        _BODY,
+        "overlaps the previous tensor",
+    ),
+    (
+        "10M weights over a 16-byte body",
+        {"a": {"dtype": "F32", "shape": [10_000_000], "data_offsets": [0, 40_000_000]}},
+        _BODY[:16],
+        "truncated",
+    ),
+    ("a JSON list", [1, 2], _BODY, "the header is a JSON list, not an object"),
+    (
+        "no data_offsets",
+        {**_GOOD, "b": {"dtype": "F32", "shape": [4, 4]}},
+        _BODY,
+        r"tensor 'b': 'data_offsets' must be \[begin, end\]",
+    ),
+    (
+        "a string shape",
+        {**_GOOD, "b": {"dtype": "F32", "shape": "4x4", "data_offsets": [64, 128]}},
+        _BODY,
+        r"tensor 'b': 'shape' must be a list of integers >= 0, got '4x4'",
+    ),
+    (
+        "an unknown dtype",
+        {**_GOOD, "b": {"dtype": "F17", "shape": [4, 4], "data_offsets": [64, 128]}},
+        _BODY,
+        "unknown dtype 'F17'",
+    ),
+    (
+        "a gap between tensors",
+        {**_GOOD, "b": {"dtype": "F32", "shape": [3, 4], "data_offsets": [80, 128]}},
+        _BODY,
+        "leaves a gap",
+    ),
+    ("trailing bytes", _GOOD, _BODY + b"\0" * 8, "trailing bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "problem"),
+    [case[1:] for case in BAD_HEADERS],
+    ids=[case[0] for case in BAD_HEADERS],
+)
+def test_corrupt_safetensors_headers_are_refused(
+    tmp_path: Path, header: object, body: bytes, problem: str
+) -> None:
+    path = _raw_safetensors(tmp_path / "bad.safetensors", header, body)
+    with pytest.raises(ValueError, match=problem) as info:
+        masks_from_shards([path], "large_final_global", 0.5, include=".")
+    assert str(path) in str(info.value) and "Received: path=" in str(info.value)
+    # the maintained safetensors package refuses the same files
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    with pytest.raises(Exception):  # noqa: B017 - its own error types
+        safetensors_numpy.load_file(str(path))
+
+
+def test_a_valid_hand_written_header_is_accepted_like_safetensors_does(tmp_path: Path) -> None:
+    path = _raw_safetensors(tmp_path / "good.safetensors", _GOOD, _BODY)
+    result = masks_from_shards([path], "large_final_global", 0.5)
+    assert result.names == ["a", "b"] and result.report.kept == 16
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    loaded = safetensors_numpy.load_file(str(path))
+    np.testing.assert_array_equal(loaded["b"].reshape(-1), np.arange(16, 32))
+
+
+def test_npz_shards_check_member_crcs_while_streaming(tmp_path: Path, selection_path: str) -> None:
+    w = weights()
+    np.savez(tmp_path / "w.npz", **w)
+    data = bytearray((tmp_path / "w.npz").read_bytes())
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "w.npz") as archive:
+        info = archive.getinfo("block.1.w.npy")
+    end = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size
+    data[end - 3] ^= 0x01  # a low mantissa bit: the value stays finite and plausible
+    (tmp_path / "flipped.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"flipped\.npz is corrupt: member 'block\.1\.w'.*CRC"):
+        masks_from_shards([tmp_path / "flipped.npz"], "large_final_global", 0.3)
+    # the intact file streams through the same path and gives the in-memory masks
+    result = masks_from_shards([tmp_path / "w.npz"], "large_final_global", 0.3)
+    names = ["embed", "block.0.w", "block.1.w"]
+    expected = compute_masks("large_final_global", 0.3, trained=[w[n] for n in names])
+    for got, want in zip(result.unpacked(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_npz_shards_refuse_npy_foreign_members_and_wrong_sizes(tmp_path: Path) -> None:
+    import zipfile
+
+    np.save(tmp_path / "w.npy", np.ones((4, 4), np.float32))
+    (tmp_path / "w.npy").rename(tmp_path / "w.npz")
+    with pytest.raises(ValueError, match=r"w\.npz.*single-array \.npy file"):
+        open_shards([tmp_path / "w.npz"])
+    np.savez(tmp_path / "ok.npz", a=np.ones((4, 4), np.float32))
+    with zipfile.ZipFile(tmp_path / "ok.npz") as source:
+        member = source.read("a.npy")
+    with zipfile.ZipFile(tmp_path / "foreign.npz", "w") as archive:
+        archive.writestr("a.npy", member)
+        archive.writestr("README.txt", b"hello")
+    with pytest.raises(ValueError, match=r"foreign\.npz.*member 'README\.txt' is not a \.npy"):
+        open_shards([tmp_path / "foreign.npz"])
+    with zipfile.ZipFile(tmp_path / "short.npz", "w") as archive:
+        archive.writestr("a.npy", member[:-16])  # header says 4x4, 4 values are missing
+    with pytest.raises(ValueError, match=r"short\.npz.*member 'a'.*needs 64 bytes.*48"):
+        open_shards([tmp_path / "short.npz"])
+    with zipfile.ZipFile(tmp_path / "junk.npz", "w") as archive:
+        archive.writestr("a.npy", b"not an array at all")
+    with pytest.raises(ValueError, match=r"junk\.npz.*member 'a' is not a valid \.npy"):
+        open_shards([tmp_path / "junk.npz"])
