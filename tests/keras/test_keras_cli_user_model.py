@@ -1,0 +1,86 @@
+"""``ltp imp --framework keras --model package.module:function --dataset file.npz``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ltp_core.cli import main
+
+MODULE = textwrap.dedent(
+    """
+    import keras
+
+    def small_cnn(input_shape, num_classes):
+        return keras.Sequential([
+            keras.Input(input_shape),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes),
+        ])
+
+    def torch_like(input_shape, num_classes):
+        return object()
+    """
+)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    (tmp_path / "keras_user_nets_for_ltp.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 6, 6, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, 100)
+    np.savez(
+        tmp_path / "images.npz",
+        x_train=images[:80],
+        y_train=labels[:80],
+        x_test=images[80:],
+        y_test=labels[80:],
+    )
+    yield tmp_path
+    sys.modules.pop("keras_user_nets_for_ltp", None)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        code = main(argv)
+        message = ""
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        message = exit_.code if isinstance(exit_.code, str) else ""
+    return code, capsys.readouterr().err + message
+
+
+ARGS = ["imp", "--framework", "keras", "--dataset", "images.npz", "--levels", "1", "--controls"]
+SHORT = ["--iterations", "6", "--eval-every", "3", "--batch-size", "16", "--quiet", "--no-plots"]
+
+
+def test_keras_user_model(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(
+        [*ARGS, "--model", "keras_user_nets_for_ltp:small_cnn", "--out", "run", *SHORT], capsys
+    )
+    assert code == 0, err
+    document = json.loads((workspace / "run/results.json").read_text())
+    assert document["config"]["model"] == "keras_user_nets_for_ltp:small_cnn"
+    assert len(document["config"]["data_sha256"]) == 64
+    assert [r["level"] for r in document["records"]] == [0, 1]
+
+
+def test_keras_factory_returning_something_else(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run(
+        [*ARGS, "--model", "keras_user_nets_for_ltp:torch_like", "--out", "bad", *SHORT], capsys
+    )
+    lines = [line for line in err.strip().splitlines() if line.startswith("ltp: error: ")]
+    assert code == 1 and len(lines) == 1 and "must return a keras.Model" in lines[0], err
