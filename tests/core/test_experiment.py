@@ -259,3 +259,28 @@ def test_imp_reads_the_real_initialization(digits, tmp_path: Path, strategy: str
     )
     for got, want in zip(level2_masks, expected2, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("damage", ["delete pruner state", "delete init", "junk init"])
+def test_resuming_without_the_saved_state_is_a_clear_error(  # type: ignore[no-untyped-def]
+    digits, tmp_path: Path, damage: str
+) -> None:
+    config = ImpConfig(
+        framework="numpy", levels=1, seeds=1, iterations=30, eval_every=30, controls=()
+    )
+    run_imp(config, NumpyBackend(), digits, tmp_path)
+    state = tmp_path / "state" / "seed_0"
+    if damage == "delete pruner state":
+        (state / "pruner_level_1.npz").unlink()
+        message = r"lacks \['pruner_level_1\.npz'\].*records finished levels of seed 0"
+    elif damage == "delete init":
+        (state / "init.npz").unlink()
+        message = r"lacks \['init\.npz'\]"
+    else:
+        (state / "init.npz").write_bytes(b"not a zip archive")
+        message = r"init\.npz is not a valid \.npz file \(not a zip archive\)"
+    extended = ImpConfig(
+        framework="numpy", levels=2, seeds=1, iterations=30, eval_every=30, controls=()
+    )
+    with pytest.raises(ValueError, match=message):
+        run_imp(extended, NumpyBackend(), digits, tmp_path)

@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from ..compute import salt_from_seed
-from ..io import atomic_write_bytes, remove_stale_temporaries
+from ..io import atomic_write_bytes, read_npz, remove_stale_temporaries
 from ..masks import apply_masks, density, layer_densities
 from ..pruner import LotteryTicketPruner
 from ..selection import RandomScores, keep_after_pruning_smallest
@@ -210,8 +210,21 @@ def _save_arrays(path: Path, arrays: Sequence[np.ndarray]) -> None:
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return [data[f"a{i}"] for i in range(len(data.files))]
+    data = read_npz(path)  # a corrupt file is a ValueError naming it
+    return [data[f"a{i}"] for i in range(len(data))]
+
+
+def _require_state_files(state_dir: Path, seed: int, paths: Sequence[Path]) -> None:
+    """A resumed seed needs its saved state: a missing file is a clear error, not a traceback."""
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        out = state_dir.parent.parent
+        raise ValueError(
+            f"{state_dir} lacks {missing}: {out / 'results.json'} records finished levels of "
+            f"seed {seed} but their saved state is gone, so the run cannot continue. Restore "
+            f"the files, or start over with another --out (or delete the folder). "
+            f"Received: out={os.fspath(out)!r}"
+        )
 
 
 def _pruner_path(state_dir: Path, level: int) -> Path:
@@ -371,11 +384,20 @@ def _train(
 
 def _load_seed(plan: ImpPlan, backend: RunBackend, store: ResultStore, state: _SeedState) -> None:
     """Bring a seed with a finished dense run back from its state folder."""
-    state.init = _load_arrays(state.state_dir / "init.npz")
-    state.rewind = _load_arrays(state.state_dir / "rewind.npz")
     # Each level's pruner state has its own file: a run killed between saving it and recording
     # the level's ticket resumes from the previous level's state, never from a half-done one.
     last = max(level for level in range(plan.levels + 1) if store.has(state.seed, level, "ticket"))
+    _require_state_files(
+        state.state_dir,
+        state.seed,
+        [
+            state.state_dir / "init.npz",
+            state.state_dir / "rewind.npz",
+            _pruner_path(state.state_dir, last),
+        ],
+    )
+    state.init = _load_arrays(state.state_dir / "init.npz")
+    state.rewind = _load_arrays(state.state_dir / "rewind.npz")
     pruner = LotteryTicketPruner.load(_pruner_path(state.state_dir, last))
     if pruner.names != state.names:
         raise ValueError(
