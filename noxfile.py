@@ -4,6 +4,15 @@ Sessions run in the current environment (``pip install -e ".[dev]"`` first): the
 dependencies (TensorFlow, PyTorch, JAX) are gigabytes, so a fresh virtualenv per session would
 make every run slow. ``nox -s build`` is the exception: it checks the sdist and wheel in a clean
 virtualenv of its own.
+
+Everything this file installs goes through ``constraints.txt`` (``-c``), the exact versions of this
+project's CI and development machines (the CPU torch wheel among them); the package itself declares
+only ranges (``pyproject.toml``, checked on the built wheel by ``tests/packaging``).
+
+Lowest declared versions: ``nox -s lowest`` runs the core tests with the lowest NumPy the package
+declares (``numpy>=1.24``) in a clean virtualenv. The framework minimums (``torch>=2.1``,
+``keras>=3.0``, ``tensorflow>=2.16``) are not installed by any session: PyPI's torch 2.1 for Linux
+is a multi-GB CUDA build, so those ranges are checked on the wheel's metadata only.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ nox.options.sessions = ["lint", "types", "tests", "docs"]
 nox.options.error_on_missing_interpreters = False
 
 ROOT = Path(__file__).parent
+CONSTRAINTS = str(ROOT / "constraints.txt")
 KERAS_BACKENDS = ["tensorflow", "torch", "jax"]
 ENV = {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"}
 # pytest exit code 5 means "no tests collected"; a backend-specific folder may be empty.
@@ -143,7 +153,7 @@ def build(session: nox.Session) -> None:
         venv = Path(tmp) / "venv"
         session.run(sys.executable, "-m", "venv", str(venv))
         python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
-        session.run(python, "-m", "pip", "install", "-q", str(wheels[0]))
+        session.run(python, "-m", "pip", "install", "-q", str(wheels[0]), "-c", CONSTRAINTS)
         session.run(
             python,
             "-c",
@@ -157,3 +167,43 @@ def build(session: nox.Session) -> None:
         )
         # The console script works with NumPy alone (frameworks are imported on demand).
         session.run(str(Path(python).parent / "ltp"), "--version", external=True)
+        # The wheel declares ranges, not this CI's pins (tests/packaging reads its METADATA).
+        pytest(session, "tests/packaging", "-q", env={"LTP_WHEEL": str(wheels[0])})
+
+
+@nox.session
+def lowest(session: nox.Session) -> None:
+    """Core tests with the lowest declared NumPy, in a clean virtualenv (needs PyPI access).
+
+    The frameworks' lowest versions are not installed here (see the module docstring).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "venv"
+        session.run(sys.executable, "-m", "venv", str(venv))
+        python = str(venv / ("Scripts" if os.name == "nt" else "bin") / "python")
+        session.run(
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "numpy==1.24.*",
+            "pytest",
+            "hypothesis",
+            "pytest-timeout",
+            external=True,
+        )
+        session.run(
+            python,
+            "-m",
+            "pytest",
+            "tests/core",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            env={
+                **ENV,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests/core")]),
+            },
+            external=True,
+        )

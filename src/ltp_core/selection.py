@@ -22,7 +22,8 @@ and memory stays bounded. If a bracket misses (probability ~1e-9), a wider one i
 last resort all alive scores are collected.
 
 Extra memory beyond the output masks: one chunk of temporaries plus the candidates (12 bytes
-each), about 0.2-0.3 bytes per weight for continuous scores.
+each), a fraction of a byte per weight for continuous scores (measured in
+``docs/concepts/global-selection.md``).
 """
 
 from __future__ import annotations
