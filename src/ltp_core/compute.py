@@ -246,11 +246,32 @@ def compute_masks(
             multiplier,
             [layer_names[i] for i in indices],
         )
-        plans.append((indices, sources, k, caps))
+        criterion = resolved.criterion
+        if criterion.keeps_one_per_layer and len(indices) > 1:
+            layers_alive = sum(1 for source in sources if source.n_alive)
+            if n_alive - k < layers_alive:
+                raise ValueError(
+                    f"Strategy {resolved.name!r} keeps at least one weight in every layer, but "
+                    f"pruning {fraction} of the {n_alive} remaining weights leaves {n_alive - k} "
+                    f"for {layers_alive} layers. Lower the fraction. Received: fraction={fraction}"
+                )
+        counts = None
+        if criterion.layer_counts is not None:
+            counts = criterion.layer_counts(
+                [shapes[i] for i in indices], [source.n_alive for source in sources], k
+            )
+            if caps is not None:
+                counts = _respect_caps(counts, caps)
+        plans.append((indices, sources, k, caps, counts))
     keep: list[np.ndarray | None] = [None] * len(shapes)
     collapsed: list[str] = []
-    for indices, sources, k, caps in plans:
-        if caps is None:
+    for indices, sources, k, caps, counts in plans:
+        if counts is not None:
+            flats = [
+                keep_after_pruning_smallest([source], count, salt)[0]
+                for source, count in zip(sources, counts, strict=True)
+            ]
+        elif caps is None:
             flats = keep_after_pruning_smallest(sources, k, salt)
         else:
             flats = keep_after_pruning_smallest_capped(sources, k, salt, caps)
@@ -340,6 +361,20 @@ def _check_finite_in_chunks(array: np.ndarray, label: str, chunk: int = 1 << 20)
     flat = as_flat(array)
     for start in range(0, flat.size, chunk):
         check_input_finite(flat[start : start + chunk], label)
+
+
+def _respect_caps(counts: Sequence[int], caps: Sequence[int]) -> list[int]:
+    """Clamp per-layer counts to their caps; the excess goes to the layers with most room."""
+    result = [min(count, cap) for count, cap in zip(counts, caps, strict=True)]
+    excess = sum(counts) - sum(result)
+    by_room = sorted(range(len(result)), key=lambda i: (-(caps[i] - result[i]), i))
+    for i in by_room:
+        if excess == 0:
+            break
+        extra = min(caps[i] - result[i], excess)
+        result[i] += extra
+        excess -= extra
+    return result
 
 
 def _layer_names(names: Sequence[str] | None, count: int) -> list[str]:

@@ -535,8 +535,10 @@ def masks_from_shards(
     criterion = resolved.criterion
     if criterion.pooled is not None:
         raise ValueError(
-            f"Strategy {resolved.name!r} ranks whole layers at once and cannot stream; use an "
-            f"elementwise criterion. Received: strategy={resolved.name!r}"
+            f"Strategy {resolved.name!r} ranks whole layers at once (it sorts each layer) and "
+            f"cannot stream over shards; use an elementwise criterion such as "
+            f"large_final_global, or compute_masks on weights in memory. "
+            f"Received: strategy={resolved.name!r}"
         )
     selected = _select(open_shards(trained), include)
     by_role: dict[str, list[DiskArray]] = {"trained": selected, "current": selected}
@@ -574,6 +576,13 @@ def masks_from_shards(
     packed: list[np.ndarray] = []
     for group in groups:
         k = count_to_prune(fraction, sum(s.n_alive for s in group))
+        if criterion.layer_counts is not None:  # random_erk: per-layer counts, then per layer
+            counts = criterion.layer_counts(
+                [t.shape for t in selected], [s.n_alive for s in group], k
+            )
+            for source, count in zip(group, counts, strict=True):
+                packed += keep_after_pruning_smallest([source], count, salt, packed=True)
+            continue
         packed += keep_after_pruning_smallest(group, k, salt, packed=True)
     for tensor in selected:
         tensor.close()

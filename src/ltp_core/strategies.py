@@ -24,7 +24,9 @@ __all__ = [
     "Criterion",
     "Scope",
     "Strategy",
+    "erk_counts",
     "resolve_strategy",
+    "strategy_name",
 ]
 
 Scope = Literal["layer", "global"]
@@ -95,6 +97,99 @@ def _min_rank_of_initial_and_final(
     return scores
 
 
+def _lamp_scores(
+    arrays: Mapping[str, Sequence[np.ndarray]], alive: Sequence[np.ndarray | None]
+) -> list[np.ndarray]:
+    """LAMP scores (Lee et al. 2021) of the alive trained weights, layer by layer.
+
+    In a layer, with its alive weights sorted by ascending ``|w|`` (equal magnitudes in
+    position order), the score of the ``j``-th is ``w_j**2 / sum(w_l**2 for l >= j)``: its
+    squared magnitude over the squared magnitudes of itself and every larger weight. The
+    largest weight scores exactly 1 (also in an all-zero layer), all others less, and inside
+    a layer the order is the magnitude order. Pruned entries score 0 (they are not alive).
+    """
+    scores: list[np.ndarray] = []
+    for weights, mask in zip(arrays["trained"], alive, strict=True):
+        flat = weights.reshape(-1)
+        index = None if mask is None else np.flatnonzero(mask.reshape(-1))
+        values = flat if index is None else flat[index]
+        squares = np.square(values.astype(np.float64))
+        order = np.argsort(squares, kind="stable")
+        ranked = squares[order]
+        suffix = np.cumsum(ranked[::-1])[::-1]
+        ranked_scores = np.zeros(ranked.size)
+        np.divide(ranked, suffix, out=ranked_scores, where=suffix > 0)
+        if ranked_scores.size:
+            ranked_scores[-1] = 1.0
+        layer = np.empty(ranked.size)
+        layer[order] = ranked_scores
+        if index is None:
+            scores.append(layer)
+        else:
+            full = np.zeros(flat.size)
+            full[index] = layer
+            scores.append(full)
+    return scores
+
+
+def erk_counts(shapes: Sequence[tuple[int, ...]], alive: Sequence[int], k: int) -> list[int]:
+    """How many weights each layer loses under Erdos-Renyi-Kernel densities (Evci et al. 2020).
+
+    ERK gives a layer of shape ``(d_1, ..., d_r)`` a density proportional to
+    ``(d_1 + ... + d_r) / (d_1 * ... * d_r)``, so its kept count is proportional to the sum of
+    its dimensions. The common scale is chosen so that exactly ``sum(alive) - k`` weights stay;
+    a layer whose share exceeds what it still has keeps all of it (density capped at what is
+    alive, never revived) and the excess goes to the others. Fractions are rounded by largest
+    remainder (ties to the earlier layer), so the counts add up exactly.
+
+    Args:
+        shapes: Shape of each layer.
+        alive: Weights still alive in each layer.
+        k: Weights to prune in total, ``0 <= k <= sum(alive)``.
+
+    Returns:
+        Weights to prune per layer, each ``<= alive``, summing to ``k``.
+
+    Example:
+        >>> erk_counts([(10, 10), (10, 1)], [100, 10], 55)
+        [55, 0]
+        >>> erk_counts([(100, 100), (100, 10)], [10000, 1000], 10000)
+        [9355, 645]
+    """
+    weights = [float(sum(shape)) for shape in shapes]
+    keep_total = sum(alive) - k
+    if not 0 <= keep_total <= sum(alive):
+        raise ValueError(f"`k` must be in [0, {sum(alive)}]. Received: k={k}")
+    # Water-filling: layers whose share would exceed what they have keep all of it.
+    capped = [False] * len(shapes)
+    scale = 0.0
+    free: list[int] = []
+    while True:
+        free = [i for i in range(len(shapes)) if not capped[i] and alive[i] > 0]
+        budget = keep_total - sum(alive[i] for i in range(len(shapes)) if capped[i])
+        total_weight = sum(weights[i] for i in free)
+        if not free or total_weight == 0:
+            break
+        scale = budget / total_weight
+        over = [i for i in free if scale * weights[i] >= alive[i]]
+        if not over:
+            break
+        for i in over:
+            capped[i] = True
+    keep_real = [
+        float(alive[i]) if capped[i] or not free else scale * weights[i] for i in range(len(shapes))
+    ]
+    keep = [min(alive[i], int(np.floor(x))) for i, x in enumerate(keep_real)]
+    short = keep_total - sum(keep)
+    remainders = sorted(
+        (i for i in range(len(shapes)) if keep[i] < alive[i]),
+        key=lambda i: (-(keep_real[i] - keep[i]), i),
+    )
+    for i in remainders[:short]:
+        keep[i] += 1
+    return [alive[i] - keep[i] for i in range(len(shapes))]
+
+
 @dataclass(frozen=True)
 class Criterion:
     """What a strategy ranks. Smallest scores are pruned first.
@@ -113,6 +208,12 @@ class Criterion:
         reveals_nonfinite: A NaN or infinite input always gives a NaN or infinite score (as
             for ``|w|``), so checking the scores also checks the weights. When ``False`` every
             weight the criterion reads is checked itself.
+        global_only: The criterion only makes sense across layers (``lamp``, ``random_erk``):
+            it is registered once, under its own name, in global scope.
+        layer_counts: Splits a global count among the layers before selecting in each layer:
+            ``f(shapes, alive_counts, k) -> counts`` (``random_erk``).
+        keeps_one_per_layer: The criterion promises that every layer keeps a weight; a count
+            that leaves fewer weights than layers is refused.
     """
 
     name: str
@@ -129,6 +230,9 @@ class Criterion:
     signed: bool = False
     paper: str = ""
     reveals_nonfinite: bool = False
+    global_only: bool = False
+    layer_counts: Callable[[Sequence[tuple[int, ...]], Sequence[int], int], list[int]] | None = None
+    keeps_one_per_layer: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +315,8 @@ class Strategy:
 
 _FRANKLE = "Frankle & Carbin 2019"
 _ZHOU = "Zhou et al. 2019"
+_LEE = "Lee et al. 2021"
+_EVCI = "Evci et al. 2020"
 
 CRITERIA: Mapping[str, Criterion] = MappingProxyType(
     {
@@ -272,6 +378,26 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 reveals_nonfinite=True,
             ),
             Criterion(
+                "lamp",
+                ("trained",),
+                "layer-adaptive magnitude scores: |w|^2 over the sum of w^2 of the layer's "
+                "weights at least as large; every layer keeps its largest weight",
+                pooled=_lamp_scores,
+                paper=_LEE,
+                global_only=True,
+                keeps_one_per_layer=True,
+            ),
+            Criterion(
+                "random_erk",
+                (),
+                "random within each layer, layer densities by Erdos-Renyi-Kernel "
+                "(proportional to sum/product of the layer's dimensions)",
+                random=True,
+                paper=_EVCI,
+                global_only=True,
+                layer_counts=erk_counts,
+            ),
+            Criterion(
                 "large_final_same_sign",
                 ("initial", "trained"),
                 "keep large |w_final| whose sign is unchanged since init (flipped signs first)",
@@ -288,13 +414,39 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
 def _build_registry() -> Mapping[str, Strategy]:
     registry: dict[str, Strategy] = {}
     for name, criterion in CRITERIA.items():
+        if criterion.global_only:
+            registry[name] = Strategy(name, criterion, "global")
+            continue
         registry[name] = Strategy(name, criterion, "layer")
         registry[f"{name}_global"] = Strategy(f"{name}_global", criterion, "global")
     return MappingProxyType(registry)
 
 
 STRATEGIES: Mapping[str, Strategy] = _build_registry()
-"""Read-only registry of built-in strategies: every criterion in layer and global scope."""
+"""Read-only registry of built-in strategies: every criterion in layer and global scope, except
+``lamp`` and ``random_erk``, which are global by nature and registered once under their name."""
+
+
+def strategy_name(criterion: str, scope: Scope) -> str:
+    """Registry name of ``criterion`` in ``scope`` (``lamp`` and ``random_erk`` are global only).
+
+    Raises:
+        ValueError: A global-only criterion asked in layer scope.
+
+    Example:
+        >>> strategy_name("large_final", "global"), strategy_name("lamp", "global")
+        ('large_final_global', 'lamp')
+    """
+    found = CRITERIA.get(criterion)
+    if found is not None and found.global_only:
+        if scope != "global":
+            raise ValueError(
+                f"Criterion {criterion!r} ranks weights across layers (global by nature): use "
+                f"global scope (`ltp imp --scope global`). Received: strategy={criterion!r}, "
+                f"scope={scope!r}"
+            )
+        return criterion
+    return f"{criterion}_global" if scope == "global" else criterion
 
 
 def resolve_strategy(strategy: Any, name: str = "prune_strategy") -> Strategy:

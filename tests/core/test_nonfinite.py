@@ -27,9 +27,9 @@ def _weights() -> dict[str, list[np.ndarray]]:
 def test_non_finite_in_a_read_tensor_is_refused(
     name: str, role: str, bad: float, fraction: float, scope: str, selection_path: str
 ) -> None:
-    if name == "lamp" and scope == "":
-        pytest.skip("lamp exists in global scope only")
-    strategy = name if name == "lamp" else name + scope
+    if CRITERIA[name].global_only and scope == "_global":
+        pytest.skip("registered once, under its own name")
+    strategy = name if CRITERIA[name].global_only else name + scope
     weights = _weights()
     weights[role][1][3] = bad
     with pytest.raises(ValueError, match="NaN or infinite") as info:

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..strategies import STRATEGIES
+from ..strategies import STRATEGIES, strategy_name
 from ..validation import check_fraction
 from .backend import TrainSettings
 from .models import model_spec
@@ -116,6 +116,7 @@ class ImpConfig(TrainingDefaults):
                 f"`strategy` must be one of {base} (use `scope` for global). "
                 f"Received: strategy={self.strategy!r}"
             )
+        strategy_name(self.strategy, "global" if self.scope == "global" else "layer")
         for name in ("levels", "seeds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 
 from ..datasets import Dataset
+from ..strategies import strategy_name
 from .backend import BoundBackend, Reporter, TrainingBackend
 from .config import ImpConfig
 from .driver import ImpPlan, random_masks_like, run_levels
@@ -68,7 +69,7 @@ def run_imp(
     plan = ImpPlan(
         levels=config.levels,
         seeds=tuple(range(config.first_seed, config.first_seed + config.seeds)),
-        strategy=config.strategy + ("_global" if config.scope == "global" else ""),
+        strategy=strategy_name(config.strategy, "global" if config.scope == "global" else "layer"),
         fraction=config.dense_fraction,
         controls=tuple(config.controls),
         rewind_iteration=config.rewind_iteration,

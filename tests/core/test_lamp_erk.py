@@ -1,0 +1,225 @@
+"""The global-by-nature criteria: ``lamp`` (Lee et al. 2021) and ``random_erk`` (Evci et al.)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ltp_core import STRATEGIES, LayerCollapseWarning, compute_masks, count_to_prune
+from ltp_core.compute import layer_floor
+from ltp_core.shards import masks_from_shards
+from ltp_core.strategies import erk_counts, strategy_name
+
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+def reference_lamp(trained: list[np.ndarray], alive: list[np.ndarray]) -> list[np.ndarray]:
+    """LAMP scores written from the paper's formula, one weight at a time (ties: position)."""
+    result = []
+    for w, m in zip(trained, alive, strict=True):
+        flat = w.astype(np.float64).reshape(-1)
+        live = [i for i in np.flatnonzero(m.reshape(-1))]
+        order = sorted(live, key=lambda i: (flat[i] ** 2, i))
+        scores = np.zeros(flat.size)
+        for rank, i in enumerate(order):
+            denominator = sum(flat[j] ** 2 for j in order[rank:])
+            scores[i] = flat[i] ** 2 / denominator if denominator > 0 else 0.0
+        if order:
+            scores[order[-1]] = 1.0
+        result.append(scores.reshape(w.shape))
+    return result
+
+
+def test_lamp_small_case_by_hand(selection_path: str) -> None:
+    # layer 0: squares 1,4,9,16 (x1e-4), suffix sums 30,29,25,16 -> 1/30, 4/29, 9/25, 1
+    # layer 1: 1..16, squares 1..256, suffix sums 1496, 1495, 1491, ... -> 1/1496, 4/1495, ...
+    # 10 smallest: layer 1's 1..9 (up to 81/1292 = 0.063) and layer 0's 1/30 = 0.033.
+    small = np.array([0.01, -0.02, 0.03, 0.04])
+    large = np.arange(1.0, 17.0)
+    masks = compute_masks("lamp", 0.5, trained=[small, large])
+    assert masks[0].tolist() == [False, True, True, True]
+    assert masks[1].tolist() == [False] * 9 + [True] * 7
+    # large_final_global empties the small layer; lamp keeps three of its four weights
+    with pytest.warns(LayerCollapseWarning):
+        plain = compute_masks("large_final_global", 0.5, trained=[small, large])
+    assert not plain[0].any()
+
+
+def test_lamp_scores_match_the_reference() -> None:
+    from ltp_core.strategies import CRITERIA
+
+    rng = np.random.default_rng(0)
+    trained = [rng.normal(size=(5, 4)), np.array([0.0, 0.0, 0.0]), np.array([2.0, -2.0, 1.0])]
+    alive = [rng.random((5, 4)) > 0.3, np.ones(3, bool), np.ones(3, bool)]
+    pooled = CRITERIA["lamp"].pooled
+    assert pooled is not None
+    ours = pooled({"trained": trained}, alive)
+    for a, b, m in zip(ours, reference_lamp(trained, alive), alive, strict=True):
+        np.testing.assert_allclose(a.reshape(-1)[m.reshape(-1)], b.reshape(-1)[m.reshape(-1)])
+
+
+def test_random_erk_small_case_by_hand() -> None:
+    # ERK kept counts proportional to the sum of dims: (4,) -> 4, (16,) -> 16; keep 10 -> 2, 8.
+    masks = compute_masks("random_erk", 0.5, trained=[np.ones(4), np.ones(16)], seed=3)
+    assert [int(m.sum()) for m in masks] == [2, 8]
+    # a dense 300x100 and a 100x10 head at 90% sparsity: the head stays far denser
+    w = [np.ones((300, 100)), np.ones((100, 10))]
+    masks = compute_masks("random_erk", 0.9, trained=w)
+    kept = [int(m.sum()) for m in masks]
+    # keep 3100 in proportion 400 : 110 -> 2431.37, 668.63 -> largest remainder -> 2431, 669
+    assert kept == [2431, 669]
+
+
+def test_erk_counts_cap_and_redistribute() -> None:
+    # the small layer would get more than it has: capped at its alive count, rest elsewhere
+    assert erk_counts([(1000, 1000), (3, 3)], [1_000_000, 9], 500_000) == [500_000, 0]
+    assert erk_counts([(10, 10), (10, 1)], [100, 10], 55) == [55, 0]
+    assert erk_counts([(4,), (16,)], [0, 16], 8) == [0, 8]
+
+
+@given(
+    shapes=st.lists(
+        hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=12), min_size=1, max_size=5
+    ),
+    data=st.data(),
+)
+@SETTINGS
+def test_erk_counts_properties(shapes: list[tuple[int, ...]], data: st.DataObject) -> None:
+    sizes = [math.prod(s) for s in shapes]
+    alive = [data.draw(st.integers(0, n)) for n in sizes]
+    k = data.draw(st.integers(0, sum(alive)))
+    counts = erk_counts(shapes, alive, k)
+    assert sum(counts) == k
+    assert all(0 <= c <= a for c, a in zip(counts, alive, strict=True))
+    kept = [a - c for a, c in zip(alive, counts, strict=True)]
+    # uncapped layers keep in proportion to their sum of dims (within rounding)
+    free = [i for i in range(len(shapes)) if 0 < kept[i] < alive[i]]
+    for i in free:
+        for j in free:
+            assert (kept[i] - 1) / sum(shapes[i]) <= (kept[j] + 1) / sum(shapes[j]) + 1e-9
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> dict[str, object]:
+    shapes = draw(
+        st.lists(
+            hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=8), min_size=1, max_size=4
+        )
+    )
+    elements = st.one_of(
+        st.sampled_from([-1.0, 0.0, 0.5, 1.0]), st.floats(-1e3, 1e3, allow_nan=False, width=32)
+    )
+    return {
+        "trained": [draw(hnp.arrays(np.float32, s, elements=elements)) for s in shapes],
+        "masks": [draw(hnp.arrays(np.bool_, s)) for s in shapes] if draw(st.booleans()) else None,
+        "fraction": draw(st.floats(0.0, 0.99)),
+        "density": draw(st.sampled_from([0.0, 0.0, 0.1, 0.5])),
+        "seed": draw(st.integers(0, 2**32)),
+    }
+
+
+@pytest.mark.parametrize("name", ["lamp", "random_erk"])
+@SETTINGS
+@given(problem=problems())
+def test_properties(name: str, problem: dict[str, object], selection_path: str) -> None:
+    trained = problem["trained"]
+    assert isinstance(trained, list)
+    masks = problem["masks"]
+    alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
+    fraction = float(problem["fraction"])  # type: ignore[arg-type]
+    density = float(problem["density"])  # type: ignore[arg-type]
+    n_alive = sum(int(m.sum()) for m in alive)
+    k = count_to_prune(fraction, n_alive)
+    floors = [min(int(m.sum()), layer_floor(density, m.size)) for m in alive]
+    layers_alive = sum(1 for m in alive if m.any())
+    call = {"trained": trained, "masks": masks, "seed": problem["seed"]}
+    impossible = k > n_alive - sum(floors) or (
+        name == "lamp" and len(trained) > 1 and n_alive - k < layers_alive
+    )
+    if impossible:
+        with pytest.raises(ValueError, match=r"min_layer_density|every layer"):
+            compute_masks(name, fraction, min_layer_density=density, **call)  # type: ignore[arg-type]
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        new = compute_masks(name, fraction, min_layer_density=density, **call)  # type: ignore[arg-type]
+        again = compute_masks(name, fraction, min_layer_density=density, **call)  # type: ignore[arg-type]
+    assert all(np.array_equal(a, b) for a, b in zip(new, again, strict=True))
+    # exact k, monotone subset, floors
+    assert sum(int(o.sum() - m.sum()) for o, m in zip(alive, new, strict=True)) == k
+    assert all(not np.any(m & ~o) for m, o in zip(new, alive, strict=True))
+    assert all(int(m.sum()) >= f for m, f in zip(new, floors, strict=True))
+    if name == "lamp":
+        assert not any(issubclass(w.category, LayerCollapseWarning) for w in caught)
+        # every layer that had weights keeps at least one (its largest)
+        for m, o, w in zip(new, alive, trained, strict=True):
+            if o.any():
+                assert m.any()
+                if density == 0.0:
+                    assert np.abs(w[m]).max() == np.abs(w[o]).max()
+        # the pruned weights have the smallest reference scores (among layers above floor)
+        scores = reference_lamp(trained, alive)
+        pruned = np.concatenate([s[o & ~m] for s, o, m in zip(scores, alive, new, strict=True)])
+        free = [s[m] for s, m, f in zip(scores, new, floors, strict=True) if int(m.sum()) > f]
+        free_all = np.concatenate([x.ravel() for x in free] or [np.empty(0)])
+        if pruned.size and free_all.size:
+            assert pruned.max() <= free_all.min() * (1 + 1e-9)
+    else:
+        counts = erk_counts([w.shape for w in trained], [int(m.sum()) for m in alive], k)
+        if density == 0.0:
+            assert [int(o.sum() - m.sum()) for o, m in zip(alive, new, strict=True)] == counts
+
+
+def test_lamp_too_few_survivors_for_every_layer_is_an_error() -> None:
+    w = [np.ones(1), np.ones(1), np.ones(2)]
+    with pytest.raises(ValueError, match="every layer") as info:
+        compute_masks("lamp", 0.5, trained=w)  # 4 -> 2 left for 3 layers
+    assert "Received: fraction=0.5" in str(info.value)
+
+
+def test_lamp_honours_layer_rates() -> None:
+    rng = np.random.default_rng(1)
+    w = [rng.normal(size=40), rng.normal(size=30) * 0.01, rng.normal(size=20)]
+    excluded = compute_masks("lamp", 0.5, trained=w, layer_rates={1: 0})
+    assert excluded[1].all()
+    assert sum(int((~m).sum()) for m in excluded) == count_to_prune(0.5, 60)
+    # a layer at another rate is pruned on its own, by magnitude (LAMP's order in a layer)
+    half = compute_masks("lamp", 0.5, trained=w, layer_rates={2: 0.5})
+    assert int((~half[2]).sum()) == count_to_prune(0.5, 20, 0.5)
+    assert np.abs(w[2][~half[2]]).max() <= np.abs(w[2][half[2]]).min()
+
+
+def test_global_only_names_and_scopes() -> None:
+    assert STRATEGIES["lamp"].scope == "global" and "lamp_global" not in STRATEGIES
+    assert STRATEGIES["random_erk"].scope == "global"
+    assert strategy_name("lamp", "global") == "lamp"
+    with pytest.raises(ValueError, match=r"--scope global.*strategy='lamp', scope='layer'"):
+        strategy_name("lamp", "layer")
+
+
+def test_shards_refuse_lamp_and_stream_random_erk(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w = {
+        "a.w": rng.normal(size=(30, 20)).astype(np.float32),
+        "b.w": rng.normal(size=(20, 4)).astype(np.float32),
+    }
+    np.savez(tmp_path / "w.npz", **w)
+    with pytest.raises(ValueError, match="cannot stream") as info:
+        masks_from_shards([tmp_path / "w.npz"], "lamp", 0.5)
+    assert "Received: strategy='lamp'" in str(info.value)
+    streamed = masks_from_shards([tmp_path / "w.npz"], "random_erk", 0.8, seed=4)
+    in_memory = compute_masks("random_erk", 0.8, trained=list(w.values()), seed=4)
+    for packed, mask in zip(streamed.packed, in_memory, strict=True):
+        bits = np.unpackbits(packed)[: mask.size].astype(bool)
+        np.testing.assert_array_equal(bits, mask.reshape(-1))
