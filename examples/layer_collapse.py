@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -30,7 +31,7 @@ from ltp_core.datasets import load_dataset
 from ltp_torch import LotteryTicketPruner, PrunerHook
 
 SPARSITY = 0.98
-STEPS = 600
+STEPS = 100 if os.environ.get("LTP_EXAMPLE_SMOKE") else 600
 BATCH = 64
 
 
