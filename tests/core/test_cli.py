@@ -185,6 +185,8 @@ def test_usage_errors_are_one_line_naming_the_option_before_any_work(
 ) -> None:
     numpy_framework(monkeypatch)
     argv, mentions = usage_errors(tmp_path)[case]
+    if "--framework" in argv:
+        pytest.importorskip("sklearn")  # checked against the digits data
     code, out, err = run_cli(argv, capsys)
     assert code == 2, err
     line = one_error_line(err)
@@ -199,6 +201,7 @@ def test_usage_errors_are_one_line_naming_the_option_before_any_work(
 def test_unwritable_out_is_one_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    pytest.importorskip("sklearn")
     if not Path("/proc/self").is_dir():
         pytest.skip("needs /proc (a folder nobody can create entries in, even root)")
     numpy_framework(monkeypatch)
@@ -210,6 +213,7 @@ def test_unwritable_out_is_one_error_line(
 def test_a_folder_of_another_experiment_is_one_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    pytest.importorskip("sklearn")
     numpy_framework(monkeypatch)
     code, _, err = run_cli(
         ["imp", *FAST, "--levels", "1", "--no-plots", "--out", str(tmp_path)], capsys
@@ -254,6 +258,7 @@ def test_no_prefix_matching_of_options() -> None:
 def test_off_a_terminal_one_log_line_per_finished_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    pytest.importorskip("sklearn")
     numpy_framework(monkeypatch)
     code, out, err = run_cli(["imp", *FAST, "--levels", "2", "--out", str(tmp_path)], capsys)
     assert code == 0, err
@@ -312,6 +317,7 @@ def test_progress_bar_on_a_terminal_starts_with_a_sane_rate() -> None:
 def test_report_rebuilds_plots_with_the_title_of_imp(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     from ltp_core.experiment import plots
 
@@ -336,6 +342,7 @@ def test_report_rebuilds_plots_with_the_title_of_imp(
 def test_oneshot_writes_a_plot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     numpy_framework(monkeypatch)
     argv = ["oneshot", *FAST, "--model", "lenet300_100", "--strategies", "large_final", "random"]
