@@ -27,6 +27,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .masking import MaskConstraint, MaskEnforcer
 from .optimizer_state import slot_variables, zero_pruned_slots
 from .pruner import LotteryTicketPruner
+from .ticket_search import find_ticket
 from .variables import default_prunable_variables, select_prunable_variables
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "PrunerCallback",
     "RewindCheckpoint",
     "default_prunable_variables",
+    "find_ticket",
     "load_checkpoint",
     "save_checkpoint",
     "select_prunable_variables",

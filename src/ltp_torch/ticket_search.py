@@ -14,14 +14,10 @@ import contextlib
 import copy
 import logging
 import math
-import numbers
 import os
-import sys
-import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,10 +30,14 @@ from torch.optim.optimizer import (
 
 from ltp_core.experiment.backend import EvalPoint, ProgressFn, TrainOutcome
 from ltp_core.experiment.config import CONTROLS
-from ltp_core.experiment.driver import ARMS, ImpPlan, RunSpec, run_levels
-from ltp_core.experiment.results import ResultStore, RunRecord
-from ltp_core.strategies import STRATEGIES
-from ltp_core.validation import check_fraction
+from ltp_core.experiment.driver import RunSpec
+from ltp_core.experiment.results import RunRecord
+from ltp_core.experiment.search import (
+    check_search_arguments,
+    parse_metrics,
+    resolve_layer_rates,
+    run_search,
+)
 from ltp_torch.arrays import to_numpy
 from ltp_torch.hook import PrunerHook
 from ltp_torch.parameters import (
@@ -79,36 +79,6 @@ def _not_reinitializable(module: nn.Module) -> list[str]:
         if any(True for _ in sub.parameters(recurse=False))
         and not callable(getattr(sub, "reset_parameters", None))
     ]
-
-
-def _metrics(value: Any) -> tuple[dict[str, float], str]:
-    """``evaluate``'s result as ``({name: value}, headline name)``."""
-    if isinstance(value, Mapping):
-        if not value:
-            raise ValueError("`evaluate` returned an empty mapping. Received: {}")
-        metrics = {}
-        for name, item in value.items():
-            if not isinstance(name, str):
-                raise TypeError(
-                    f"`evaluate` must return metric names as strings. Received: key {name!r}"
-                )
-            metrics[name] = _number(item, name)
-        headline = "accuracy" if "accuracy" in metrics else next(iter(metrics))
-        return metrics, headline
-    return {"metric": _number(value, "metric")}, "metric"
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            "`evaluate` must return a number or a mapping of names to numbers. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
-    return float(value)
 
 
 class _UserBackend:
@@ -271,7 +241,7 @@ class _UserBackend:
                 f"rewind_iteration. Received: rewind_iteration={run.capture_at}"
             )
         eval_start = time.perf_counter()
-        metrics, headline = _metrics(self._evaluate(model))
+        metrics, headline = parse_metrics(self._evaluate(model))
         eval_seconds = time.perf_counter() - eval_start
         if progress is not None:
             progress(1, 1, {headline: metrics[headline]})
@@ -305,123 +275,6 @@ class _UserBackend:
                 revived,
             )
         pruner.apply_pruning(model)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
-    return int(value)
-
-
-def _check_arguments(
-    model: Any,
-    train: Any,
-    evaluate: Any,
-    levels: Any,
-    rate: Any,
-    strategy: Any,
-    scope: Any,
-    layer_rates: Any,
-    rewind_iteration: Any,
-    controls: Any,
-    seeds: Any,
-    out: Any,
-) -> tuple[int, float, str, int, tuple[str, ...], int]:
-    if not isinstance(model, nn.Module) and not callable(model):
-        raise TypeError(
-            "`model` must be a torch.nn.Module at its initial weights or a zero-argument "
-            f"factory returning one. Received: model of type {type(model).__name__}"
-        )
-    for name, function in (("train", train), ("evaluate", evaluate)):
-        if not callable(function):
-            raise TypeError(
-                f"`{name}` must be a function taking the model. Received: {name}={function!r}"
-            )
-    levels = _check_int(levels, "levels", 1)
-    rate = check_fraction(rate, "rate")
-    if not isinstance(strategy, str) or strategy not in STRATEGIES or strategy.endswith("_global"):
-        base = sorted(n for n in STRATEGIES if not n.endswith("_global"))
-        raise ValueError(
-            f"`strategy` must be one of {base} (use `scope` for global). "
-            f"Received: strategy={strategy!r}"
-        )
-    if scope not in ("layer", "global"):
-        raise ValueError(f"`scope` must be 'layer' or 'global'. Received: scope={scope!r}")
-    if layer_rates is not None:
-        if not isinstance(layer_rates, Mapping):
-            raise TypeError(
-                "`layer_rates` must be a mapping {parameter name or index: multiplier}. "
-                f"Received: layer_rates={layer_rates!r}"
-            )
-        for key, value in layer_rates.items():
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(
-                    "`layer_rates` values must be numbers. "
-                    f"Received: layer_rates[{key!r}]={value!r}"
-                )
-            if not math.isfinite(value) or value < 0 or value * rate >= 1:
-                raise ValueError(
-                    "`layer_rates` multipliers must be >= 0 with rate * multiplier < 1. "
-                    f"Received: layer_rates[{key!r}]={value!r} with rate={rate!r}"
-                )
-    rewind_iteration = _check_int(rewind_iteration, "rewind_iteration", 0)
-    if isinstance(controls, str) or not isinstance(controls, Sequence):
-        raise TypeError(
-            f"`controls` must be a tuple of control names from {list(CONTROLS)}. "
-            f"Received: controls={controls!r}"
-        )
-    unknown = [c for c in controls if c not in CONTROLS]
-    if unknown or len(set(controls)) != len(controls):
-        raise ValueError(
-            f"`controls` must be distinct names from {list(CONTROLS)}. "
-            f"Received: controls={controls!r}"
-        )
-    seeds = _check_int(seeds, "seeds", 1)
-    if seeds > 1 and isinstance(model, nn.Module):
-        raise ValueError(
-            "`seeds` > 1 needs a fresh model per seed: pass a zero-argument factory as `model` "
-            f"(e.g. model=lambda: Net()). Received: seeds={seeds} with an nn.Module"
-        )
-    if out is not None and not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"`out` must be a folder path or None. Received: out={out!r}")
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ValueError(f"`out` must be a folder, not a file. Received: out={os.fspath(out)!r}")
-    ordered = tuple(c for c in ARMS[1:] if c in controls)
-    return levels, rate, strategy, rewind_iteration, ordered, seeds
-
-
-class _RunsBar:
-    """A progress bar over the experiment's runs (tqdm on a terminal, else log lines)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._bar: Any = None
-        if enabled and total and sys.stderr.isatty():
-            try:
-                from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
-                self._bar = tqdm(total=total, unit="run", desc="find_ticket")
-            except ImportError:
-                self._bar = None
-
-    def __call__(self, label: str) -> ProgressFn:
-        if self._bar is not None:
-            self._bar.set_description(label)
-
-        def progress(step: int, total: int, metrics: dict[str, float]) -> None:
-            del step, total
-            shown = {k: f"{v:.4f}" for k, v in metrics.items()}
-            if self._bar is not None:
-                self._bar.set_postfix(shown)
-                self._bar.update(1)
-            else:
-                logger.info("%s: %s", label, shown)
-
-        return progress
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def find_ticket(
@@ -514,26 +367,33 @@ def find_ticket(
         >>> [(r.level, r.arm, round(r.weights_remaining, 1)) for r in records][:3]
         [(0, 'ticket', 1.0), (1, 'ticket', 0.8), (1, 'random_reinit', 0.8)]
     """
-    levels, rate, strategy, rewind_iteration, controls, seeds = _check_arguments(
-        model,
-        train,
-        evaluate,
-        levels,
-        rate,
-        strategy,
-        scope,
-        layer_rates,
-        rewind_iteration,
-        controls,
-        seeds,
-        out,
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise TypeError(
+            "`model` must be a torch.nn.Module at its initial weights or a zero-argument "
+            f"factory returning one. Received: model of type {type(model).__name__}"
+        )
+    args = check_search_arguments(
+        model_is_instance=isinstance(model, nn.Module),
+        model_type="nn.Module",
+        train=train,
+        evaluate=evaluate,
+        levels=levels,
+        rate=rate,
+        strategy=strategy,
+        scope=scope,
+        layer_rates=layer_rates,
+        rewind_iteration=rewind_iteration,
+        controls=controls,
+        seeds=seeds,
+        out=out,
+        progress=progress,
     )
     backend = _UserBackend(model, train, evaluate, prunable)
     first = backend.first_model(0)
     names = backend.layer_names(first)  # validates `prunable`
     shapes = [list(p.shape) for _, p in find_prunable_parameters(first, prunable)]
-    rates = _resolve_layer_rates(layer_rates, names)
-    if "random_reinit" in controls and isinstance(model, nn.Module):
+    rates = resolve_layer_rates(layer_rates, names)
+    if "random_reinit" in args.controls and isinstance(model, nn.Module):
         missing = _not_reinitializable(model)
         if missing:
             raise ValueError(
@@ -542,84 +402,12 @@ def find_ticket(
                 f"the control with controls=('random_prune',)). Received: modules {missing} "
                 "hold parameters but have no reset_parameters()"
             )
-    config: dict[str, Any] = {
-        "api": "ltp_torch.find_ticket",
-        "framework": "torch",
-        "model": type(first).__qualname__,
-        "levels": levels,
-        "seeds": seeds,
-        "first_seed": 0,
-        "rate": rate,
-        "strategy": strategy,
-        "scope": scope,
-        "layer_rates": {str(k): float(v) for k, v in rates.items()},
-        "rewind_iteration": rewind_iteration,
-        "controls": list(controls),
-        "prunable": names,
-        "shapes": shapes,
-    }
-    plan = ImpPlan(
-        levels=levels,
-        seeds=tuple(range(seeds)),
-        strategy=strategy + ("_global" if scope == "global" else ""),
-        fraction=rate,
-        controls=controls,
-        rewind_iteration=rewind_iteration,
-        layer_rates=lambda _names, _kinds: rates,
+    return run_search(
+        backend,
+        args,
+        api="ltp_torch.find_ticket",
+        model_name=type(first).__qualname__,
+        names=names,
+        shapes=shapes,
+        layer_rates=rates,
     )
-    with contextlib.ExitStack() as stack:
-        folder = out if out is not None else stack.enter_context(tempfile.TemporaryDirectory())
-        store = ResultStore(folder, "imp", config, backend.versions())
-        remaining = sum(
-            not store.has(seed, level, arm)
-            for seed in plan.seeds
-            for level in range(levels + 1)
-            for arm in (("ticket",) if level == 0 else ("ticket", *controls))
-        )
-        if remaining < len(plan.seeds) * (1 + levels * (1 + len(controls))):
-            logger.info("resuming in %s: %d runs left", os.fspath(folder), remaining)
-        before = len(store.records)
-        bar = _RunsBar(remaining, progress)
-        try:
-            run_levels(plan, backend, store, bar)
-        finally:
-            bar.close()
-            store.close()
-        if out is not None and len(store.records) != before:
-            _plot(store, Path(out), type(first).__qualname__)
-        return list(store.records)
-
-
-def _resolve_layer_rates(
-    layer_rates: Mapping[str | int, float] | None, names: Sequence[str]
-) -> dict[str | int, float]:
-    """Check ``layer_rates`` keys against the prunable parameters before anything trains."""
-    if not layer_rates:
-        return {}
-    result: dict[str | int, float] = {}
-    for key, value in layer_rates.items():
-        if isinstance(key, bool) or not isinstance(key, (str, int)):
-            raise TypeError(
-                f"`layer_rates` keys must be parameter names or indices. Received: key {key!r}"
-            )
-        if isinstance(key, str) and key not in names:
-            raise ValueError(
-                f"`layer_rates` names a parameter that is not pruned; prunable: {list(names)}. "
-                f"Received: layer_rates key {key!r}"
-            )
-        if isinstance(key, int) and not 0 <= key < len(names):
-            raise ValueError(
-                f"`layer_rates` index out of range (0..{len(names) - 1}). "
-                f"Received: layer_rates key {key!r}"
-            )
-        result[key] = float(value)
-    return result
-
-
-def _plot(store: ResultStore, out: Path, model_name: str) -> None:
-    try:
-        from ltp_core.experiment.plots import plot_imp
-
-        plot_imp(store.records, out, title=f"{model_name} (find_ticket, torch)")
-    except ImportError as error:
-        logger.info("no plots: %s", error)
