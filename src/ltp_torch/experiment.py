@@ -36,12 +36,10 @@ from ltp_core.experiment.backend import (
 )
 from ltp_torch.hook import PrunerHook
 from ltp_torch.models import build_model
-from ltp_torch.parameters import find_prunable_parameters, unwrap_module
+from ltp_torch.parameters import describe_selection, find_prunable_parameters, unwrap_module
 from ltp_torch.pruner import LotteryTicketPruner
 
 __all__ = ["TorchBackend", "resolve_device"]
-
-_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass(frozen=True)
@@ -194,12 +192,12 @@ class TorchBackend:
         return [name for name, _ in find_prunable_parameters(model)]
 
     def layer_kinds(self, model: nn.Module) -> list[LayerKind]:
-        """``"conv"``/``"dense"`` per prunable weight; the last dense one is ``"output"``."""
-        root = unwrap_module(model)
-        kinds: list[LayerKind] = []
-        for name, _ in find_prunable_parameters(root):
-            owner = root.get_submodule(name.rpartition(".")[0])
-            kinds.append("conv" if isinstance(owner, _CONV_TYPES) else "dense")
+        """``"conv"`` for convolution weights (parametrized ones too), ``"dense"`` for the rest;
+        the last dense one is ``"output"``."""
+        selected, _ = describe_selection(unwrap_module(model))
+        kinds: list[LayerKind] = [
+            "conv" if info.role in ("conv", "conv_transpose") else "dense" for info in selected
+        ]
         dense = [i for i, kind in enumerate(kinds) if kind == "dense"]
         if dense:
             kinds[dense[-1]] = "output"

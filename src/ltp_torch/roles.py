@@ -20,7 +20,8 @@ Rules (the same in ``ltp_keras``; see ``docs/architectures.md``):
 - a parametrized weight (``torch.nn.utils.parametrize``: ``parametrizations.weight_norm``,
   ``spectral_norm``, custom ones; also the older hook-based ``weight_norm``/``spectral_norm``) takes
   the role of the weight it produces, carried by the original tensor that trains: ``original``
-  when there is one, the direction ``original1`` of ``weight_norm``;
+  when there is one, the direction ``original1`` of ``weight_norm``; ``weight_orig`` of a layer
+  under ``torch.nn.utils.prune`` (its effective weight is ``weight_orig * weight_mask``);
 - a parameter shared with an ``nn.Embedding``/``nn.EmbeddingBag`` (a tied ``lm_head``) is
   ``"tied to embedding"``, whatever other layer uses it.
 """
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.parameter import UninitializedParameter
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 
 __all__ = [
     "BIAS",
@@ -252,9 +253,13 @@ def _carrier(plist: nn.Module, label: str) -> str | None:
 
 def _hook_parametrization(owner: nn.Module, local: str) -> tuple[str, str, bool] | None:
     """``(tensor_name, label, is_carrier)`` for the hook-based ``weight_norm``/``spectral_norm``
-    parameters (``weight_v``, ``weight_g``, ``weight_orig``)."""
+    parameters (``weight_v``, ``weight_g``, ``weight_orig``) and ``torch.nn.utils.prune``'s
+    ``weight_orig``."""
     for hook in owner._forward_pre_hooks.values():
         kind = type(hook).__name__
+        pruned = getattr(hook, "_tensor_name", None)
+        if isinstance(hook, prune.BasePruningMethod) and local == f"{pruned}_orig":
+            return str(pruned), "torch.nn.utils.prune", True
         tensor = getattr(hook, "name", None)
         if not isinstance(tensor, str):
             continue

@@ -322,6 +322,24 @@ def test_old_hook_based_weight_norm_and_spectral_norm() -> None:
     assert roles_of(net)["0.weight_g"].startswith("parametrization input")
 
 
+def test_layers_under_torch_nn_utils_prune_are_pruned_through_weight_orig() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    torch.nn.utils.prune.l1_unstructured(net[0], "weight", amount=0.25)
+    pruner = LotteryTicketPruner(net)
+    assert pruner.names == ["0.weight_orig", "2.weight"]
+    assert pruner.roles == ["linear (torch.nn.utils.prune)", "linear"]
+    pruner.calc_prune_mask(net, 0.5, "random")
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    with PrunerHook(pruner, net, optimizer):
+        optimizer.zero_grad()
+        net(torch.randn(3, 6)).sum().backward()
+        optimizer.step()
+    net(torch.randn(1, 6))  # the prune hook recomputes weight = weight_orig * weight_mask
+    weight = net[0].weight.detach()
+    assert bool((weight[torch.from_numpy(~pruner.masks[0])] == 0).all())
+
+
 # -- summary and coverage ----------------------------------------------------------------------
 
 
