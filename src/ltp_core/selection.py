@@ -482,7 +482,7 @@ def _fused_pass(
                 in_bracket = inside[: stop - start]
                 np.less_equal(scores, hi, out=in_bracket)
                 in_bracket &= kept
-            found = np.flatnonzero(in_bracket)
+            found = in_bracket.nonzero()[0]  # 1-d: flatnonzero without its ravel overhead
             if scratch is not None:
                 _store(out, start, kept, packed)
             if found.size:
