@@ -28,9 +28,10 @@ from .masking import MaskConstraint, MaskEnforcer
 from .optimizer_state import slot_variables, zero_pruned_slots
 from .pruner import LotteryTicketPruner
 from .ticket_search import find_ticket
-from .variables import default_prunable_variables, select_prunable_variables
+from .variables import SELECTORS, default_prunable_variables, select_prunable_variables
 
 __all__ = [
+    "SELECTORS",
     "LotteryTicketPruner",
     "MaskConstraint",
     "MaskEnforcer",

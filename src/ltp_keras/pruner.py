@@ -19,16 +19,20 @@ from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import apply_masks
 from ltp_core import io as core_io
 from ltp_core.layout import load_masks_for
+from ltp_core.summary import PrunableTensor, PruningSummary, build_summary, warn_if_low_coverage
 
 from .masking import MaskEnforcer
 from .optimizer_state import zero_pruned_slots
 from .variables import (
     Prunable,
+    left_out_variables,
+    model_weights,
     read_arrays,
     select_prunable_variables,
     sync_model_state,
     unique_names,
     variable_kinds,
+    variable_roles,
     write_arrays,
 )
 
@@ -37,6 +41,12 @@ __all__ = ["LotteryTicketPruner"]
 logger = logging.getLogger(__name__)
 
 _LAYOUT = "keras"
+
+_INCLUDE_MORE = (
+    "pass prunable='with_embeddings' (embeddings too), prunable='all_matrices' (every weight "
+    "matrix except biases and normalization) or a list of variable paths to "
+    "ltp_keras.LotteryTicketPruner"
+)
 
 
 class LotteryTicketPruner:
@@ -48,9 +58,18 @@ class LotteryTicketPruner:
 
     Args:
         model: A built ``keras.Model``; its current weights are the initial weights.
-        prunable: ``None`` (kernels of Dense, EinsumDense and convolution layers), a predicate
-            over ``keras.Variable``, or a list of variable paths.
+        prunable: ``None`` for the default selection (kernels of Dense, EinsumDense,
+            convolution, attention and recurrent layers; no biases, normalization or
+            embeddings), a selector name of :data:`ltp_keras.SELECTORS` (``"with_embeddings"``,
+            ``"all_matrices"``, ``"legacy"``), a predicate over ``keras.Variable``, or a list
+            of variable paths. The selection is made once, here; later calls take the
+            variables at the same positions of ``model.weights`` (so freezing a layer later
+            does not change it).
         seed: Seed for tie-breaking and the ``random`` strategy (``None`` means ``0``).
+
+    Warns:
+        LowCoverageWarning: The selection holds less than half of the model's trainable
+            parameters (:meth:`summary` lists what is left out and why).
 
     Example:
         >>> import keras
@@ -67,10 +86,16 @@ class LotteryTicketPruner:
         sync_model_state(model)
         variables = select_prunable_variables(model, prunable)
         self._prunable = prunable
+        positions = {id(v): i for i, v in enumerate(model_weights(model))}
+        self._positions = [positions[id(v)] for v in variables]
         names = unique_names(variables)
         self._core = CorePruner(read_arrays(variables), names=names, seed=seed)
         self._index = {name: i for i, name in enumerate(names)}
         self._kinds = variable_kinds(model, variables)
+        roles = variable_roles(model)
+        self._roles = [roles.get(id(v), "other") for v in variables]
+        self._left_out = left_out_variables(model, variables)
+        warn_if_low_coverage(self.summary(), _INCLUDE_MORE)
         others = self._other_variables(model, variables, check=False)
         self._other_shapes = [tuple(v.shape) for v in others]
         self._initial_others = read_arrays(others)
@@ -120,6 +145,36 @@ class LotteryTicketPruner:
             raise ValueError(f"Unknown variable path; known: {self.names}. Received: path={path!r}")
         return self._index[path]
 
+    def summary(self) -> PruningSummary:
+        """What this pruner prunes and what it leaves out of the model, and why.
+
+        One row per prunable variable (path, role such as ``"dense"``, ``"attention"``,
+        ``"depthwise"`` or ``"recurrent"``, shape, weights, kept, density, share of the
+        model's trainable parameters), then the trainable parameters left out grouped by
+        reason (``"bias"``, ``"normalization"``, ``"embedding"``...). ``print()`` it, or use
+        ``to_markdown()``/``to_dict()``/``to_json()``.
+
+        Example:
+            >>> import keras
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="d")],
+            ...                          name="m")
+            >>> pruner = LotteryTicketPruner(model)
+            >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+            >>> print(pruner.summary())  # doctest: +NORMALIZE_WHITESPACE
+            prunable    kind   shape   weights  kept  density  share
+            m/d/kernel  dense  (4, 8)  32       16    50.00%   80.00%
+            total                      32       16    50.00%   80.00%
+            left out: 8 parameters (20.00%)
+              bias: 8 in 1 tensor (m/d/bias)
+        """
+        prunable = [
+            PrunableTensor(name, role, shape, kept=int(mask.sum()))
+            for name, role, shape, mask in zip(
+                self.names, self._roles, self.shapes, self.masks, strict=True
+            )
+        ]
+        return build_summary(prunable, self._left_out)
+
     # ------------------------------------------------------------------ variables
     def prunable_variables(self, model: keras.Model) -> list[keras.Variable]:
         """The model's variables that correspond to this pruner's masks.
@@ -127,7 +182,8 @@ class LotteryTicketPruner:
         Raises:
             ValueError: The model's prunable variables differ in count or shape.
         """
-        variables = select_prunable_variables(model, self._prunable)
+        weights = model_weights(model)
+        variables = [weights[i] for i in self._positions if i < len(weights)]
         shapes = [tuple(v.shape) for v in variables]
         if shapes != self.shapes:
             got = [f"{v.path} {tuple(v.shape)}" for v in variables]

@@ -45,8 +45,7 @@ def test_default_covers_every_layer_family_and_skips_the_rest() -> None:
     x = layers.Conv3D(2, 1, name="c3")(x)
     x = layers.Conv3DTranspose(1, 1, name="tc3")(x)
     model = keras.Model([inputs, tokens], x)
-    paths = [v.path for v in default_prunable_variables(model)]
-    assert paths == [
+    legacy = [
         "tconv/kernel",
         "c1/kernel",
         "sep1/depthwise_kernel",
@@ -57,6 +56,11 @@ def test_default_covers_every_layer_family_and_skips_the_rest() -> None:
         "c3/kernel",
         "tc3/kernel",
     ]
+    paths = [v.path for v in default_prunable_variables(model)]
+    recurrent = ["lstm/lstm_cell/kernel", "lstm/lstm_cell/recurrent_kernel"]
+    assert paths == legacy[:6] + recurrent + legacy[6:]
+    # The old default stays reachable by name.
+    assert [v.path for v in select_prunable_variables(model, "legacy")] == legacy
 
 
 def test_subclassed_model_and_layer() -> None:
