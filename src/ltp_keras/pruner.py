@@ -61,10 +61,10 @@ class LotteryTicketPruner:
         prunable: ``None`` for the default selection (kernels of Dense, EinsumDense,
             convolution, attention and recurrent layers; no biases, normalization or
             embeddings), a selector name of :data:`ltp_keras.SELECTORS` (``"with_embeddings"``,
-            ``"all_matrices"``, ``"legacy"``), a predicate over ``keras.Variable``, or a list
-            of variable paths. The selection is made once, here; later calls take the
-            variables at the same positions of ``model.weights`` (so freezing a layer later
-            does not change it).
+            ``"all_matrices"``, ``"linear_and_conv"`` for the default of 0.1), a predicate
+            over ``keras.Variable``, or a list of variable paths. The selection is made once,
+            here; later calls take the variables at the same positions of ``model.weights``
+            (so freezing a layer later does not change it).
         seed: Seed for tie-breaking and the ``random`` strategy (``None`` means ``0``).
 
     Warns:
@@ -95,7 +95,14 @@ class LotteryTicketPruner:
         roles = variable_roles(model)
         self._roles = [roles.get(id(v), "other") for v in variables]
         self._left_out = left_out_variables(model, variables)
-        warn_if_low_coverage(self.summary(), _INCLUDE_MORE)
+        # Coverage counts trainable parameters only (frozen ones are listed by summary()).
+        trainable = [
+            t for t, v in zip(self.summary().prunable, variables, strict=True) if v.trainable
+        ]
+        warn_if_low_coverage(
+            build_summary(trainable, left_out_variables(model, variables, frozen=False)),
+            _INCLUDE_MORE,
+        )
         others = self._other_variables(model, variables, check=False)
         self._other_shapes = [tuple(v.shape) for v in others]
         self._initial_others = read_arrays(others)

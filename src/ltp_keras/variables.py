@@ -52,9 +52,9 @@ SELECTORS: Mapping[str, str] = MappingProxyType(
         "with_embeddings": "'default' plus the tables of Embedding layers",
         "all_matrices": "every trainable floating-point variable with 2 or more dimensions "
         "except biases and normalization parameters (embeddings and custom weights included)",
-        "legacy": "the default of ltp_keras 0.1: kernels of Dense, EinsumDense, "
-        "Conv*, Conv*Transpose, DepthwiseConv* and SeparableConv* layers, trainable or not "
-        "(no recurrent kernels)",
+        "linear_and_conv": "the default of ltp_keras 0.1: kernels of Dense, EinsumDense, "
+        "Conv*, Conv*Transpose, DepthwiseConv* and SeparableConv* layers (attention projections "
+        "included, as EinsumDense), frozen ones too; no recurrent kernels",
     }
 )
 
@@ -156,8 +156,10 @@ def _role_in_layer(
         return "normalization"
     if isinstance(layer, keras.layers.Embedding):
         return "embedding"
-    if _is_variable(getattr(layer, "bias", None), variable) or name == "bias" or (
-        name.endswith("_bias")
+    if (
+        _is_variable(getattr(layer, "bias", None), variable)
+        or name == "bias"
+        or (name.endswith("_bias"))
     ):
         return "bias"
     if isinstance(layer, _SEPARABLE):
@@ -227,7 +229,7 @@ def variable_roles(model: keras.layers.Layer) -> dict[int, str]:
 
 
 def _layer_kernels(layer: keras.layers.Layer) -> list[keras.Variable]:
-    # The selection of ltp_keras before role-based selection (the "legacy" selector).
+    # The selection of ltp_keras 0.1 (the "linear_and_conv" selector).
     if isinstance(layer, _SEPARABLE):
         candidates = [
             getattr(layer, "depthwise_kernel", None),
@@ -272,7 +274,7 @@ def _lora_layers(model: keras.layers.Layer) -> list[str]:
 
 def _select_by_name(model: keras.layers.Layer, name: str) -> list[keras.Variable]:
     weights = model_weights(model)
-    if name == "legacy":
+    if name == "linear_and_conv":
         kernel_ids = {id(v) for layer in _walk_layers(model) for v in _layer_kernels(layer)}
         return [v for v in weights if id(v) in kernel_ids]
     roles = variable_roles(model)
@@ -376,7 +378,7 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
         model: A built ``keras.Model``.
         prunable: ``None`` or ``"default"`` for :func:`default_prunable_variables`, another
             name of :data:`SELECTORS` (``"with_embeddings"``, ``"all_matrices"``,
-            ``"legacy"``), a predicate called with each floating-point variable of
+            ``"linear_and_conv"``), a predicate called with each floating-point variable of
             ``model.weights``, or a list of variable paths.
 
     Raises:
@@ -433,8 +435,7 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
             f"`prunable` must be None, a selector name ({sorted(SELECTORS)}), a predicate "
             f"over keras.Variable or a list of variable paths. Received: prunable={prunable!r}"
         )
-    if prunable != "legacy":
-        _check_lora_kernels(model, selected)
+    _check_lora_kernels(model, selected)
     if not selected:
         raise ValueError(
             f"The model has no prunable variables. Build it first (call it on a batch or use "
@@ -445,27 +446,31 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
     return selected
 
 
+#: Why a variable is left out, by role (the same words as ltp_torch's summary).
 _LEFT_OUT_REASONS = {
     "bias": "bias",
     "normalization": "normalization",
     "embedding": "embedding",
     "lora": "LoRA-enabled layer",
     "scalar": "scalar",
-    "positional": "positional table",
+    "positional": "positional or other parameter",
     "scale": "per-channel scale",
-    "other": "other (no known role)",
+    "other": "positional or other parameter",
 }
+FROZEN = "frozen (trainable=False)"
+NOT_SELECTED = "not selected by prunable="
 
 
 def left_out_variables(
-    model: keras.layers.Layer, selected: Sequence[keras.Variable]
+    model: keras.layers.Layer, selected: Sequence[keras.Variable], *, frozen: bool = True
 ) -> list[LeftOutTensor]:
-    """The trainable variables of ``model`` that are not in ``selected``, each with a reason.
+    """The parameters of ``model`` that are not in ``selected``, each with a reason.
 
     Reasons: ``"bias"``, ``"normalization"``, ``"embedding"``, ``"LoRA-enabled layer"``,
-    ``"scalar"``, ``"positional table"``, ``"per-channel scale"``, ``"other (no known role)"``
-    and ``"not selected by prunable="`` for a kernel the default would prune. Non-trainable
-    variables (BatchNormalization statistics, frozen layers) are not listed.
+    ``"scalar"``, ``"per-channel scale"``, ``"positional or other parameter"``,
+    ``"not selected by prunable="`` (a kernel the default would prune) and
+    ``"frozen (trainable=False)"`` (non-trainable variables other than normalization
+    statistics; left out of the list with ``frozen=False``).
 
     Example:
         >>> import keras
@@ -477,10 +482,15 @@ def left_out_variables(
     chosen = {id(v) for v in selected}
     left_out = []
     for variable in model_weights(model):
-        if id(variable) in chosen or not variable.trainable:
+        if id(variable) in chosen or not _is_float_variable(variable):
             continue
         role = roles.get(id(variable), "other")
-        reason = _LEFT_OUT_REASONS.get(role, "not selected by prunable=")
+        if not variable.trainable:
+            if not frozen or role == "normalization":  # statistics, not parameters
+                continue
+            reason = _LEFT_OUT_REASONS["lora"] if role == "lora" else FROZEN
+        else:
+            reason = _LEFT_OUT_REASONS.get(role, NOT_SELECTED)
         left_out.append(LeftOutTensor(str(variable.path), tuple(variable.shape), reason))
     return left_out
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 from keras import layers
-from keras_models import SubclassedNet, make_nested_model
+from keras_models import SubclassedNet, make_mlp, make_nested_model
 
 from ltp_keras import LotteryTicketPruner, default_prunable_variables, select_prunable_variables
 from ltp_keras.variables import read_arrays, unique_names, write_arrays
@@ -60,7 +62,7 @@ def test_default_covers_every_layer_family_and_skips_the_rest() -> None:
     recurrent = ["lstm/lstm_cell/kernel", "lstm/lstm_cell/recurrent_kernel"]
     assert paths == legacy[:6] + recurrent + legacy[6:]
     # The old default stays reachable by name.
-    assert [v.path for v in select_prunable_variables(model, "legacy")] == legacy
+    assert [v.path for v in select_prunable_variables(model, "linear_and_conv")] == legacy
 
 
 def test_subclassed_model_and_layer() -> None:
@@ -125,3 +127,169 @@ def test_read_and_write_arrays_keep_identity() -> None:
     write_arrays(variables, [np.zeros_like(a) for a in arrays])
     assert [id(v) for v in default_prunable_variables(model)] == before
     assert all(np.count_nonzero(a) == 0 for a in read_arrays(variables))
+
+
+# ---------------------------------------------------------------- role-based selection
+
+
+class _PositionalEmbedding(layers.Layer):
+    """Token embedding plus a learned positional table (a custom layer, as in most tutorials)."""
+
+    def __init__(self, vocab: int, length: int, dim: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.tokens = layers.Embedding(vocab, dim, name="tokens")
+        self.positions = self.add_weight(shape=(length, dim), name="position_table")
+
+    def call(self, x):  # type: ignore[no-untyped-def]
+        return self.tokens(x) + self.positions
+
+
+def _attention_rnn_model(vocab: int = 12) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((5,), dtype="int32")
+    x = _PositionalEmbedding(vocab, 5, 8, name="embed")(tokens)
+    x = layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    x = layers.LayerNormalization(name="ln")(x)
+    x = layers.GRU(3, return_sequences=True, reset_after=True, name="gru")(x)
+    x = layers.Bidirectional(layers.LSTM(2, return_sequences=True, name="lstm"), name="bi")(x)
+    cells = [layers.SimpleRNNCell(3, name="simple"), layers.LSTMCell(2, name="cell")]
+    x = layers.RNN(layers.StackedRNNCells(cells, name="cells"), name="stack")(x)
+    outputs = layers.Dense(2, name="head")(x)
+    return keras.Model(tokens, outputs, name="attn_rnn")
+
+
+_ATTENTION = [
+    "mha/query/kernel",
+    "mha/key/kernel",
+    "mha/value/kernel",
+    "mha/attention_output/kernel",
+]
+_RECURRENT = [
+    "gru/gru_cell/kernel",
+    "gru/gru_cell/recurrent_kernel",
+    "bi/forward_lstm/lstm_cell/kernel",
+    "bi/forward_lstm/lstm_cell/recurrent_kernel",
+    "bi/backward_lstm/lstm_cell/kernel",
+    "bi/backward_lstm/lstm_cell/recurrent_kernel",
+    "stack/cells/simple/kernel",
+    "stack/cells/simple/recurrent_kernel",
+    "stack/cells/cell/kernel",
+    "stack/cells/cell/recurrent_kernel",
+]
+
+
+def test_default_prunes_attention_and_recurrent_kernels_but_no_2d_bias() -> None:
+    model = _attention_rnn_model()
+    paths = [v.path for v in default_prunable_variables(model)]
+    assert paths == [*_ATTENTION, *_RECURRENT, "head/kernel"]
+    two_d_biases = ["mha/query/bias", "mha/key/bias", "mha/value/bias", "gru/gru_cell/bias"]
+    # The predicate the docs used to advise selects 2-D biases; "all_matrices" does not.
+    wide = [v.path for v in select_prunable_variables(model, lambda v: len(v.shape) >= 2)]
+    assert set(two_d_biases) <= set(wide)
+    matrices = [v.path for v in select_prunable_variables(model, "all_matrices")]
+    assert not set(two_d_biases) & set(matrices)
+    assert matrices == [
+        "embed/position_table",
+        "embed/tokens/embeddings",
+        *_ATTENTION,
+        *_RECURRENT,
+        "head/kernel",
+    ]
+    with_embeddings = [v.path for v in select_prunable_variables(model, "with_embeddings")]
+    assert with_embeddings == ["embed/tokens/embeddings", *_ATTENTION, *_RECURRENT, "head/kernel"]
+    old = [v.path for v in select_prunable_variables(model, "linear_and_conv")]
+    assert old == [*_ATTENTION, "head/kernel"]  # what 0.1 pruned: no recurrent kernels
+
+
+def test_summary_kinds_and_left_out_reasons() -> None:
+    model = _attention_rnn_model()
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    summary = pruner.summary()
+    kinds = {t.name: t.kind for t in summary.prunable}
+    assert {kinds[n] for n in _ATTENTION} == {"attention"}
+    assert {kinds[n] for n in _RECURRENT} == {"recurrent"}
+    assert kinds["head/kernel"] == "dense"
+    assert summary.kept == sum(int(m.sum()) for m in pruner.masks)
+    reasons = {t.name: t.reason for t in summary.left_out}
+    assert reasons["embed/tokens/embeddings"] == "embedding"
+    assert reasons["embed/position_table"] == "positional or other parameter"
+    assert reasons["mha/query/bias"] == "bias"
+    assert reasons["gru/gru_cell/bias"] == "bias"
+    assert reasons["ln/gamma"] == reasons["ln/beta"] == "normalization"
+    total = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert summary.total_parameters == total
+    assert "embedding: 96 in 1 tensor" in summary.to_text()
+
+
+def test_low_coverage_warns_with_keras_advice() -> None:
+    from ltp_core.notices import LowCoverageWarning
+
+    model = _attention_rnn_model(vocab=400)  # the embedding holds most parameters
+    with pytest.warns(LowCoverageWarning, match="prunable='with_embeddings'"):
+        LotteryTicketPruner(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LowCoverageWarning)
+        pruner = LotteryTicketPruner(model, prunable="with_embeddings")
+    assert pruner.names[0] == "embed/tokens/embeddings"
+
+
+def test_unknown_selector_lists_valid_names() -> None:
+    model = make_nested_model()
+    with pytest.raises(ValueError, match=r"'all_matrices'.*Received: prunable='everything'"):
+        LotteryTicketPruner(model, prunable="everything")
+    with pytest.raises(ValueError, match="linear_and_conv"):
+        select_prunable_variables(model, "Default")
+
+
+def test_frozen_kernels_left_out_and_freezing_later_keeps_the_selection() -> None:
+    model = make_nested_model()
+    model.get_layer("head").trainable = False
+    paths = [v.path for v in default_prunable_variables(model)]
+    assert "head/kernel" not in paths
+    assert "head/kernel" in [v.path for v in select_prunable_variables(model, "linear_and_conv")]
+    reasons = {t.name: t.reason for t in LotteryTicketPruner(model).summary().left_out}
+    assert reasons["head/kernel"] == "frozen (trainable=False)"
+    assert "bn/moving_mean" not in reasons  # statistics are not parameters
+    model.get_layer("head").trainable = True
+    pruner = LotteryTicketPruner(model)
+    model.get_layer("block").trainable = False  # after creation: same variables
+    assert [v.path for v in pruner.prunable_variables(model)] == pruner.names
+
+
+def test_lora_layers_are_left_out_with_a_warning_and_refused_by_path() -> None:
+    model = make_mlp()
+    model.get_layer("hidden").enable_lora(2)
+    with pytest.warns(UserWarning, match=r"\['hidden'\] have LoRA enabled"):
+        pruner = LotteryTicketPruner(model)
+    assert pruner.names == ["mlp/out/kernel"]
+    reasons = {t.name: t.reason for t in pruner.summary().left_out}
+    assert reasons["mlp/hidden/lora_kernel_a"] == "LoRA-enabled layer"
+    assert reasons["mlp/hidden/kernel"] == "LoRA-enabled layer"
+    with pytest.raises(ValueError, match=r"LoRA enabled.*Received: prunable selecting"):
+        LotteryTicketPruner(model, prunable=["mlp/hidden/kernel"])
+    with pytest.raises(ValueError, match="LoRA enabled"):
+        LotteryTicketPruner(model, prunable="linear_and_conv")
+
+
+def test_mixed_precision_trains_float32_kernels_with_exact_zeros() -> None:
+    from keras_models import compile_model, vector_data
+
+    from ltp_keras import PrunerCallback
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = make_mlp()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    pruner = LotteryTicketPruner(model)
+    assert pruner.names == ["mlp/hidden/kernel", "mlp/out/kernel"]
+    variables = pruner.prunable_variables(model)
+    assert [keras.backend.standardize_dtype(v.dtype) for v in variables] == ["float32"] * 2
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    x, y = vector_data()
+    compile_model(model, keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner)])
+    for variable, mask in zip(variables, pruner.masks, strict=True):
+        assert not np.any(keras.ops.convert_to_numpy(variable)[~mask])
