@@ -402,9 +402,14 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
         selected = _select_by_name(model, "default")
     elif isinstance(prunable, str):
         if prunable not in SELECTORS:
+            hint = (
+                f" (to select that one variable, pass a list: prunable=[{prunable!r}])"
+                if prunable in {v.path for v in weights}
+                else ""
+            )
             raise ValueError(
                 f"`prunable` must be one of the selectors {sorted(SELECTORS)}, a predicate "
-                f"over keras.Variable or a list of variable paths. Received: "
+                f"over keras.Variable or a list of variable paths{hint}. Received: "
                 f"prunable={prunable!r}"
             )
         selected = _select_by_name(model, prunable)
