@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import zipfile
 from collections.abc import Sequence
@@ -92,12 +93,49 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
     raise FileExistsError(f"Could not create a temporary file next to {target}")  # pragma: no cover
 
 
+_TEMPORARY_SUFFIX = re.compile(r"[a-z0-9_]{8}")  # token_hex(4), or mkstemp's in older releases
+
+
+def _remove_if_stale(path: Path) -> bool:
+    """Delete ``path`` unless a live process holds its lock; tell whether it was deleted."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # renamed into place meanwhile
+        return False
+    try:
+        if _try_lock(handle) is False:
+            logger.debug("Keeping %s: a live process is writing it", path)
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(handle)
+
+
+def _remove_stale_temporaries_of(target: Path) -> None:
+    if fcntl is None:  # pragma: no cover - without locks a live writer cannot be told apart
+        return
+    prefix = f".{target.name}."
+    with os.scandir(target.parent) as entries:
+        stale = [
+            Path(entry.path)
+            for entry in entries
+            if entry.name.startswith(prefix)
+            and _TEMPORARY_SUFFIX.fullmatch(entry.name[len(prefix) :])
+            and entry.is_file(follow_symlinks=False)
+        ]
+    for path in stale:
+        if _remove_if_stale(path):
+            logger.info("Removed %s, left by an interrupted save of %s", path, target)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it.
 
     The file gets the permissions of any file the user creates (``0o666`` less the umask). The
     temporary file is locked while it is written, so :func:`remove_stale_temporaries` never
-    removes the temporary of a live writer.
+    removes the temporary of a live writer; the temporaries that killed earlier saves of the
+    same ``path`` left behind are removed first, so repeated saves never pile them up.
 
     Example:
         >>> import tempfile, os
@@ -108,6 +146,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries_of(target)  # left by an earlier save of it that was killed
     handle, temporary = _create_temporary(target)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -154,18 +193,8 @@ def remove_stale_temporaries(
             and not path.is_symlink()
         ):
             continue
-        try:
-            handle = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # renamed into place meanwhile
-            continue
-        try:
-            if _try_lock(handle) is False:
-                logger.debug("Keeping %s: a live process is writing it", path)
-                continue
-            path.unlink(missing_ok=True)
+        if _remove_if_stale(path):
             removed.append(path)
-        finally:
-            os.close(handle)
     return removed
 
 

@@ -125,3 +125,30 @@ def test_lock_is_shared_within_a_process_and_released(tmp_path: Path) -> None:
     assert not first.held
     script = f"from ltp_core.io import lock_folder; lock_folder({str(tmp_path)!r})"
     subprocess.run([sys.executable, "-c", script], check=True)  # free again
+
+
+def test_repeated_saves_remove_what_killed_saves_left_but_not_live_temporaries(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint saved every N steps to one path never piles up multi-MB temporaries."""
+    target = tmp_path / "state" / "seed_0" / "pruner_level_3.npz"
+    child = _start_writer(tmp_path, lock=False)  # a live save of the same target, in progress
+    try:
+        (live,) = _temporaries(tmp_path)
+        killed = target.parent / ".pruner_level_3.npz.0a1b2c3d"  # left by a SIGKILLed save
+        killed.write_bytes(b"x" * (2 << 20))
+        unrelated = target.parent / ".pruner_level_3.npz.keep-me"
+        unrelated.write_bytes(b"x")
+        atomic_write_bytes(target, lambda f: f.write(b"new"))
+        assert target.read_bytes() == b"new"
+        assert not killed.exists()
+        assert live.exists() and unrelated.exists()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    atomic_write_bytes(target, lambda f: f.write(b"newer"))
+    assert not live.exists()  # its writer is dead now
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        ".pruner_level_3.npz.keep-me",
+        "pruner_level_3.npz",
+    ]
