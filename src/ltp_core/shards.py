@@ -139,6 +139,10 @@ class DiskArray:
         count = max(0, stop - start)
         nbytes = count * item
         target = bytearray(nbytes) if buffer is None else buffer
+        if len(target) < nbytes:
+            raise ValueError(
+                f"`buffer` must hold {nbytes} bytes. Received: buffer of {len(target)} bytes"
+            )
         view = memoryview(target)[:nbytes]
         got = os.preadv(self._file(), [view], self.offset + start * item) if nbytes else 0
         if got != nbytes:
@@ -173,9 +177,14 @@ class DiskArray:
             if step != 1:
                 raise IndexError("DiskArray supports contiguous slices only")
             return self._read_range(start, stop)
-        index = np.asarray(key, dtype=np.int64)
+        index = np.asarray(key, dtype=np.int64).reshape(-1)
         if index.size == 0:
             return np.empty(0, dtype=self.dtype)
+        if index[0] < 0 or index[-1] >= self.size or np.any(np.diff(index) < 0):
+            raise IndexError(
+                f"DiskArray takes sorted indices in [0, {self.size}). "
+                f"Received: indices from {int(index.min())} to {int(index.max())}"
+            )
         # One read per cluster of nearby entries (at most one block long), all into one buffer:
         # a sample of a few thousand short runs reads a few MB, not the whole tensor.
         item = self.stored.itemsize

@@ -367,3 +367,17 @@ def test_npz_shards_refuse_npy_foreign_members_and_wrong_sizes(tmp_path: Path) -
         archive.writestr("a.npy", b"not an array at all")
     with pytest.raises(ValueError, match=r"junk\.npz.*member 'a' is not a valid \.npy"):
         open_shards([tmp_path / "junk.npz"])
+
+
+def test_disk_array_reads_slices_and_sorted_gathers(tmp_path: Path) -> None:
+    w = np.arange(100_000, dtype=np.float32).reshape(100, 1000)
+    np.savez(tmp_path / "w.npz", w=w)
+    (disk,) = open_shards([tmp_path / "w.npz"])
+    np.testing.assert_array_equal(disk[10:20], w.reshape(-1)[10:20])
+    index = np.array([0, 1, 2, 5000, 5001, 99_999])  # runs far apart: one read each
+    np.testing.assert_array_equal(disk[index], w.reshape(-1)[index])
+    with pytest.raises(IndexError, match="sorted indices"):
+        disk[np.array([5, 3])]
+    with pytest.raises(IndexError, match=r"\[0, 100000\)"):
+        disk[np.array([100_000])]
+    disk.close()
