@@ -186,10 +186,17 @@ def describe_selection(
         selected = [info for info in infos if id(info.parameter) in chosen_ids]
 
     if not selected:
+        frozen = [i.name for i in infos if i.prunable_kind and not i.trainable]
+        tied = [i.name for i in infos if i.role == "tied to embedding"]
+        notes = "".join(
+            f" Left out: {what} {names[:4]}{' ...' if len(names) > 4 else ''}."
+            for what, names in (("frozen (requires_grad=False)", frozen), ("tied", tied))
+            if names
+        )
         raise ValueError(
             f"The module {type(module).__name__} has no prunable parameters. By default the "
             "weights of Linear, Conv, attention and recurrent layers (and Hugging Face Conv1D) "
-            "are pruned; choose others with `prunable=`: a selector name ("
+            f"are pruned.{notes} Choose others with `prunable=`: a selector name ("
             + ", ".join(repr(n) for n in SELECTORS)
             + "), a list of names or a predicate. "
             f"Received: prunable={prunable!r}"

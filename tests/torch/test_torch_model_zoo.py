@@ -9,7 +9,6 @@ pruned entries zero), and that a global selection never empties a layer without 
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable
@@ -20,11 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-import ltp_core
 from ltp_core.notices import LayerCollapseWarning
 from ltp_torch import LotteryTicketPruner, PrunerHook
-
-COLLAPSE_WARNINGS = "min_layer_density" in inspect.signature(ltp_core.compute_masks).parameters
 
 
 @dataclass
@@ -306,13 +302,21 @@ def test_model_zoo(name: str) -> None:
     kept_before = total - pruned
     assert sum(int((~m).sum()) for m in pruner.masks) == pruned + math.floor(0.9 * kept_before)
     emptied = [n for n, m in zip(pruner.names, pruner.masks, strict=True) if not m.any()]
-    if COLLAPSE_WARNINGS:
-        messages = [str(w.message) for w in caught if w.category is LayerCollapseWarning]
-        assert all(any(n in text for text in messages) for n in emptied), (emptied, messages)
-        assert bool(messages) == bool(emptied)
+    messages = [str(w.message) for w in caught if w.category is LayerCollapseWarning]
+    assert all(any(n in text for text in messages) for n in emptied), (emptied, messages)
+    assert bool(messages) == bool(emptied)
+
+    # The two remedies keep every layer alive at the same exact global count.
+    for strategy, floor in (("lamp", 0.0), ("large_final_global", 0.05)):
+        pruner.reset_masks()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LayerCollapseWarning)
+            pruner.calc_prune_mask(model, 0.9, strategy, min_layer_density=floor)
+        assert sum(int((~m).sum()) for m in pruner.masks) == math.floor(0.9 * total), strategy
+        for mask in pruner.masks:
+            assert int(mask.sum()) >= max(1, math.ceil(floor * mask.size)), strategy
 
 
-@pytest.mark.skipif(not COLLAPSE_WARNINGS, reason="the core does not warn about collapse yet")
 def test_a_zero_initialised_head_collapses_with_a_warning() -> None:
     torch.manual_seed(0)
     model = separable_cnn().model

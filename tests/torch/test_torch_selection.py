@@ -209,6 +209,10 @@ def test_frozen_parameters_are_left_out_except_by_linear_and_conv() -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     model[0].weight.requires_grad_(False)
     assert names_of(model) == ["1.weight"]
+    with pytest.raises(
+        ValueError, match=r"Left out: frozen \(requires_grad=False\) \['0.weight'\]"
+    ):
+        names_of(model[:1])
     assert names_of(model, "linear_and_conv") == ["0.weight", "1.weight"]
     reasons = {t.name: t.reason for t in LotteryTicketPruner(model).summary().left_out}
     assert reasons["0.weight"] == "frozen (requires_grad=False)"
