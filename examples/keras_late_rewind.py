@@ -14,15 +14,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+
+# Quiet TensorFlow's C++ start-up messages (must be set before Keras imports TensorFlow).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
 from ltp_core.datasets import load_dataset
 from ltp_keras import LotteryTicketPruner, PrunerCallback, RewindCheckpoint
-
-logger = logging.getLogger("keras_late_rewind")
 
 
 def make_model(input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
@@ -57,7 +57,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke or os.environ.get("LTP_EXAMPLE_SMOKE"):
         args.dataset, args.levels, args.epochs = "digits", 2, 1
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     keras.utils.set_random_seed(0)
     data = load_dataset(args.dataset, seed=0)
@@ -82,12 +81,9 @@ def main() -> None:
         compile_model(model)  # fresh optimizer state for each level
         model.fit(**fit_args, callbacks=[checkpoint, PrunerCallback(pruner)])
         _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
-        logger.info(
-            "level %d: %5.1f%% of weights remain, test accuracy %.3f (rewind point: step %s)",
-            level,
-            100 * (1 - pruner.cumulative_pruning_rate),
-            accuracy,
-            checkpoint.captured_at,
+        print(
+            f"level {level}: {1 - pruner.cumulative_pruning_rate:6.1%} of weights remain, "
+            f"test accuracy {accuracy:.3f} (rewind point: step {checkpoint.captured_at})"
         )
 
 

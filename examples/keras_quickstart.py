@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 
+# Quiet TensorFlow's C++ start-up messages (must be set before Keras imports TensorFlow).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import keras
 
 from ltp_core.datasets import load_dataset
