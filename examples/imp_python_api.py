@@ -57,9 +57,10 @@ def main() -> None:
     best = max((r for r in store.records if r.arm == "ticket"), key=lambda r: r.test_accuracy)
     print(f"best ticket: level {best.level}, {best.weights_remaining:.1%} of weights remain")
     try:
-        from ltp_core.experiment.plots import plot_imp
+        from ltp_core.experiment.plots import experiment_title, plot_imp
 
-        for path in plot_imp(store.records, args.out, title="lenet300_100 on digits"):
+        title = experiment_title(config.to_dict())  # "lenet300_100 on digits (torch)"
+        for path in plot_imp(store.records, args.out, title=title):
             print(f"wrote {path}")
     except ImportError:
         print("install matplotlib for plots: pip install 'lottery-tickets[plot]'")

@@ -380,7 +380,7 @@ def _add_oneshot(commands: Any) -> None:
         **_SUBCOMMAND,
         help="the old package's one-shot experiment",
         description="lottery-ticket-pruner's one-shot experiment: untrained and trained accuracy "
-        "of one-shot masks at 20, 55.78, 89.6 and 99.33%% sparsity, per strategy.",
+        "of one-shot masks at 20, 55.78, 89.6 and 99.33% sparsity, per strategy.",
         usage="ltp oneshot --out DIR [options]",
     )
     _common(oneshot, "mnist_cnn")

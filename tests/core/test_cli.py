@@ -230,6 +230,7 @@ def test_help_shows_every_option_with_help_and_default(capsys: pytest.CaptureFix
     parser = build_parser()
     for name, sub in parser.subcommands.items():  # type: ignore[attr-defined]
         text = sub.format_help()
+        assert "%%" not in text
         for action in sub._actions:
             if action.help == "==SUPPRESS==":
                 continue
