@@ -435,6 +435,12 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         if key not in contents:
             raise _corrupt(path, f"missing {key}")
         size = int(np.prod(shape, dtype=np.int64))
+        if contents[key].dtype != np.uint8 or contents[key].ndim != 1:
+            raise _corrupt(
+                path,
+                f"{key} must be bit-packed uint8, not {contents[key].dtype} of shape "
+                f"{contents[key].shape}",
+            )
         bits = np.unpackbits(contents[key], count=size) if contents[key].size * 8 >= size else None
         if bits is None:
             raise _corrupt(path, f"{key} is truncated")
@@ -442,7 +448,10 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     state["masks"] = masks
     for list_name in _ARRAY_LISTS:
         state[list_name] = None
-    for list_name in metadata.get("weight_lists", []):
+    weight_lists = metadata.get("weight_lists", [])
+    if not isinstance(weight_lists, list):
+        raise _corrupt(path, f"'weight_lists' must be a list, not {weight_lists!r:.60}")
+    for list_name in weight_lists:
         if list_name not in _ARRAY_LISTS:
             raise _corrupt(path, f"unknown weight list {list_name!r}")
         values = []

@@ -251,3 +251,16 @@ def test_state_file_refuses_npy_foreign_members_and_bad_crc(tmp_path: Any) -> No
     io.save_state(tmp_path / "shapes.npz", {**LotteryTicketPruner(W).state_dict(), "shapes": "x"})
     with pytest.raises(ValueError, match=r"shapes\.npz.*'shapes' must be lists"):
         load_state(tmp_path / "shapes.npz")
+    import json
+
+    arrays = io.read_npz(tmp_path / "state.npz")
+    metadata = json.loads(str(arrays["__metadata__"]))
+    np.savez(
+        tmp_path / "lists.npz",
+        **{**arrays, "__metadata__": np.array(json.dumps({**metadata, "weight_lists": 3}))},
+    )
+    with pytest.raises(ValueError, match=r"lists\.npz.*'weight_lists' must be a list"):
+        load_state(tmp_path / "lists.npz")
+    np.savez(tmp_path / "floats.npz", **{**arrays, "mask_0": np.ones(12)})
+    with pytest.raises(ValueError, match=r"floats\.npz.*mask_0 must be bit-packed uint8"):
+        load_state(tmp_path / "floats.npz")
