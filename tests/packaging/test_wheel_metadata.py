@@ -82,5 +82,6 @@ def test_requirements_are_ranges_not_pins(metadata: dict[str, list[str]]) -> Non
 
 def test_python_and_extras(metadata: dict[str, list[str]]) -> None:
     assert metadata["Requires-Python"] == [">=3.10"]
+    assert metadata.get("License-Expression") == ["MIT"]
     extras = set(metadata["Provides-Extra"])
     assert {"keras", "tensorflow", "torch", "jax", "plot", "progress", "data"} <= extras
