@@ -10,9 +10,16 @@ same run, so numbers compare across machines. Compared:
 Peak extra memory is measured with ``tracemalloc`` (NumPy reports its buffers to it) and divided
 by the number of weights; it includes the 1 byte/weight of the returned boolean masks.
 
-Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM).
+A second table (``--scopes``) compares, at 1M to 124M weights, layer scope
+(``large_final``) against global scope (``large_final_global``), and global selection with
+``min_layer_density=0.01`` and with ``lamp`` against the same read pass.
+
+Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM);
+``python benchmarks/bench_global_mask.py --scopes`` (a few minutes; ``lamp`` sorts each layer
+and needs ~4 GB at 124M weights; ``--lamp-max-weights`` skips it above a size).
 Targets (issue 3): <= 6x one read pass at 124M, >= 10x faster than global_unstructured,
-<= 1.5 bytes/weight of extra memory.
+<= 1.5 bytes/weight of extra memory. Issue 14: layer scope within 1.5x of global scope at every
+size. Issue 11: ``min_layer_density`` and ``lamp`` against the 6x bar.
 """
 
 from __future__ import annotations
@@ -129,26 +136,114 @@ def run(name: str, shapes: list[tuple[int, ...]], fraction: float, repeats: int)
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fraction", type=float, default=0.2)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=["gpt2", "resnet50"], default=None)
-    args = parser.parse_args()
-    cases = {
-        "gpt2": ("GPT-2 small", gpt2_small_shapes()),
-        "resnet50": ("ResNet-50", resnet50_shapes()),
+def mlp_1m_shapes() -> list[tuple[int, ...]]:
+    """An MLP 784-1024-256-10 (1.07M weights): paper-sized models."""
+    return [(784, 1024), (1024,), (1024, 256), (256,), (256, 10), (10,)]
+
+
+def convnet_5m_shapes() -> list[tuple[int, ...]]:
+    """A VGG-like stack of 3x3 convolutions (4.7M weights in 9 kernels)."""
+    return [(64, 3, 7, 7)] + [(256, 256, 3, 3)] * 8
+
+
+def run_scopes(
+    name: str, shapes: list[tuple[int, ...]], fraction: float, repeats: int, lamp_max: int
+) -> dict[str, str]:
+    """Layer vs global scope, and global with ``min_layer_density`` / ``lamp``, vs a read pass."""
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    n = sum(w.size for w in weights)
+
+    def check(masks: list[np.ndarray], expected: int, label: str) -> None:
+        pruned = n - sum(int(m.sum()) for m in masks)
+        if pruned != expected:
+            raise SystemExit(f"{label}: wrong count: pruned {pruned}, expected {expected}")
+
+    layer_k = sum(count_to_prune(fraction, w.size) for w in weights)
+    global_k = count_to_prune(fraction, n)
+    calls: dict[str, tuple[Callable[[], list[np.ndarray]], int]] = {
+        "global": (
+            lambda: compute_masks("large_final_global", fraction, trained=weights),
+            global_k,
+        ),
+        "layer": (lambda: compute_masks("large_final", fraction, trained=weights), layer_k),
+        "floor": (
+            lambda: compute_masks(
+                "large_final_global", fraction, trained=weights, min_layer_density=0.01
+            ),
+            global_k,
+        ),
     }
-    rows = [
-        run(label, shapes, args.fraction, args.repeats)
-        for key, (label, shapes) in cases.items()
-        if args.only in (None, key)
-    ]
+    if n <= lamp_max:
+        calls["lamp"] = (lambda: compute_masks("lamp", fraction, trained=weights), global_k)
+    for label, (call, expected) in calls.items():
+        check(call(), expected, label)
+    calls["read"] = (lambda: [w.sum() for w in weights], 0)
+    # alternate the calls so that load on the machine affects all of them alike
+    samples: dict[str, list[float]] = {label: [] for label in calls}
+    for _ in range(repeats):
+        for label, (call, _) in calls.items():
+            if label == "read":
+                samples[label].append(min(timed(call, 1) for _ in range(3)))
+                continue
+            if label == "lamp" and len(samples["lamp"]) >= max(1, repeats // 3):
+                continue
+            samples[label].append(timed(call, 1))
+    t = {label: statistics.median(values) for label, values in samples.items()}
+    read = t["read"]
+    return {
+        "weights": f"{name} ({n / 1e6:.1f}M in {len(shapes)} arrays)",
+        "read pass": f"{read * 1e3:.1f} ms",
+        "global": f"{t['global'] / read:.1f}x read",
+        "layer scope": f"{t['layer'] / read:.1f}x read",
+        "layer / global": f"**{t['layer'] / t['global']:.2f}**",
+        "global, min_layer_density=0.01": f"{t['floor'] / read:.1f}x read",
+        "lamp": "skipped" if "lamp" not in t else f"{t['lamp'] / read:.1f}x read",
+    }
+
+
+def print_table(rows: list[dict[str, str]]) -> None:
     header = list(rows[0])
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row[h] for h in header) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fraction", type=float, default=0.2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=["mlp1m", "conv5m", "gpt2", "resnet50"], default=None)
+    parser.add_argument(
+        "--scopes",
+        action="store_true",
+        help="layer vs global scope, min_layer_density and lamp at 1M to 124M weights",
+    )
+    parser.add_argument("--lamp-max-weights", type=int, default=200_000_000)
+    args = parser.parse_args()
+    cases = {
+        "mlp1m": ("MLP 784-1024-256-10", mlp_1m_shapes()),
+        "conv5m": ("3x3 conv stack", convnet_5m_shapes()),
+        "resnet50": ("ResNet-50", resnet50_shapes()),
+        "gpt2": ("GPT-2 small", gpt2_small_shapes()),
+    }
+    if args.scopes:
+        print_table(
+            [
+                run_scopes(label, shapes, args.fraction, args.repeats, args.lamp_max_weights)
+                for key, (label, shapes) in cases.items()
+                if args.only in (None, key)
+            ]
+        )
+        return
+    print_table(
+        [
+            run(label, shapes, args.fraction, args.repeats)
+            for key, (label, shapes) in cases.items()
+            if key in ("gpt2", "resnet50") and args.only in (None, key)
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -60,7 +60,17 @@ SMALL_ALIVE = 1 << 16
 """With at most this many alive entries, all of them are collected and selected in memory."""
 
 MIN_SAMPLE = 1024
+
+MIN_SAMPLE_TARGET = 1 << 14
+"""Smallest target sample: scopes under ``32 * SAMPLE_SIZE`` alive entries sample 1/32 of them,
+at least this many (the bracket stays narrow; sampling costs less on mid-sized layers)."""
 """Fewer alive entries in the sample than this (very sparse masks): select in memory."""
+
+PARTITION_MAX = 1 << 20
+"""Single arrays (layer scope) of more than ``SMALL_ALIVE`` and at most this many entries are
+selected with one ``np.partition`` over their alive scores (4-8 bytes per weight of temporaries):
+below about a million weights that is faster than sampling a bracket first (measured in
+``benchmarks/bench_global_mask.py --scopes``)."""
 
 _POSITION_BITS = 40  # flat index bits in a position key; array index goes above
 
@@ -299,6 +309,8 @@ def keep_after_pruning_smallest(
         return [_alive_copy(source, packed) for source in sources]
     if k == n_alive:
         return [_new_mask(source.size, packed, fill=0) for source in sources]
+    if len(sources) == 1 and SMALL_ALIVE < sources[0].size <= PARTITION_MAX:
+        return _partition_in_memory(sources, k, salt, packed)
     if n_alive > SMALL_ALIVE:
         sample = _sample_alive_scores(sources, n_alive, salt)
         if sample.size >= MIN_SAMPLE:
@@ -376,6 +388,47 @@ def keep_after_pruning_smallest_capped(
     return [flat for flat in result if flat is not None]
 
 
+def _partition_in_memory(
+    sources: Sequence[ScoreSource], k: int, salt: int, packed: bool
+) -> list[np.ndarray]:
+    """Exact selection with one ``np.partition`` over every alive score of the scope.
+
+    Entries tied at the threshold are ordered by the hash of their position, as in
+    :func:`_smallest_candidates`, so the result equals the candidate path's.
+    """
+    scores: list[np.ndarray] = []
+    alives: list[np.ndarray | None] = []
+    for source in sources:
+        full, alive = source.chunk(0, source.size)  # one call: scopes here are small enough
+        scores.append(full)
+        alives.append(alive)
+    fresh = [a is not None for a in alives]  # s[a] is a copy that may be reordered in place
+    values = [s if a is None else s[a] for s, a in zip(scores, alives, strict=True)]
+    if len(values) == 1 and not fresh[0]:
+        pool = np.partition(values[0], k - 1)
+    else:
+        pool = values[0] if len(values) == 1 else np.concatenate(values)
+        pool.partition(k - 1)
+    threshold = pool[k - 1]
+    missing = k - int(np.count_nonzero(pool[:k] < threshold))
+    outs: list[np.ndarray] = []
+    tied: list[np.ndarray] = []
+    for source, score, alive in zip(sources, scores, alives, strict=True):
+        keep = np.greater_equal(score, threshold)
+        equal = score == threshold
+        if alive is not None:
+            keep &= alive
+            equal &= alive
+        tied.append(position_keys(source.array_id, np.flatnonzero(equal)))
+        outs.append(keep)
+    keys = np.concatenate(tied)
+    order = np.lexsort((keys, hash_positions(keys, salt)))
+    _clear_positions(outs, sources, keys[order[:missing]])
+    if packed:
+        return [np.packbits(out) for out in outs]
+    return outs
+
+
 def _new_mask(size: int, packed: bool, fill: int | None = None) -> np.ndarray:
     if packed:
         length = (size + 7) // 8
@@ -411,7 +464,8 @@ def _alive_copy(source: ScoreSource, packed: bool = False) -> np.ndarray:
 def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int) -> np.ndarray:
     sizes = np.array([source.size for source in sources], dtype=np.int64)
     total = int(sizes.sum())
-    draws = min(total, int(SAMPLE_SIZE * min(total / n_alive, 8.0)))
+    target = min(SAMPLE_SIZE, max(MIN_SAMPLE_TARGET, n_alive // 32))
+    draws = min(total, int(target * min(total / n_alive, 8.0)))
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
     index = np.sort(rng.integers(0, total, size=draws, dtype=np.int64))
     offsets = np.concatenate(([0], np.cumsum(sizes)))

@@ -97,6 +97,22 @@ def _min_rank_of_initial_and_final(
     return scores
 
 
+def _magnitude_order(values: np.ndarray) -> np.ndarray:
+    """Indices that sort ``values`` by ``|value|``, equal magnitudes in position order.
+
+    For float32 and narrower weights one sort of 64-bit keys (magnitude bits above the
+    position: the bits of a non-negative float sort like the float) replaces a stable argsort,
+    several times faster; float64 weights use the stable argsort.
+    """
+    if values.dtype == np.float64 or values.size >= 1 << 32:
+        result: np.ndarray = np.argsort(np.abs(values), kind="stable")
+        return result
+    bits = np.abs(values.astype(np.float32)).view(np.uint32).astype(np.uint64)
+    keys = (bits << np.uint64(32)) | np.arange(values.size, dtype=np.uint64)
+    keys.sort()
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
 def _lamp_scores(
     arrays: Mapping[str, Sequence[np.ndarray]], alive: Sequence[np.ndarray | None]
 ) -> list[np.ndarray]:
@@ -113,9 +129,8 @@ def _lamp_scores(
         flat = weights.reshape(-1)
         index = None if mask is None else np.flatnonzero(mask.reshape(-1))
         values = flat if index is None else flat[index]
-        squares = np.square(values.astype(np.float64))
-        order = np.argsort(squares, kind="stable")
-        ranked = squares[order]
+        order = _magnitude_order(values)
+        ranked = np.square(values[order].astype(np.float64))
         suffix = np.cumsum(ranked[::-1])[::-1]
         ranked_scores = np.zeros(ranked.size)
         np.divide(ranked, suffix, out=ranked_scores, where=suffix > 0)

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from ltp_core import STRATEGIES, LayerCollapseWarning, compute_masks, count_to_prune
 
 SETTINGS = settings(
-    max_examples=40,
+    max_examples=27,  # per selection path (three paths)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
