@@ -11,6 +11,10 @@ transposed convolution  ``(in, out/groups, *kernel)``  ``(*kernel, out, in)``
 anything else           unchanged                      unchanged
 ======================  =============================  =============================
 
+Some weights have no fixed counterpart in the other framework (PyTorch's recurrent weights, with
+another gate order than Keras's; its packed attention projections; Hugging Face ``Conv1D``): their
+kind is ``"native"``, and a mask file of one layout refuses to map them onto the other.
+
 All three kernel kinds map with one axis permutation: reverse the two channel axes and move them
 from the front (torch) to the back (Keras) or back again. A portable mask file records the
 ``layout`` it was written in and the ``kinds`` of its arrays (``"dense"``, ``"conv"``,
@@ -43,8 +47,9 @@ __all__ = [
 
 #: Layout tags a mask file can carry.
 LAYOUTS = ("torch", "keras")
-#: Kinds of weight arrays; all but ``"other"`` are permuted between layouts.
-KINDS = ("dense", "conv", "conv_transpose", "other")
+#: Kinds of weight arrays; the kernel kinds are permuted between layouts, ``"other"`` is kept as
+#: it is, ``"native"`` (a layout of one framework only) is not mapped to another layout.
+KINDS = ("dense", "conv", "conv_transpose", "other", "native")
 KERNEL_KINDS = frozenset({"dense", "conv", "conv_transpose"})
 
 
@@ -158,6 +163,14 @@ def map_saved_masks(
             problems.append(f"#{i}: expected (nothing), {source} has {there}")
             continue
         kind = kinds[i] if saved_kinds is None else saved_kinds[i]
+        if layout != saved_layout and "native" in (kind, kinds[i]):
+            problems.append(
+                f"#{i}: {here} or {there} is stored in one framework's own layout (kind "
+                f"'native': recurrent weights, packed attention projections, Hugging Face "
+                f"Conv1D) and cannot be mapped from {saved_layout} to {layout} layout; leave it "
+                f"out with `prunable=` on one side"
+            )
+            continue
         if layout != saved_layout and _kind_class(kind) != _kind_class(kinds[i]):
             problems.append(
                 f"#{i}: expected {here} of kind {kinds[i]!r}, {source} has {there} of kind {kind!r}"

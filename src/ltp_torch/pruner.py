@@ -135,7 +135,7 @@ class LotteryTicketPruner:
     @property
     def kinds(self) -> list[str]:
         """Layout kind of each prunable parameter: ``"dense"``, ``"conv"``,
-        ``"conv_transpose"`` or ``"other"`` (see :mod:`ltp_core.layout`)."""
+        ``"conv_transpose"``, ``"native"`` or ``"other"`` (see :mod:`ltp_core.layout`)."""
         return list(self._kinds)
 
     @property

@@ -112,8 +112,9 @@ class ParameterInfo:
         parameter: The parameter object.
         occurrences: Every ``(qualified_name, owning_module)`` pair, the first one first.
         role: A kind from :data:`PRUNABLE_KINDS`, or why it is not pruned by default.
-        layout: Portable-mask layout: ``"dense"``, ``"conv"``, ``"conv_transpose"`` or
-            ``"other"`` (see :mod:`ltp_core.layout`).
+        layout: Portable-mask layout: ``"dense"``, ``"conv"``, ``"conv_transpose"``,
+            ``"native"`` (recurrent weights, packed attention projections, Hugging Face
+            ``Conv1D``: not mapped to Keras layout) or ``"other"`` (see :mod:`ltp_core.layout`).
         parametrization: ``"weight_norm"``, ``"spectral_norm"``, another parametrization's
             class name, or ``None``, when the parameter is the trained original of a
             parametrized weight.
@@ -193,13 +194,13 @@ def _layer_role(
     if isinstance(owner, _ConvNd) and local == "weight":
         return _Occurrence("conv", "conv")
     if isinstance(owner, nn.MultiheadAttention) and local in _MHA_WEIGHTS:
-        return _Occurrence("attention")
+        return _Occurrence("attention", "native")
     if isinstance(owner, nn.RNNBase) and _RNN_WEIGHT.fullmatch(local):
-        return _Occurrence("recurrent")
+        return _Occurrence("recurrent", "native")
     if isinstance(owner, nn.RNNCellBase) and local in ("weight_ih", "weight_hh"):
-        return _Occurrence("recurrent")
+        return _Occurrence("recurrent", "native")
     if local == "weight" and _is_hf_conv1d(owner):
-        return _Occurrence("hf_conv1d")
+        return _Occurrence("hf_conv1d", "native")
     return None
 
 

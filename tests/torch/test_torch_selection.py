@@ -415,3 +415,24 @@ def test_apply_pruning_zeroes_inf_and_nan_in_every_dtype(dtype: torch.dtype) -> 
     assert (
         mask_tensors(pruner.masks, [model[0].weight])[0].element_size() == expected.element_size()
     )
+
+
+def test_native_layout_masks_are_not_mapped_to_keras_layout(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ltp_core import io as core_io
+
+    # LSTM(16, 4): weight_ih is (16, 16) in torch and the Keras kernel is (16, 16) too, but the
+    # axes mean different things; a Keras-layout file must not be copied onto it.
+    model = nn.Sequential(nn.LSTM(16, 4))
+    pruner = LotteryTicketPruner(model)
+    assert pruner.kinds == ["native", "native"]
+    path = Path(str(tmp_path)) / "keras_masks.npz"
+    masks = [np.ones((16, 16), bool), np.ones((4, 16), bool)]
+    core_io.save_masks(path, masks, ["kernel", "recurrent_kernel"], layout="keras",
+                       kinds=["other", "other"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"kind 'native'.*cannot be mapped from keras to torch"):
+        pruner.load_masks(path)
+    assert pruner.level == 0 and all(m.all() for m in pruner.masks)
+    pruner.save_masks(path)  # the same layout loads as before
+    LotteryTicketPruner(nn.Sequential(nn.LSTM(16, 4))).load_masks(path)
