@@ -28,7 +28,7 @@ from ltp_core.datasets import load_dataset
 from ltp_torch import find_ticket
 
 SMOKE = os.environ.get("LTP_EXAMPLE_SMOKE") == "1"
-LEVELS = 2 if SMOKE else 6
+LEVELS = 1 if SMOKE else 6
 EPOCHS = 1 if SMOKE else 8
 REWIND_STEP = 10  # late rewinding: survivors go back to their values after 10 steps
 
