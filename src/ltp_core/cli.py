@@ -663,14 +663,20 @@ def _plot(kind: str, records: list[RunRecord], out: Path, config: dict[str, Any]
 
 
 def _finish(
-    out: Path, kind: str, records: list[RunRecord], plots: bool, config: dict[str, Any]
+    out: Path,
+    kind: str,
+    records: list[RunRecord],
+    plots: bool,
+    config: dict[str, Any],
+    report_only: bool = False,
 ) -> None:
     """Print the table, write the plots, and name every file the command wrote."""
     print(summary_table(records, kind), end="")
-    written = [name for name in (RESULTS_FILE, "results.csv", "table.md") if (out / name).exists()]
+    names = ("table.md",) if report_only else (RESULTS_FILE, "results.csv", "table.md")
+    written = [name for name in names if (out / name).exists()]
     if plots:
         written += [p.name for p in _plot(kind, records, out, config)]
-    if (out / "state").is_dir():
+    if not report_only and (out / "state").is_dir():
         written.append("state/")
     print(f"wrote {os.fspath(out)}/: {', '.join(written)}")
 
@@ -744,7 +750,7 @@ def _report(args: argparse.Namespace) -> int:
             f"{os.fspath(out / RESULTS_FILE)!r} holds a malformed record ({error})"
         ) from None
     (out / "table.md").write_text(summary_table(records, kind))
-    _finish(out, kind, records, not args.no_plots, document["config"])
+    _finish(out, kind, records, not args.no_plots, document["config"], report_only=True)
     return 0
 
 

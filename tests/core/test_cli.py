@@ -337,7 +337,10 @@ def test_report_rebuilds_plots_with_the_title_of_imp(
     assert code == 0
     assert titles == ["lenet300_100 on digits (numpy)"] * 2
     assert (tmp_path / "accuracy_vs_weights_remaining.png").exists()
-    assert "accuracy_vs_weights_remaining.png" in out.splitlines()[-1]
+    assert out.splitlines()[-1] == (
+        f"wrote {tmp_path}/: table.md, accuracy_vs_weights_remaining.png, "
+        "early_stop_vs_weights_remaining.png"
+    )
 
 
 def test_oneshot_writes_a_plot(
