@@ -245,6 +245,7 @@ class _SeedState:
     pruner: LotteryTicketPruner | None = None
     pruner_level: int = -1
     prune_seconds: float = 0.0
+    persist: bool = True
 
 
 def _record(run: RunSpec, n_layers: int, outcome: TrainOutcome, prune_seconds: float) -> RunRecord:
@@ -414,8 +415,13 @@ def _execute(
     state: _SeedState,
     run: RunSpec,
     reporter: Reporter | None,
+    last: bool = True,
 ) -> None:
-    """Train one planned run, save what later levels need, record it."""
+    """Train one planned run, save what later levels need, record it.
+
+    ``results.json`` is rewritten after every run; the CSV and table after the ``last`` run of
+    a level (they are rebuilt from ``results.json`` by ``ltp report`` anyway).
+    """
     n_layers = len(state.names)
     if run.level == 0:
         model = state.model
@@ -431,12 +437,13 @@ def _execute(
             )
         pruner = LotteryTicketPruner(initial, names=state.names, seed=state.seed)
         pruner.set_pretrained_weights(backend.get_prunable(model))
-        state.state_dir.mkdir(parents=True, exist_ok=True)
-        _save_arrays(state.state_dir / "init.npz", init)
-        _save_arrays(state.state_dir / "rewind.npz", rewind)
-        pruner.save(_pruner_path(state.state_dir, 0))
+        if state.persist:
+            state.state_dir.mkdir(parents=True, exist_ok=True)
+            _save_arrays(state.state_dir / "init.npz", init)
+            _save_arrays(state.state_dir / "rewind.npz", rewind)
+            pruner.save(_pruner_path(state.state_dir, 0))
         state.init, state.rewind, state.pruner, state.pruner_level = init, rewind, pruner, 0
-        store.add([_record(run, n_layers, outcome, 0.0)])
+        store.add([_record(run, n_layers, outcome, 0.0)], tables=last)
         return
     if state.init is None or state.rewind is None or state.pruner is None:  # pragma: no cover
         raise RuntimeError(f"seed {state.seed}: level {run.level} planned before level 0 ran")
@@ -456,8 +463,9 @@ def _execute(
             raise RuntimeError("a pruned ticket needs masks")
         prune_seconds = state.prune_seconds
         state.pruner.set_pretrained_weights(apply_masks(backend.get_prunable(model), run.masks))
-        state.pruner.save(_pruner_path(state.state_dir, run.level))
-    store.add([_record(run, n_layers, outcome, prune_seconds)])
+        if state.persist:
+            state.pruner.save(_pruner_path(state.state_dir, run.level))
+    store.add([_record(run, n_layers, outcome, prune_seconds)], tables=last)
 
 
 def run_levels(
@@ -474,7 +482,8 @@ def run_levels(
     :class:`RunSpec` per seed and arm not yet recorded) and its runs are then trained one after
     another. Each finished run is recorded in ``store`` at once; the state needed to continue is
     in ``store.out_dir / "state"``, so calling this again with the same store continues after
-    the last finished run with exactly the masks an uninterrupted run finds.
+    the last finished run with exactly the masks an uninterrupted run finds. A store without a
+    folder (``ResultStore(None, ...)``) keeps everything in memory and writes nothing.
 
     Args:
         plan: The experiment.
@@ -486,7 +495,8 @@ def run_levels(
     Returns:
         ``store``, with every record.
     """
-    state_root = store.out_dir / "state"
+    persist = store.out_dir is not None
+    state_root = (store.out_dir or Path(".")) / "state"
     states: list[_SeedState] = []
     for seed in plan.seeds:
         done = all(
@@ -497,12 +507,12 @@ def run_levels(
         if done:
             continue
         state_dir = state_root / f"seed_{seed}"
-        if state_dir.exists():
+        if persist and state_dir.exists():
             remove_stale_temporaries(state_dir)
         model = backend.build(seed)
         names = backend.layer_names(model)
         rates = plan.layer_rates(names, backend.layer_kinds(model)) if plan.layer_rates else {}
-        state = _SeedState(seed, state_dir, names, dict(rates), model=model)
+        state = _SeedState(seed, state_dir, names, dict(rates), model=model, persist=persist)
         if store.has(seed, 0, "ticket"):
             _load_seed(plan, backend, store, state)
         states.append(state)
@@ -511,6 +521,7 @@ def run_levels(
         runs = plan_level(plan, store, states, level)
         if on_plan is not None:
             on_plan(runs)
-        for run in runs:
-            _execute(plan, backend, store, by_seed[run.seed], run, reporter)
+        for index, run in enumerate(runs):
+            last = index == len(runs) - 1
+            _execute(plan, backend, store, by_seed[run.seed], run, reporter, last)
     return store

@@ -21,7 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_bytes, lock_folder, remove_stale_temporaries
+from ..io import FolderLock, atomic_write_bytes, lock_folder, remove_stale_temporaries
 
 __all__ = ["RESULTS_FILE", "ResultStore", "RunRecord", "summarize", "summary_table"]
 
@@ -65,7 +65,7 @@ class ResultStore:
     """Records of one experiment in ``out_dir``, loaded if they exist.
 
     Args:
-        out_dir: Output folder (created).
+        out_dir: Output folder (created), or ``None`` to keep the records in memory only.
         kind: Experiment kind (``"imp"`` or ``"oneshot"``).
         config: The experiment's configuration dict; an existing folder must hold the same.
         versions: Package versions to record.
@@ -76,22 +76,25 @@ class ResultStore:
 
     def __init__(
         self,
-        out_dir: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str] | None,
         kind: str,
         config: dict[str, Any],
         versions: dict[str, str],
     ) -> None:
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        # One run per folder at a time (a second one gets FolderInUseError), and only then are
-        # the temporaries of runs killed mid-write removed, state/ included.
-        self._lock = lock_folder(self.out_dir)
-        remove_stale_temporaries(self.out_dir, recursive=True)
         self.kind = kind
         self.config = json.loads(json.dumps(config))
         self.versions = dict(versions)
         self.records: list[RunRecord] = []
         self.seeds_info: dict[str, Any] = {}
+        self.out_dir: Path | None = None if out_dir is None else Path(out_dir)
+        self._lock: FolderLock | None = None
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # One run per folder at a time (a second one gets FolderInUseError), and only then are
+        # the temporaries of runs killed mid-write removed, state/ included.
+        self._lock = lock_folder(self.out_dir)
+        remove_stale_temporaries(self.out_dir, recursive=True)
         path = self.out_dir / RESULTS_FILE
         if path.exists():
             existing = load_results(path)
@@ -101,18 +104,19 @@ class ResultStore:
                     for key in set(existing["config"]) | set(self.config)
                     if existing["config"].get(key) != self.config.get(key)
                 )
-                self._lock.release()
+                self.close()
                 raise ValueError(
                     f"{path} holds results of a different experiment (differs in {differing}); "
                     f"pass another output folder (--out, out=) or delete this one to start "
                     f"over. Only levels and seeds may grow to extend a run. "
-                    f"Received: out={os.fspath(out_dir)!r}"
+                    f"Received: out={os.fspath(self.out_dir)!r}"
                 )
             self.records = [RunRecord.from_dict(r) for r in existing["records"]]
 
     def close(self) -> None:
         """Release the output folder for other processes (the records stay readable)."""
-        self._lock.release()
+        if self._lock is not None:
+            self._lock.release()
 
     def done(self, seed: int, level: int) -> bool:
         """Whether any run of ``level`` for ``seed`` is recorded."""
@@ -122,13 +126,21 @@ class ResultStore:
         """Whether the run of ``arm`` at ``level`` for ``seed`` is recorded."""
         return any(r.seed == seed and r.level == level and r.arm == arm for r in self.records)
 
-    def add(self, records: Iterable[RunRecord]) -> None:
-        """Append records and rewrite every results file atomically."""
-        self.records.extend(records)
-        self.write()
+    def add(self, records: Iterable[RunRecord], *, tables: bool = True) -> None:
+        """Append records and rewrite the results files atomically.
 
-    def write(self) -> None:
-        """Write ``results.json``, ``results.csv`` and ``table.md``."""
+        Args:
+            records: The new records.
+            tables: Also rewrite ``results.csv`` and ``table.md`` (``results.json``, the
+                source of truth, is always rewritten); :meth:`write` brings them up to date.
+        """
+        self.records.extend(records)
+        self.write(tables=tables)
+
+    def write(self, *, tables: bool = True) -> None:
+        """Write ``results.json`` (and ``results.csv`` and ``table.md``); nothing in memory mode."""
+        if self.out_dir is None:
+            return
         document = {
             "format_version": RESULTS_VERSION,
             "kind": self.kind,
@@ -138,6 +150,8 @@ class ResultStore:
         }
         text = json.dumps(document, indent=2)
         atomic_write_bytes(self.out_dir / RESULTS_FILE, lambda f: f.write(text.encode()))
+        if not tables:
+            return
         csv_text = records_csv(self.records)
         atomic_write_bytes(self.out_dir / "results.csv", lambda f: f.write(csv_text.encode()))
         table = summary_table(self.records, self.kind)

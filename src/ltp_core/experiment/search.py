@@ -16,7 +16,6 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,8 +302,8 @@ def run_search(
 ) -> list[RunRecord]:
     """Run (or resume) a ``find_ticket`` experiment on ``backend`` and return every record.
 
-    Writes ``results.json``, ``results.csv``, ``table.md`` and a plot into ``args.out`` (a
-    temporary folder when ``None``); a folder holding another experiment is refused.
+    Writes ``results.json``, ``results.csv``, ``table.md`` and a plot into ``args.out`` (with
+    ``None``, everything stays in memory); a folder holding another experiment is refused.
 
     Args:
         backend: The framework's backend of the user's model and code.
@@ -341,28 +340,29 @@ def run_search(
         rewind_iteration=args.rewind_iteration,
         layer_rates=lambda _names, _kinds: rates,
     )
-    with contextlib.ExitStack() as stack:
-        out = args.out
-        folder = out if out is not None else stack.enter_context(tempfile.TemporaryDirectory())
-        store = ResultStore(folder, "imp", config, backend.versions())
+    out = args.out
+    store = ResultStore(out, "imp", config, backend.versions())  # None: in memory only
+    try:
         remaining = sum(
             not store.has(seed, level, arm)
             for seed in plan.seeds
             for level in range(args.levels + 1)
             for arm in (("ticket",) if level == 0 else ("ticket", *args.controls))
         )
-        if remaining < len(plan.seeds) * (1 + args.levels * (1 + len(args.controls))):
-            logger.info("resuming in %s: %d runs left", os.fspath(folder), remaining)
-        before = len(store.records)
+        if out is not None and remaining < len(plan.seeds) * (
+            1 + args.levels * (1 + len(args.controls))
+        ):
+            logger.info("resuming in %s: %d runs left", os.fspath(out), remaining)
         bar = RunsBar(remaining, args.progress)
         try:
             run_levels(plan, backend, store, bar)
         finally:
             bar.close()
-            store.close()
-        if out is not None and len(store.records) != before:
+        if out is not None and remaining:
             _plot(store, Path(out), f"{model_name} (find_ticket, {backend.name})")
         return list(store.records)
+    finally:
+        store.close()
 
 
 def _plot(store: ResultStore, out: Path, title: str) -> None:
