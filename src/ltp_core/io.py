@@ -9,13 +9,14 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save_masks",
     "save_state",
+    "staging_file",
 ]
 
 FORMAT_NAME = "lottery-tickets-state"
@@ -79,10 +81,10 @@ def _try_lock(fd: int) -> bool | None:
     return True
 
 
-def _create_temporary(target: Path) -> tuple[int, Path]:
-    """Create ``.<name>.<random>`` next to ``target`` with the user's umask, locked."""
+def _create_temporary(target: Path, suffix: str = "", kind: str = "") -> tuple[int, Path]:
+    """Create ``.<name>.<kind><random><suffix>`` next to ``target``, umask applied, locked."""
     for _ in range(100):
-        temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}"
+        temporary = target.parent / f".{target.name}.{kind}{secrets.token_hex(4)}{suffix}"
         try:
             # 0o666 filtered by the umask, like any file the user creates (mkstemp gives 0600).
             handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -94,6 +96,7 @@ def _create_temporary(target: Path) -> tuple[int, Path]:
 
 
 _TEMPORARY_SUFFIX = re.compile(r"[a-z0-9_]{8}")  # token_hex(4), or mkstemp's in older releases
+_STAGING_SUFFIX = re.compile(r"part\.[a-f0-9]{8}(\.[a-z0-9]{1,8})?")  # see staging_file
 
 
 def _remove_if_stale(path: Path) -> bool:
@@ -112,7 +115,9 @@ def _remove_if_stale(path: Path) -> bool:
         os.close(handle)
 
 
-def _remove_stale_temporaries_of(target: Path) -> None:
+def _remove_stale_temporaries_of(
+    target: Path, pattern: re.Pattern[str] = _TEMPORARY_SUFFIX
+) -> None:
     if fcntl is None:  # pragma: no cover - without locks a live writer cannot be told apart
         return
     prefix = f".{target.name}."
@@ -121,7 +126,7 @@ def _remove_stale_temporaries_of(target: Path) -> None:
             Path(entry.path)
             for entry in entries
             if entry.name.startswith(prefix)
-            and _TEMPORARY_SUFFIX.fullmatch(entry.name[len(prefix) :])
+            and pattern.fullmatch(entry.name[len(prefix) :])
             and entry.is_file(follow_symlinks=False)
         ]
     for path in stale:
@@ -158,6 +163,34 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+@contextlib.contextmanager
+def staging_file(path: str | os.PathLike[str], suffix: str) -> Iterator[Path]:
+    """A locked temporary file next to ``path`` for building a part of it, removed afterwards.
+
+    Named ``.<name>.part.<random><suffix>``: one left by a process killed meanwhile is removed
+    when the next save of ``path`` stages its parts (never while a live process holds it).
+
+    Example:
+        >>> import tempfile, os
+        >>> target = os.path.join(tempfile.mkdtemp(), "ckpt.zip")
+        >>> with staging_file(target, ".keras") as part:
+        ...     _ = part.write_bytes(b"model")
+        ...     part.name.startswith(".ckpt.zip.") and part.name.endswith(".keras")
+        True
+        >>> os.listdir(os.path.dirname(target))
+        []
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries_of(target, _STAGING_SUFFIX)
+    handle, staged = _create_temporary(target, suffix, "part.")
+    try:
+        yield staged
+    finally:
+        staged.unlink(missing_ok=True)
+        os.close(handle)
 
 
 def remove_stale_temporaries(

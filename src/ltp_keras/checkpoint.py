@@ -110,10 +110,13 @@ def save_checkpoint(
     document = _encode_extra(extra)
     if pruner is not None:
         pruner.apply_pruning(model)
-    with tempfile.TemporaryDirectory(prefix="ltp_keras_ckpt_") as folder:
-        model_file = Path(folder) / _MODEL
+    # The parts are staged next to the target (not in the system's temporary folder), locked
+    # while in use: if the process is killed meanwhile, the next save of `path` removes them.
+    with (
+        core_io.staging_file(path, ".keras") as model_file,
+        core_io.staging_file(path, ".npz") as pruner_file,
+    ):
         model.save(model_file)
-        pruner_file = Path(folder) / _PRUNER
         if pruner is not None:
             core_io.save_state(pruner_file, pruner.state_dict())
 

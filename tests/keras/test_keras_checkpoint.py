@@ -193,3 +193,19 @@ def test_malformed_pruner_state_changes_nothing(
     after = pruner.state_dict()
     assert (after["seed"], after["level"], after["history"]) == (7, 1, before["history"])
     assert after["names"] == before["names"]
+
+
+def test_saving_again_removes_parts_a_killed_save_left(tmp_path: Path) -> None:
+    """Parts are staged next to the checkpoint; what a killed save left, the next one removes."""
+    model, pruner, path = _trained(tmp_path)
+    leftovers = [
+        path.parent / ".ckpt.zip.part.0a1b2c3d.keras",  # staged by a save that was killed
+        path.parent / ".ckpt.zip.part.9f8e7d6c.npz",
+        path.parent / ".ckpt.zip.5a5a5a5a",  # its half-written archive
+    ]
+    for leftover in leftovers:
+        leftover.write_bytes(b"x" * (1 << 20))
+    save_checkpoint(path, model, pruner, extra={"level": 2})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.zip"]
+    _, extra = load_checkpoint(path, LotteryTicketPruner(make_mlp(), seed=0))
+    assert extra == {"level": 2}
