@@ -201,3 +201,45 @@ def test_canonical_names_do_not_depend_on_earlier_models() -> None:
     assert first.layers[0].name != second.layers[0].name
     names = [canonical_names(m, [layer.kernel for layer in m.layers]) for m in (first, second)]
     assert names[0] == names[1] == ["dense/kernel", "dense_1/kernel"]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="a JAX loop is stateless: it does not call apply"
+)
+def test_custom_loop_calling_the_model_optimizer() -> None:
+    """A hand-written loop (GradientTape or loss.backward) that steps model.optimizer.apply is
+    masked too: exact zeros after every step."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    zeros_per_run: list[list[list[np.ndarray]]] = []
+
+    def train(model: keras.Model) -> None:
+        zeros_per_run.append([])
+        variables = model.trainable_variables
+        for start in range(0, len(X), 16):
+            x, y = X[start : start + 16], Y[start : start + 16]
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x, training=True))
+                grads = tape.gradient(loss, variables)
+            else:
+                import torch
+
+                model.zero_grad()
+                loss_fn(torch.as_tensor(y), model(torch.as_tensor(x), training=True)).backward()
+                grads = [v.value.grad for v in variables]
+            model.optimizer.apply(grads, variables)
+            zeros_per_run[-1].append(
+                [keras.ops.convert_to_numpy(layer.kernel) == 0 for layer in model.layers]
+            )
+
+    records = find_ticket(
+        make_mlp, train, evaluate, levels=1, rate=0.5, controls=("random_prune",), progress=False
+    )
+    assert [r.extra["optimizer_steps"] for r in records] == [6, 6, 6]
+    for record, zeros in zip(records[1:], zeros_per_run[1:], strict=True):
+        first = zeros[0]
+        for step in zeros:
+            assert all(np.array_equal(a, b) for a, b in zip(first, step, strict=True))
+        assert [float(1 - z.mean()) for z in first] == pytest.approx(record.layer_density)
