@@ -427,12 +427,13 @@ def find_ticket(
     exactly zero after every optimizer step on TensorFlow, torch and JAX (any
     ``steps_per_execution``, ``jit_compile`` on or off), in ``fit`` and, on TensorFlow and torch,
     in custom loops that call ``model.optimizer.apply``. The cached train function is dropped
-    before and after ``train`` so ``fit`` compiles a step with the constraints. The model's optimizer is put back to its state
-    before the first run at the start of every run (step 0, zero momentum/moments), and its state
-    at pruned entries is zeroed. ``rewind_iteration=K`` captures every weight after the K-th step
-    of ``model.optimizer`` in the dense run (``model.fit`` is wrapped during that run to watch the
-    steps; with ``steps_per_execution > 1`` at the first batch end at or after step K).
-    Keras's global random seed is set per run (``keras.utils.set_random_seed``), so shuffling in
+    before and after ``train`` so ``fit`` compiles a step with the constraints. The model's
+    optimizer is put back to its state before the first run at the start of every run (step 0,
+    zero momentum and moments), and its state at pruned entries is zeroed.
+    ``rewind_iteration=K`` captures every weight after the K-th step of ``model.optimizer`` in
+    the dense run (``model.fit`` is wrapped during that run to watch the steps; with
+    ``steps_per_execution > 1`` at the first batch end at or after step K). Keras's global
+    random seed is set per run (``keras.utils.set_random_seed``), so shuffling in
     ``fit`` is reproducible run by run.
 
     With ``out``, ``results.json``, ``results.csv``, ``table.md`` and a plot are written there
