@@ -223,3 +223,29 @@ def test_shards_refuse_lamp_and_stream_random_erk(tmp_path: Path) -> None:
     for packed, mask in zip(streamed.packed, in_memory, strict=True):
         bits = np.unpackbits(packed)[: mask.size].astype(bool)
         np.testing.assert_array_equal(bits, mask.reshape(-1))
+
+
+def test_imp_config_needs_global_scope_for_global_only_criteria() -> None:
+    from ltp_core.experiment import ImpConfig
+
+    with pytest.raises(ValueError, match=r"--scope global.*strategy='lamp'"):
+        ImpConfig(framework="numpy", strategy="lamp", scope="layer")
+    assert ImpConfig(framework="numpy", strategy="random_erk", scope="global").scope == "global"
+
+
+def test_ltp_mask_refuses_lamp_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ltp_core.cli import main
+
+    np.savez(tmp_path / "w.npz", a=np.ones((4, 4), dtype=np.float32))
+    argv = ["mask", str(tmp_path / "w.npz"), "--strategy", "lamp", "--fraction", "0.5"]
+    message = ""
+    try:
+        code = main([*argv, "--out", str(tmp_path / "m.npz")])
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        message = exit_.code if isinstance(exit_.code, str) else ""
+    err = capsys.readouterr().err + message
+    assert code != 0 and "cannot stream" in err and "Traceback" not in err
+    assert not (tmp_path / "m.npz").exists()
