@@ -289,14 +289,14 @@ def _describe(
         grandparent = modules.get(parent_name.rpartition(".")[0]) if parent_name else None
         found = _role(parent, tensor, parameter, grandparent)
         return _Occurrence(found.role, found.layout, label)
+    parent = modules.get(module_name.rpartition(".")[0]) if module_name else None
     hooked = _hook_parametrization(owner, local)
     if hooked is not None:
         tensor, label, is_carrier = hooked
         if not is_carrier:
             return _Occurrence(PARAMETRIZATION_INPUT, parametrization=label)
-        found = _role(owner, tensor, parameter, None)
+        found = _role(owner, tensor, parameter, parent)
         return _Occurrence(found.role, found.layout, label)
-    parent = modules.get(module_name.rpartition(".")[0]) if module_name else None
     return _role(owner, local, parameter, parent)
 
 

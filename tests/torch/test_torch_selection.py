@@ -324,6 +324,13 @@ def test_old_hook_based_weight_norm_and_spectral_norm() -> None:
         )
     assert names_of(net) == ["0.weight_v", "1.weight_orig"]
     assert roles_of(net)["0.weight_g"].startswith("parametrization input")
+    attention = nn.MultiheadAttention(4, 2)
+    parametrizations.weight_norm(attention.out_proj)
+    torch.nn.utils.prune.random_unstructured(attention, "in_proj_weight", amount=0.5)
+    assert LotteryTicketPruner(attention).roles == [
+        "attention (torch.nn.utils.prune)",
+        "attention (weight_norm)",
+    ]
 
 
 def test_layers_under_torch_nn_utils_prune_are_pruned_through_weight_orig() -> None:
