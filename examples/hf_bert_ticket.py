@@ -1,12 +1,13 @@
 """A winning ticket in a tiny BERT trained with the Hugging Face ``Trainer``.
 
-The task is synthetic text classification (no download): a start token and 15 words from a
-62-word vocabulary, labelled by whether words from the first half of the vocabulary outnumber
-those from the second half. ``ltp_torch.find_ticket`` runs IMP with both controls; its ``train``
-is a plain ``Trainer(...).train()`` (find_ticket hooks the optimizer the ``Trainer`` builds), its
-``evaluate`` the test accuracy. The attention, feed-forward, pooler and classifier weights
-(``nn.Linear``) are pruned, globally; embeddings and layer norms are not. Results go to
-``bert_ticket/``. A few minutes on a CPU (seconds with ``LTP_EXAMPLE_SMOKE=1``).
+The task is synthetic text classification (no download): in 16 random tokens, do words 2 and 3
+(placed once each at random positions) come in that order? It needs attention and positions, and
+a dense tiny BERT learns it to about 96% in 200 steps. ``ltp_torch.find_ticket`` runs IMP with
+both controls; its ``train`` is a plain ``Trainer(...).train()`` (find_ticket hooks the optimizer
+the ``Trainer`` builds), its ``evaluate`` the test accuracy. Half of the remaining attention,
+feed-forward, pooler and classifier weights (``nn.Linear``) are pruned per level in every layer;
+embeddings and layer norms are not. Results go to ``bert_ticket/``. A minute or two of CPU
+(seconds with ``LTP_EXAMPLE_SMOKE=1``).
 
 Usage::
 
@@ -24,17 +25,21 @@ import transformers
 from ltp_torch import find_ticket
 
 SMOKE = os.environ.get("LTP_EXAMPLE_SMOKE") == "1"
-LEVELS = 1 if SMOKE else 5
-STEPS = 4 if SMOKE else 300
+LEVELS = 1 if SMOKE else 4
+STEPS = 4 if SMOKE else 200
 VOCAB, LENGTH = 64, 16
 
 
 def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sequence holds words 2 and 3 once, at random places: is 2 before 3?"""
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(2, VOCAB, (n, LENGTH), generator=generator)
+    ids = torch.randint(4, VOCAB, (n, LENGTH), generator=generator)
     ids[:, 0] = 1  # a [CLS]-like first token, read by the classifier
-    low = (ids[:, 1:] < 2 + (VOCAB - 2) // 2).sum(1)  # 15 words: never a tie
-    return ids, (2 * low > LENGTH - 1).long()
+    places = torch.stack([torch.randperm(LENGTH - 1, generator=generator)[:2] + 1 for _ in ids])
+    rows = torch.arange(n)
+    ids[rows, places[:, 0]] = 2
+    ids[rows, places[:, 1]] = 3
+    return ids, (places[:, 0] < places[:, 1]).long()
 
 
 def make_bert() -> transformers.BertForSequenceClassification:
@@ -86,8 +91,7 @@ def main() -> None:
         train,
         evaluate,
         levels=LEVELS,
-        rate=0.4,
-        scope="global",
+        rate=0.5,
         out="bert_ticket",
         progress=False,
     )
