@@ -165,6 +165,10 @@ def test_applications(name: str) -> None:
     assert not _prune_globally(floor, model, 0.9, min_layer_density=0.01)
     for mask in floor.masks:
         assert mask.sum() >= math.ceil(0.01 * mask.size)
+    if "depthwise" in kinds:  # ... and so does lamp (every layer keeps its largest weight)
+        lamp = LotteryTicketPruner(model)
+        lamp.set_pretrained_weights(model)
+        assert not _prune_globally(lamp, model, 0.9, "lamp")
     _train_and_rewind(floor, model, *_images(), epochs=1)
 
 
