@@ -2,8 +2,9 @@
 
 An output folder holds ``results.json`` (config, package versions, one record per
 level/seed/arm), ``results.csv`` (the same records, flat) and ``table.md`` (mean +- std over
-seeds). Every file is rewritten atomically after each finished level, so a killed run leaves a
-consistent folder behind and can resume from it.
+seeds). ``results.json`` is rewritten atomically after every finished run (the CSV and table at
+least after every level), so a killed run leaves a consistent folder behind and can resume from
+it.
 """
 
 from __future__ import annotations
