@@ -229,16 +229,25 @@ def compute_masks(
     sizes = [math.prod(shape) for shape in shapes]
     # Validate every group (counts, floors) before any selection pass.
     plans = []
+    criterion = resolved.criterion
     for indices, multiplier in groups:
-        sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
-        n_alive = sum(source.n_alive for source in sources)
+        sources: list[ScoreSource] | None = None
+        if criterion.select is not None:  # an exact selection of its own (lamp): no scores yet
+            for role in criterion.needs:
+                for i in indices:
+                    _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
+            n_alives = [_alive_count(alive[i], sizes[i]) for i in indices]
+        else:
+            sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
+            n_alives = [source.n_alive for source in sources]
+        n_alive = sum(n_alives)
         k = count_to_prune(fraction, n_alive, multiplier)
-        if k == 0 and not resolved.criterion.random:  # still refuse non-finite weights
+        if k == 0 and sources is not None and not criterion.random:  # still refuse NaN/Inf
             for source in sources:
                 for start in range(0, source.size, CHUNK_SIZE):
                     source.chunk(start, min(start + CHUNK_SIZE, source.size))
         caps = _prunable_above_floor(
-            sources,
+            n_alives,
             [sizes[i] for i in indices],
             min_density,
             k,
@@ -246,9 +255,10 @@ def compute_masks(
             multiplier,
             [layer_names[i] for i in indices],
         )
-        criterion = resolved.criterion
+        if sources is None and caps is not None:  # floors: the generic capped selection
+            sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
         if criterion.keeps_one_per_layer and len(indices) > 1:
-            layers_alive = sum(1 for source in sources if source.n_alive)
+            layers_alive = sum(1 for count in n_alives if count)
             if n_alive - k < layers_alive:
                 raise ValueError(
                     f"Strategy {resolved.name!r} keeps at least one weight in every layer, but "
@@ -257,16 +267,24 @@ def compute_masks(
                 )
         counts = None
         if criterion.layer_counts is not None:
-            counts = criterion.layer_counts(
-                [shapes[i] for i in indices], [source.n_alive for source in sources], k
-            )
+            counts = criterion.layer_counts([shapes[i] for i in indices], n_alives, k)
             if caps is not None:
                 counts = _respect_caps(counts, caps)
-        plans.append((indices, sources, k, caps, counts))
+        plans.append((indices, sources, n_alives, k, caps, counts))
     keep: list[np.ndarray | None] = [None] * len(shapes)
     collapsed: list[str] = []
-    for indices, sources, k, caps, counts in plans:
-        if counts is not None:
+    for indices, sources, n_alives, k, caps, counts in plans:
+        if sources is None:
+            if criterion.select is None:  # pragma: no cover - sources are built otherwise
+                raise RuntimeError("no selection for this strategy; please report this as a bug")
+            flats = criterion.select(
+                [as_flat(arrays[criterion.needs[0]][i]) for i in indices],
+                [alive[i] for i in indices],
+                list(indices),
+                k,
+                salt,
+            )
+        elif counts is not None:
             flats = [
                 keep_after_pruning_smallest([source], count, salt)[0]
                 for source, count in zip(sources, counts, strict=True)
@@ -275,9 +293,9 @@ def compute_masks(
             flats = keep_after_pruning_smallest(sources, k, salt)
         else:
             flats = keep_after_pruning_smallest_capped(sources, k, salt, caps)
-        for i, source, flat in zip(indices, sources, flats, strict=True):
+        for i, count, flat in zip(indices, n_alives, flats, strict=True):
             keep[i] = flat
-            if len(indices) > 1 and source.n_alive and k >= source.n_alive and not flat.any():
+            if len(indices) > 1 and count and k >= count and not flat.any():
                 collapsed.append(layer_names[i])
     if collapsed:
         warnings.warn(
@@ -328,7 +346,7 @@ def layer_floor(min_layer_density: float, size: int) -> int:
 
 
 def _prunable_above_floor(
-    sources: Sequence[ScoreSource],
+    n_alives: Sequence[int],
     sizes: Sequence[int],
     min_density: float,
     k: int,
@@ -340,8 +358,8 @@ def _prunable_above_floor(
     if min_density == 0.0 or k == 0:
         return None
     caps = [
-        max(source.n_alive - layer_floor(min_density, size), 0)
-        for source, size in zip(sources, sizes, strict=True)
+        max(count - layer_floor(min_density, size), 0)
+        for count, size in zip(n_alives, sizes, strict=True)
     ]
     if all(cap >= k for cap in caps):
         return None
@@ -349,7 +367,7 @@ def _prunable_above_floor(
         rate = "" if multiplier == 1.0 else f" x layer rate {multiplier}"
         raise ValueError(
             f"`min_layer_density` cannot be met: pruning {fraction}{rate} of the "
-            f"{sum(s.n_alive for s in sources)} remaining weights of {list(names)} removes "
+            f"{sum(n_alives)} remaining weights of {list(names)} removes "
             f"{k}, but only {sum(caps)} may go while every layer keeps "
             f"ceil({min_density} x its size) weights. Lower min_layer_density or the "
             f"fraction. Received: min_layer_density={min_density}"
@@ -361,6 +379,10 @@ def _check_finite_in_chunks(array: np.ndarray, label: str, chunk: int = 1 << 20)
     flat = as_flat(array)
     for start in range(0, flat.size, chunk):
         check_input_finite(flat[start : start + chunk], label)
+
+
+def _alive_count(alive: np.ndarray | None, size: int) -> int:
+    return size if alive is None else int(np.count_nonzero(alive))
 
 
 def _respect_caps(counts: Sequence[int], caps: Sequence[int]) -> list[int]:

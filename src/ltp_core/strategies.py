@@ -97,20 +97,31 @@ def _min_rank_of_initial_and_final(
     return scores
 
 
-def _magnitude_order(values: np.ndarray) -> np.ndarray:
-    """Indices that sort ``values`` by ``|value|``, equal magnitudes in position order.
+def _lamp_ranked(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LAMP scores of ``values`` in ascending order, and the order (indices into ``values``).
 
-    For float32 and narrower weights one sort of 64-bit keys (magnitude bits above the
-    position: the bits of a non-negative float sort like the float) replaces a stable argsort,
-    several times faster; float64 weights use the stable argsort.
+    ``values`` are sorted by ``|value|``, equal magnitudes in position order. For float32 and
+    narrower weights one sort of 64-bit keys (the magnitude's bits above the position: bits of
+    non-negative floats sort like the floats) gives both the order and the sorted magnitudes,
+    several times faster than a stable argsort and a gather; float64 weights use the latter.
     """
     if values.dtype == np.float64 or values.size >= 1 << 32:
-        result: np.ndarray = np.argsort(np.abs(values), kind="stable")
-        return result
-    bits = np.abs(values.astype(np.float32)).view(np.uint32).astype(np.uint64)
-    keys = (bits << np.uint64(32)) | np.arange(values.size, dtype=np.uint64)
-    keys.sort()
-    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+        order: np.ndarray = np.argsort(np.abs(values), kind="stable")
+        ranked = np.square(values[order].astype(np.float64))
+    else:
+        bits = np.abs(values.astype(np.float32, copy=False)).view(np.uint32).astype(np.uint64)
+        keys = bits << np.uint64(32)
+        keys |= np.arange(values.size, dtype=np.uint64)
+        keys.sort()
+        order = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        ranked = np.square(
+            (keys >> np.uint64(32)).astype(np.uint32).view(np.float32), dtype=np.float64
+        )
+    suffix = np.cumsum(ranked[::-1])[::-1]
+    np.divide(ranked, suffix, out=ranked, where=suffix > 0)  # 0 stays 0 where suffix is 0
+    if ranked.size:
+        ranked[-1] = 1.0
+    return order, ranked
 
 
 def _lamp_scores(
@@ -128,23 +139,68 @@ def _lamp_scores(
     for weights, mask in zip(arrays["trained"], alive, strict=True):
         flat = weights.reshape(-1)
         index = None if mask is None else np.flatnonzero(mask.reshape(-1))
-        values = flat if index is None else flat[index]
-        order = _magnitude_order(values)
-        ranked = np.square(values[order].astype(np.float64))
-        suffix = np.cumsum(ranked[::-1])[::-1]
-        ranked_scores = np.zeros(ranked.size)
-        np.divide(ranked, suffix, out=ranked_scores, where=suffix > 0)
-        if ranked_scores.size:
-            ranked_scores[-1] = 1.0
-        layer = np.empty(ranked.size)
-        layer[order] = ranked_scores
-        if index is None:
-            scores.append(layer)
-        else:
-            full = np.zeros(flat.size)
-            full[index] = layer
-            scores.append(full)
+        order, ranked = _lamp_ranked(flat if index is None else flat[index])
+        full = np.zeros(flat.size)
+        full[order if index is None else index[order]] = ranked
+        scores.append(full)
     return scores
+
+
+def _lamp_select(
+    trained: Sequence[np.ndarray],
+    alive: Sequence[np.ndarray | None],
+    array_ids: Sequence[int],
+    k: int,
+    salt: int,
+) -> list[np.ndarray]:
+    """Exact-k LAMP selection without scattering scores back: each layer's scores are sorted.
+
+    The ``k``-th smallest score over all layers is found by bisection on its float bits
+    (``np.searchsorted`` in each sorted layer); every layer then loses its weights below it,
+    and the entries tied at it are chosen by position hash, as in every other selection.
+    Same result as ranking :func:`_lamp_scores` with :mod:`ltp_core.selection`.
+    """
+    from .selection import hash_positions, position_keys
+
+    layers = []
+    for flat, mask in zip(trained, alive, strict=True):
+        index = None if mask is None else np.flatnonzero(mask)
+        order, ranked = _lamp_ranked(flat if index is None else flat[index])
+        positions = order if index is None else index[order]
+        layers.append((positions, ranked))
+    keeps = [
+        np.ones(flat.size, dtype=bool) if mask is None else np.array(mask, dtype=bool)
+        for flat, mask in zip(trained, alive, strict=True)
+    ]
+    if k == 0:
+        return keeps
+
+    def count_at_most(value: float) -> int:
+        return sum(int(np.searchsorted(ranked, value, "right")) for _, ranked in layers)
+
+    low, high = 0, int(np.float64(1.0).view(np.uint64))  # bits of non-negative floats sort
+    while low < high:
+        middle = (low + high) // 2
+        if count_at_most(float(np.uint64(middle).view(np.float64))) >= k:
+            high = middle
+        else:
+            low = middle + 1
+    threshold = float(np.uint64(low).view(np.float64))
+    tied_keys = []
+    below_total = 0
+    for keep, array_id, (positions, ranked) in zip(keeps, array_ids, layers, strict=True):
+        below = int(np.searchsorted(ranked, threshold, "left"))
+        upto = int(np.searchsorted(ranked, threshold, "right"))
+        keep[positions[:below]] = False
+        below_total += below
+        tied_keys.append(position_keys(array_id, positions[below:upto].astype(np.int64)))
+    keys = np.concatenate(tied_keys)
+    chosen = keys[np.lexsort((keys, hash_positions(keys, salt)))[: k - below_total]]
+    low_bits = np.uint64((1 << 40) - 1)
+    for keep, array_id in zip(keeps, array_ids, strict=True):
+        mine = chosen[(chosen >> np.uint64(40)) == np.uint64(array_id)]
+        keep[(mine & low_bits).astype(np.intp)] = False
+    return keeps
 
 
 def erk_counts(shapes: Sequence[tuple[int, ...]], alive: Sequence[int], k: int) -> list[int]:
@@ -229,6 +285,10 @@ class Criterion:
             ``f(shapes, alive_counts, k) -> counts`` (``random_erk``).
         keeps_one_per_layer: The criterion promises that every layer keeps a weight; a count
             that leaves fewer weights than layers is refused.
+        select: An exact selection of its own for a scope without floors:
+            ``f(flat weights, flat alive masks, array ids, k, salt) -> flat keep masks``
+            (``lamp``: sorted scores per layer, no scattered score arrays). ``pooled`` must
+            give the same ranking, for scopes with ``min_layer_density`` floors.
     """
 
     name: str
@@ -248,6 +308,13 @@ class Criterion:
     global_only: bool = False
     layer_counts: Callable[[Sequence[tuple[int, ...]], Sequence[int], int], list[int]] | None = None
     keeps_one_per_layer: bool = False
+    select: (
+        Callable[
+            [Sequence[np.ndarray], Sequence[np.ndarray | None], Sequence[int], int, int],
+            list[np.ndarray],
+        ]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)
@@ -398,6 +465,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 "layer-adaptive magnitude scores: |w|^2 over the sum of w^2 of the layer's "
                 "weights at least as large; every layer keeps its largest weight",
                 pooled=_lamp_scores,
+                select=_lamp_select,
                 paper=_LEE,
                 global_only=True,
                 keeps_one_per_layer=True,

@@ -249,3 +249,32 @@ def test_ltp_mask_refuses_lamp_in_one_line(
     err = capsys.readouterr().err + message
     assert code != 0 and "cannot stream" in err and "Traceback" not in err
     assert not (tmp_path / "m.npz").exists()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lamp_direct_selection_equals_ranking_the_pooled_scores(dtype: type) -> None:
+    from ltp_core.selection import ArrayScores, keep_after_pruning_smallest
+    from ltp_core.strategies import CRITERIA
+
+    rng = np.random.default_rng(5)
+    trained = [
+        rng.choice([0.0, 0.5, 1.0, 2.0], size=300).astype(dtype),  # heavy ties
+        rng.normal(size=500).astype(dtype),
+        np.zeros(40, dtype=dtype),
+    ]
+    alive = [rng.random(w.size) > 0.2 for w in trained]
+    lamp = CRITERIA["lamp"]
+    assert lamp.pooled is not None and lamp.select is not None
+    scores = lamp.pooled({"trained": trained}, alive)
+    for k in (0, 1, 100, 400, 600):
+        for salt in (0, 99):
+            reference = keep_after_pruning_smallest(
+                [
+                    ArrayScores(i, s, a, "x")
+                    for i, (s, a) in enumerate(zip(scores, alive, strict=True))
+                ],
+                k,
+                salt,
+            )
+            direct = lamp.select(trained, alive, [0, 1, 2], k, salt)
+            assert all(np.array_equal(a, b) for a, b in zip(reference, direct, strict=True))
