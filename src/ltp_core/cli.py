@@ -41,6 +41,7 @@ from .experiment.models import (
 )
 from .experiment.results import RESULTS_FILE, RunRecord, load_results, summary_table
 from .strategies import CRITERIA, STRATEGIES
+from .summary import low_coverage_warned_once
 
 __all__ = ["build_parser", "main"]
 
@@ -721,14 +722,15 @@ def _run_experiment(args: argparse.Namespace) -> int:
     _create_out_folder(out)
     note = _resume_note(out, args.command)
     reporter, started = _announcing(make_reporter(quiet=args.quiet), note)
-    if isinstance(config, ImpConfig):
-        from .experiment.imp import run_imp
+    with low_coverage_warned_once():  # one pruner per run: warn about coverage once
+        if isinstance(config, ImpConfig):
+            from .experiment.imp import run_imp
 
-        store = run_imp(config, backend, data, out, reporter)
-    else:
-        from .experiment.oneshot import run_oneshot
+            store = run_imp(config, backend, data, out, reporter)
+        else:
+            from .experiment.oneshot import run_oneshot
 
-        store = run_oneshot(config, backend, data, out, reporter)
+            store = run_oneshot(config, backend, data, out, reporter)
     if not started and note:
         logger.info("nothing to do: %s", note.replace("resuming in", "everything is done in"))
     _finish(out, args.command, store.records, not args.no_plots, config.to_dict())

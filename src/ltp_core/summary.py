@@ -23,11 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "PrunableTensor",
     "PruningSummary",
     "build_summary",
+    "low_coverage_warned_once",
     "warn_if_low_coverage",
 ]
 
@@ -45,6 +48,37 @@ logger = logging.getLogger(__name__)
 
 #: Below this share of the trainable parameters a new pruner warns.
 LOW_COVERAGE_THRESHOLD = 0.5
+
+# Messages already given inside a `low_coverage_warned_once()` block (None outside one).
+_GIVEN: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "ltp_low_coverage_given", default=None
+)
+
+
+@contextlib.contextmanager
+def low_coverage_warned_once() -> Iterator[None]:
+    """Inside the block, each distinct low-coverage warning is given once.
+
+    An experiment builds a pruner per run on the same model (``find_ticket``, ``ltp imp``);
+    without this, the same :class:`~ltp_core.notices.LowCoverageWarning` would be logged at
+    every run.
+
+    Example:
+        >>> import warnings
+        >>> s = build_summary([PrunableTensor("w", "linear", (2,))],
+        ...                   [LeftOutTensor("emb", (10, 4), "embedding")])
+        >>> with warnings.catch_warnings(record=True) as caught, low_coverage_warned_once():
+        ...     warnings.simplefilter("always")
+        ...     [warn_if_low_coverage(s, "pass prunable=...") for _ in range(3)]
+        [True, False, False]
+        >>> len(caught)
+        1
+    """
+    token = _GIVEN.set(set() if _GIVEN.get() is None else _GIVEN.get())
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
 
 
 def _count(shape: tuple[int, ...]) -> int:
@@ -288,6 +322,11 @@ def warn_if_low_coverage(
         f"{len(summary.prunable)} tensors); left out by reason: {groups}. To include more, "
         f"{how_to_include}. `pruner.summary()` lists every tensor."
     )
+    given = _GIVEN.get()
+    if given is not None:
+        if message in given:
+            return False
+        given.add(message)
     logger.warning(message)
     warnings.warn(message, LowCoverageWarning, stacklevel=stacklevel)
     return True

@@ -38,6 +38,7 @@ from ltp_core.experiment.search import (
     resolve_layer_rates,
     run_search,
 )
+from ltp_core.summary import low_coverage_warned_once
 from ltp_torch.arrays import to_numpy
 from ltp_torch.hook import PrunerHook
 from ltp_torch.parameters import (
@@ -99,6 +100,7 @@ class _UserBackend:
         self._evaluate = evaluate
         self._prunable = prunable
         self._first: tuple[int, nn.Module] | None = None
+        self._expected: list[tuple[str, tuple[int, ...]]] | None = None
 
     # -- models -----------------------------------------------------------------------------
 
@@ -114,6 +116,29 @@ class _UserBackend:
             )
         return model
 
+    def _architecture(self, model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+        return [(n, tuple(p.shape)) for n, p in find_prunable_parameters(model, self._prunable)]
+
+    def _check_architecture(self, model: nn.Module, seed: int) -> None:
+        """A factory must build the same prunable weights every call (masks are shared)."""
+        found = self._architecture(model)
+        if self._expected is None:
+            self._expected = found
+            return
+        if found != self._expected:
+            differ = [
+                f"{a[0]} {a[1]} vs {b[0]} {b[1]}"
+                for a, b in zip(self._expected, found, strict=False)
+                if a != b
+            ] or [f"{len(self._expected)} vs {len(found)} prunable tensors"]
+            raise ValueError(
+                "The `model` factory must build the same architecture on every call (masks "
+                "of one level are applied to the controls and to every seed); the model "
+                f"built for seed {seed} differs from the first one: {differ[:3]}. Make the "
+                "factory depend on nothing but torch's random state. "
+                f"Received: model={self._factory!r}"
+            )
+
     def build(self, seed: int, reinit: bool = False) -> nn.Module:
         """The model of ``seed`` (factory called under ``torch.manual_seed(seed)``)."""
         if self._first is not None and self._first[0] == seed and not reinit:
@@ -121,7 +146,9 @@ class _UserBackend:
             self._first = None  # handed out once: later builds start from scratch
             return model
         if self._factory is not None:
-            return self._call_factory(seed)
+            model = self._call_factory(seed)
+            self._check_architecture(model, seed)
+            return model
         if self._module is None:  # pragma: no cover
             raise RuntimeError("no model")
         if not reinit:
@@ -137,6 +164,7 @@ class _UserBackend:
     def first_model(self, seed: int) -> nn.Module:
         """Build the first seed's model once, for validation; :meth:`build` hands it out."""
         model = self.build(seed)
+        self._check_architecture(model, seed)
         self._first = (seed, model)
         return model
 
@@ -188,11 +216,20 @@ class _UserBackend:
         prunable_ids = {id(p) for p in pruner.parameters(model)} if pruner is not None else set()
         seen: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
         hooks: list[PrunerHook] = []
-        counter = {"steps": 0}
+        # `steps` counts every optimizer step on the model; `lead` the steps of the first
+        # optimizer that stepped it (the iterations `rewind_iteration` counts). The rewind
+        # point is taken after the lead's K-th step and refreshed after the other optimizers'
+        # steps until the lead steps again, so it holds every optimizer's K-th iteration.
+        counter = {"steps": 0, "lead": 0, "foreign": 0}
+        lead: list[torch.optim.Optimizer] = []
+        capturing = False
         captured: list[np.ndarray] | None = None
 
         def before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            nonlocal capturing
             del args, kwargs
+            if lead and optimizer is lead[0]:
+                capturing = False
             if optimizer in seen:
                 return
             ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -202,12 +239,19 @@ class _UserBackend:
                 hooks.append(PrunerHook(pruner, model, optimizer))
 
         def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-            nonlocal captured
+            nonlocal captured, capturing
             del args, kwargs
             if not seen.get(optimizer, False):
+                counter["foreign"] += 1
                 return
             counter["steps"] += 1
-            if counter["steps"] == run.capture_at:
+            if not lead:
+                lead.append(optimizer)
+            if optimizer is lead[0]:
+                counter["lead"] += 1
+                if counter["lead"] == run.capture_at:
+                    captured, capturing = self.snapshot(model), True
+            elif capturing:
                 captured = self.snapshot(model)
 
         handles = [
@@ -223,8 +267,18 @@ class _UserBackend:
                 handle.remove()
             for hook in hooks:
                 hook.remove()
+            lead.clear()
         seconds = time.perf_counter() - start
         steps = counter["steps"]
+        if steps == 0 and counter["foreign"]:
+            raise ValueError(
+                f"{run.label}: train(model) stepped an optimizer {counter['foreign']} times, "
+                "but none of its steps updated the model it was given (an optimizer created "
+                "before find_ticket, or on another model?). The controls and every level train "
+                "their own model object: create the optimizer inside train from "
+                "model.parameters(). Received: train="
+                f"{getattr(self._train, '__qualname__', repr(self._train))}"
+            )
         if steps == 0:
             logger.warning(
                 "%s: train(model) made no torch.optim optimizer step on the model's parameters, "
@@ -235,10 +289,11 @@ class _UserBackend:
         if pruner is not None:
             self._check_zeros(model, pruner, run)
         if run.capture_at is not None and captured is None:
+            several = " (counted in steps of the first optimizer)" if len(seen) > 1 else ""
             raise ValueError(
                 f"`rewind_iteration` asks for the weights after optimizer step {run.capture_at} "
-                f"of the dense run, but train(model) made {steps} steps. Use a smaller "
-                f"rewind_iteration. Received: rewind_iteration={run.capture_at}"
+                f"of the dense run, but train(model) made {counter['lead']} steps{several}. Use "
+                f"a smaller rewind_iteration. Received: rewind_iteration={run.capture_at}"
             )
         eval_start = time.perf_counter()
         metrics, headline = parse_metrics(self._evaluate(model))
@@ -325,14 +380,17 @@ def find_ticket(
         evaluate: ``evaluate(model) -> float | Mapping[str, float]``: metrics of the trained
             model; ``"accuracy"`` (else the first one) headlines tables and plots.
         levels: Pruning levels after the dense run.
-        rate: Fraction of the remaining weights pruned per level, ``0 <= rate < 1``.
-        strategy: Pruning criterion, a name from ``ltp_core.STRATEGIES`` without ``_global``.
+        rate: Fraction of the remaining weights pruned per level, ``0 < rate < 1``.
+        strategy: Pruning criterion, a name from ``ltp_core.CRITERIA`` (``lamp`` and
+            ``random_erk`` rank across layers and need ``scope="global"``).
         scope: ``"layer"`` (each layer loses ``rate``) or ``"global"`` (ranked across layers).
         layer_rates: ``{parameter name or index: multiplier}`` of ``rate`` per layer (e.g.
             ``{"fc3.weight": 0.5}`` prunes the output layer at half rate, as Frankle & Carbin
             do); ``0`` excludes a layer. ``None``: every layer at ``rate``.
         rewind_iteration: ``0`` rewinds to initialization; ``K`` to the weights after the
-            ``K``-th optimizer step of the dense run (late rewinding).
+            ``K``-th optimizer step of the dense run (late rewinding). With several
+            optimizers, steps are counted on the first one that steps the model, and the
+            rewind point includes the other optimizers' steps up to its next step.
         controls: Control arms to run: ``"random_reinit"`` (needs a factory or
             ``reset_parameters()`` on every module holding parameters), ``"random_prune"``.
         seeds: Repetitions with different initializations (seeds ``0 .. seeds - 1``).
@@ -347,7 +405,10 @@ def find_ticket(
 
     Raises:
         ValueError: A bad argument (named with its value), ``out`` holding another experiment,
-            or ``rewind_iteration`` beyond the dense run's optimizer steps.
+            ``rewind_iteration`` beyond the dense run's optimizer steps, a factory building
+            another architecture than on its first call, ``train`` stepping only optimizers
+            of other parameters (one created before ``find_ticket``), or ``evaluate``
+            returning other metric names than in the first run.
         TypeError: An argument of the wrong type, or a factory not returning an ``nn.Module``.
 
     Example:
@@ -388,11 +449,6 @@ def find_ticket(
         out=out,
         progress=progress,
     )
-    backend = _UserBackend(model, train, evaluate, prunable)
-    first = backend.first_model(0)
-    names = backend.layer_names(first)  # validates `prunable`
-    shapes = [list(p.shape) for _, p in find_prunable_parameters(first, prunable)]
-    rates = resolve_layer_rates(layer_rates, names)
     if "random_reinit" in args.controls and isinstance(model, nn.Module):
         missing = _not_reinitializable(model)
         if missing:
@@ -402,12 +458,19 @@ def find_ticket(
                 f"the control with controls=('random_prune',)). Received: modules {missing} "
                 "hold parameters but have no reset_parameters()"
             )
-    return run_search(
-        backend,
-        args,
-        api="ltp_torch.find_ticket",
-        model_name=type(first).__qualname__,
-        names=names,
-        shapes=shapes,
-        layer_rates=rates,
-    )
+    with low_coverage_warned_once():  # one pruner per run: say what is left out once
+        backend = _UserBackend(model, train, evaluate, prunable)
+        first = backend.first_model(0)
+        names = backend.layer_names(first)  # validates `prunable`
+        LotteryTicketPruner(first, prunable=prunable)  # warns of low coverage before training
+        shapes = [list(p.shape) for _, p in find_prunable_parameters(first, prunable)]
+        rates = resolve_layer_rates(layer_rates, names)
+        return run_search(
+            backend,
+            args,
+            api="ltp_torch.find_ticket",
+            model_name=type(first).__qualname__,
+            names=names,
+            shapes=shapes,
+            layer_rates=rates,
+        )

@@ -359,6 +359,37 @@ def plan_level(
     return runs
 
 
+def _check_metrics(store: ResultStore, run: RunSpec, outcome: TrainOutcome) -> None:
+    """User-defined metrics keep their names across runs; non-finite values are reported.
+
+    A table or plot compares one headline metric across levels and arms, so ``evaluate``
+    returning other names than in the runs already recorded is an error (raised before the run
+    is recorded: the experiment resumes from there once ``evaluate`` is fixed).
+    """
+    if not outcome.metrics:
+        return
+    names = list(outcome.metrics)
+    earlier = next((r for r in store.records if r.metrics), None)
+    if earlier is not None and (
+        sorted(earlier.metrics) != sorted(names) or earlier.headline != outcome.headline
+    ):
+        raise ValueError(
+            f"{run.label}: `evaluate` returned metrics {names}, but "
+            f"{list(earlier.metrics)} for seed {earlier.seed} level {earlier.level} "
+            f"{earlier.arm}; tables and plots compare the same metrics across runs, so "
+            "`evaluate` must return the same names every time. "
+            f"Received: {dict(outcome.metrics)}"
+        )
+    bad = {k: v for k, v in outcome.metrics.items() if not np.isfinite(v)}
+    if bad:
+        logger.warning(
+            "%s: `evaluate` returned non-finite metrics %s (diverged training, or an empty "
+            "evaluation set?); they are recorded as they are.",
+            run.label,
+            bad,
+        )
+
+
 def _train(
     backend: RunBackend, model: Any, run: RunSpec, reporter: Reporter | None
 ) -> TrainOutcome:
@@ -430,6 +461,7 @@ def _execute(
         # movement, magnitude_increase, *_same_sign, large_init_large_final) rank them.
         initial = backend.get_prunable(model)
         outcome = _train(backend, model, run, reporter)
+        _check_metrics(store, run, outcome)
         rewind = outcome.captured if run.capture_at else init
         if rewind is None:
             raise RuntimeError(
@@ -457,6 +489,7 @@ def _execute(
             model = state.model = backend.build(state.seed)
         backend.restore(model, state.rewind if run.start == "rewind" else state.init)
     outcome = _train(backend, model, run, reporter)
+    _check_metrics(store, run, outcome)
     prune_seconds = 0.0
     if run.arm == "ticket":
         if run.masks is None:  # pragma: no cover - set by plan_level

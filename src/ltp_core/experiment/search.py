@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..strategies import STRATEGIES
+from ..strategies import CRITERIA, strategy_name
 from ..validation import check_fraction
 from .backend import ProgressFn
 from .config import CONTROLS
@@ -120,14 +120,23 @@ def check_search_arguments(
             )
     levels = _check_int(levels, "levels", 1)
     rate = check_fraction(rate, "rate")
-    if not isinstance(strategy, str) or strategy not in STRATEGIES or strategy.endswith("_global"):
-        base = sorted(n for n in STRATEGIES if not n.endswith("_global"))
+    if rate == 0:
         raise ValueError(
-            f"`strategy` must be one of {base} (use `scope` for global). "
+            "`rate` must be above 0: with rate=0 no level prunes anything, so every level "
+            "would retrain the dense model. Use e.g. rate=0.2. Received: rate=0"
+        )
+    if not isinstance(strategy, str) or strategy not in CRITERIA:
+        raise ValueError(
+            f"`strategy` must be one of {sorted(CRITERIA)} (use `scope` for global). "
             f"Received: strategy={strategy!r}"
         )
     if scope not in ("layer", "global"):
         raise ValueError(f"`scope` must be 'layer' or 'global'. Received: scope={scope!r}")
+    if CRITERIA[strategy].global_only and scope != "global":
+        raise ValueError(
+            f"`strategy` {strategy!r} ranks weights across layers (global by nature): pass "
+            f"scope='global'. Received: strategy={strategy!r}, scope={scope!r}"
+        )
     if layer_rates is not None:
         if not isinstance(layer_rates, Mapping):
             raise TypeError(
@@ -334,7 +343,7 @@ def run_search(
     plan = ImpPlan(
         levels=args.levels,
         seeds=tuple(range(args.seeds)),
-        strategy=args.strategy + ("_global" if args.scope == "global" else ""),
+        strategy=strategy_name(args.strategy, "global" if args.scope == "global" else "layer"),
         fraction=args.rate,
         controls=args.controls,
         rewind_iteration=args.rewind_iteration,
