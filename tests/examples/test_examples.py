@@ -25,9 +25,11 @@ TIMEOUT_S = 300
 def _needs(script: Path) -> list[str]:
     text = script.read_text()
     modules = []
-    for module in ("torch", "keras", "sklearn"):
+    for module in ("torch", "keras", "sklearn", "lightning", "transformers"):
         if f"import {module}" in text or f"from {module}" in text:
             modules.append(module)
+    if "transformers.Trainer(" in text:
+        modules.append("accelerate")  # the Hugging Face Trainer needs it
     if "ltp_torch" in text:
         modules.append("torch")
     if "ltp_keras" in text:
