@@ -3,13 +3,16 @@
 The file holds ``x_train``, ``y_train``, ``x_test`` and ``y_test``. Features are images
 ``(n, height, width)`` or ``(n, height, width, channels)`` (NHWC), or flat ``(n, features)``;
 ``uint8`` values are scaled from 0..255 to ``[0, 1]``, other numbers are used as stored (as
-``float32``). Labels are any integers (integral floats too): they are mapped to class indices
-``0 .. k-1`` in sorted order, and the original values become the class names.
+``float32``). Labels are any integers (integral floats too, up to ``2**53``): they are mapped
+to class indices ``0 .. k-1`` in sorted order, and the original values become the class names;
+every test label must occur in ``y_train``. Arrays are checked by their ``.npy`` header (no
+Python objects, no more data declared than stored) before they are read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 import zlib
@@ -44,6 +47,40 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _check_member_header(archive: np.lib.npyio.NpzFile, key: str, origin: str) -> None:
+    """Refuse an array by its ``.npy`` header, before anything is allocated for it.
+
+    A header declaring more bytes than its archive member holds (a truncated or crafted file)
+    would otherwise make NumPy try to allocate the declared size; Python objects are refused
+    (files are read with ``allow_pickle=False``, which stays off).
+    """
+    member = key if key.endswith(".npy") else f"{key}.npy"
+    names = archive.zip.namelist() if archive.zip is not None else []
+    if member not in names:
+        return  # NumPy reads it (or reports it) itself
+    with archive.zip.open(member) as stream:  # type: ignore[union-attr]
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        header = stream.tell()
+    if dtype.hasobject:
+        raise ValueError(
+            f"{origin}: `{key}` holds Python objects (dtype {dtype}), which are not read "
+            "(allow_pickle stays off for safety). Save numeric arrays, e.g. "
+            f"np.asarray({key}, dtype=np.float32). Received: {key} of dtype {dtype}"
+        )
+    stored = archive.zip.getinfo(member).file_size - header  # type: ignore[union-attr]
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > stored:
+        raise ValueError(
+            f"{origin}: `{key}` declares shape {tuple(shape)} of {dtype} ({declared} bytes) "
+            f"but its archive member holds {stored} bytes: the file is truncated or damaged. "
+            f"Received: {key}.shape={tuple(shape)}"
+        )
+
+
 def _labels(values: np.ndarray, name: str, origin: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim == 2 and array.shape[1] == 1:
@@ -58,7 +95,10 @@ def _labels(values: np.ndarray, name: str, origin: str) -> np.ndarray:
     if array.dtype.kind == "b":
         return array.astype(np.int64)
     if array.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(array) | (array != np.round(array)))
+        # Beyond 2**53 a float is not an exact integer any more (and casts wrap past 2**63).
+        bad = np.flatnonzero(
+            ~np.isfinite(array) | (array != np.round(array)) | (np.abs(array) > 2.0**53)
+        )
         if bad.size == 0:
             return array.astype(np.int64)
         raise ValueError(
@@ -135,8 +175,12 @@ def read_user_npz(
                 f"(the Keras mnist.npz layout). Received: arrays {sorted(archive.files)}"
             )
         try:
+            for key in NPZ_KEYS:
+                _check_member_header(archive, key, origin)
             raw = [archive[key] for key in NPZ_KEYS]
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+            if str(error).startswith(origin):
+                raise
             raise ValueError(f"{origin} is damaged ({error})") from error
     x_train = _features(raw[0], "x_train", origin)
     x_test = _features(raw[2], "x_test", origin)
@@ -156,6 +200,13 @@ def read_user_npz(
             f"Received: {x_train.shape[1:]} and {x_test.shape[1:]}"
         )
     classes = np.unique(np.concatenate([y_train, y_test]))
+    unseen = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+    if unseen.size:
+        raise ValueError(
+            f"{origin}: `y_test` holds labels that never occur in `y_train`, so no model can "
+            "learn them and test accuracy would count them as errors. Remove those examples "
+            f"or add training examples of them. Received: y_test labels {unseen[:10].tolist()}"
+        )
     if len(classes) < 2:
         raise ValueError(
             f"{origin}: the labels must name at least two classes. Received: {classes.tolist()}"
