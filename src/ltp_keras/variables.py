@@ -87,6 +87,11 @@ _SINGLE_KERNEL = (
     *_CONV_TRANSPOSE,
     *_DEPTHWISE,
 )
+_ATTENTION = tuple(
+    getattr(keras.layers, name)
+    for name in ("MultiHeadAttention", "GroupQueryAttention")
+    if hasattr(keras.layers, name)
+)
 _NORMALIZATION = tuple(
     getattr(keras.layers, name)
     for name in (
@@ -194,9 +199,10 @@ def _role_in_layer(
 def variable_roles(model: keras.layers.Layer) -> dict[int, str]:
     """The role of each variable of ``model``, keyed by ``id(variable)``.
 
-    Roles: ``"dense"``, ``"einsum_dense"``, ``"attention"`` (MultiHeadAttention projection
-    kernels), ``"conv"``, ``"conv_transpose"``, ``"depthwise"`` (depthwise kernels, separable
-    depthwise kernels, grouped convolutions with one input channel per group),
+    Roles: ``"dense"``, ``"einsum_dense"``, ``"attention"`` (MultiHeadAttention and
+    GroupQueryAttention projection kernels), ``"conv"``, ``"conv_transpose"``, ``"depthwise"``
+    (depthwise kernels, separable depthwise kernels, grouped convolutions with one input
+    channel per group),
     ``"pointwise"`` (separable pointwise kernels), ``"recurrent"`` (kernel and recurrent kernel
     of recurrent cells), ``"embedding"`` (also any variable an Embedding layer holds, even if
     another layer uses it too), ``"bias"``, ``"normalization"``, ``"lora"`` (variables of a
@@ -214,7 +220,7 @@ def variable_roles(model: keras.layers.Layer) -> dict[int, str]:
     attention_layers = {
         id(sub)
         for layer in layers
-        if isinstance(layer, keras.layers.MultiHeadAttention)
+        if isinstance(layer, _ATTENTION)
         for sub in _walk_layers(layer)
         if isinstance(sub, keras.layers.EinsumDense)
     }
@@ -222,10 +228,21 @@ def variable_roles(model: keras.layers.Layer) -> dict[int, str]:
     for layer in layers:
         for variable in _own_variables(layer):
             role = _role_in_layer(layer, variable, attention_layers)
-            # A variable tied to an embedding is an embedding wherever else it is used.
-            if id(variable) not in roles or role == "embedding":
+            # A wrapper that keeps a reference to its layer's variable (SpectralNormalization
+            # holds the Dense kernel) also lists it: the most specific role wins, and a
+            # variable tied to an embedding is an embedding wherever else it is used.
+            previous = roles.get(id(variable))
+            if previous is None or _role_priority(role) < _role_priority(previous):
                 roles[id(variable)] = role
     return roles
+
+
+def _role_priority(role: str) -> int:
+    if role in ("embedding", "lora"):
+        return 0
+    if role in PRUNABLE_KINDS:
+        return 1
+    return 2 if role == "bias" else 3
 
 
 def _layer_kernels(layer: keras.layers.Layer) -> list[keras.Variable]:

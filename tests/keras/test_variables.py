@@ -293,3 +293,50 @@ def test_mixed_precision_trains_float32_kernels_with_exact_zeros() -> None:
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner)])
     for variable, mask in zip(variables, pruner.masks, strict=True):
         assert not np.any(keras.ops.convert_to_numpy(variable)[~mask])
+
+
+def test_spectral_normalization_prunes_the_wrapped_kernel_in_place() -> None:
+    from keras_models import compile_model
+
+    from ltp_keras import PrunerCallback
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            layers.SpectralNormalization(layers.Dense(8, name="d"), name="sn"),
+            layers.Dense(3, name="head"),
+        ],
+        name="snnet",
+    )
+    pruner = LotteryTicketPruner(model)
+    # The wrapper also lists the Dense kernel; it is still a dense kernel, not normalization.
+    assert pruner.names == ["snnet/sn/d/kernel", "snnet/head/kernel"]
+    assert [t.kind for t in pruner.summary().prunable] == ["dense", "dense"]
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    x = np.random.default_rng(0).normal(size=(16, 10)).astype("float32")
+    compile_model(model)
+    model.fit(
+        x, np.arange(16) % 3, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner)]
+    )
+    # SpectralNormalization writes kernel / sigma into the kernel: zeros stay zeros.
+    for variable, mask in zip(pruner.prunable_variables(model), pruner.masks, strict=True):
+        assert not np.any(keras.ops.convert_to_numpy(variable)[~mask])
+
+
+def test_conv_lstm_and_group_query_attention_roles() -> None:
+    frames = keras.Input((3, 6, 6, 2))
+    x = layers.ConvLSTM2D(2, 3, name="convlstm")(frames)
+    queries = keras.Input((4, 8))
+    a = layers.GroupQueryAttention(4, 4, 2, name="gqa")(queries, queries)
+    model = keras.Model([frames, queries], [x, a])
+    pruner = LotteryTicketPruner(model)
+    kinds = {t.name: t.kind for t in pruner.summary().prunable}
+    assert kinds == {
+        "convlstm/conv_lstm_cell/kernel": "recurrent",
+        "convlstm/conv_lstm_cell/recurrent_kernel": "recurrent",
+        "gqa/query/kernel": "attention",
+        "gqa/key/kernel": "attention",
+        "gqa/value/kernel": "attention",
+        "gqa/attention_output/kernel": "attention",
+    }
