@@ -12,11 +12,16 @@ from numpy_mlp_backend import NumpyBackend
 from ltp_core import LotteryTicketPruner, compute_masks
 from ltp_core.datasets import load_dataset
 from ltp_core.experiment import (
+    BoundBackend,
     ImpConfig,
+    ImpPlan,
     OneShotConfig,
+    ResultStore,
+    RunSpec,
     layer_rates_for,
     random_masks_like,
     run_imp,
+    run_levels,
     run_oneshot,
 )
 from ltp_core.experiment.plots import plot_imp
@@ -284,3 +289,35 @@ def test_resuming_without_the_saved_state_is_a_clear_error(  # type: ignore[no-u
     )
     with pytest.raises(ValueError, match=message):
         run_imp(extended, NumpyBackend(), digits, tmp_path)
+
+
+def test_each_level_is_planned_as_independent_runs_before_training(digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = ImpConfig(framework="numpy", levels=2, seeds=2, iterations=20, eval_every=20)
+    backend = NumpyBackend()
+    bound = BoundBackend(backend, config.model, digits, config.train_settings)
+    plan = ImpPlan(
+        levels=2,
+        seeds=(0, 1),
+        strategy="large_final",
+        fraction=config.dense_fraction,
+        layer_rates=lambda names, kinds: layer_rates_for(config, kinds),
+    )
+    plans: list[tuple[int, list[RunSpec]]] = []
+    store = ResultStore(tmp_path, "imp", {"test": 1}, {})
+    run_levels(plan, bound, store, on_plan=lambda runs: plans.append((backend.train_calls, runs)))
+    assert [len(runs) for _, runs in plans] == [2, 6, 6]
+    for level, (calls_before, runs) in enumerate(plans):
+        assert calls_before == (0 if level == 0 else 2 + 6 * (level - 1))  # nothing trained yet
+        assert {(r.seed, r.level) for r in runs} == {(0, level), (1, level)}
+        assert len({r.train_seed for r in runs}) == len(runs)
+    level1 = {(r.seed, r.arm): r for r in plans[1][1]}
+    for seed in (0, 1):
+        ticket, reinit, prune = (
+            level1[seed, a] for a in ("ticket", "random_reinit", "random_prune")
+        )
+        assert (ticket.start, reinit.start, prune.start) == ("rewind", "fresh", "init")
+        assert ticket.masks is reinit.masks and ticket.masks is not None
+        assert prune.masks is not None
+        for m, r in zip(ticket.masks, prune.masks, strict=True):
+            assert m.sum() == r.sum() and not np.array_equal(m, r)
+    assert len(store.records) == 2 * 7
