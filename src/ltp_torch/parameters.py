@@ -10,7 +10,9 @@ parameters are listed once, under the first name ``module.named_parameters()`` g
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
@@ -108,6 +110,22 @@ def select_parameters(module: nn.Module, prunable: PrunableSpec = None) -> list[
     return chosen
 
 
+def _check_predicate(predicate: Callable[..., Any]) -> None:
+    """A ``prunable`` predicate must take ``(name, module, parameter)``."""
+    try:
+        signature = inspect.signature(predicate)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        raise TypeError(
+            "A `prunable` predicate is called as predicate(name, module, parameter) and "
+            "returns whether to prune that parameter (e.g. lambda name, module, p: p.dim() > 1 "
+            f"and not name.endswith('bias')). Received: prunable with signature {signature}"
+        ) from None
+
+
 def describe_selection(
     module: nn.Module, prunable: PrunableSpec = None
 ) -> tuple[list[ParameterInfo], list[ParameterInfo]]:
@@ -145,6 +163,7 @@ def describe_selection(
             _check_selected(info.name, info.occurrences[0][1], info.parameter)
     elif callable(prunable):
         predicate = prunable
+        _check_predicate(predicate)
         selected = []
         with scanning({id(info.parameter): info for info in infos}):
             for info in infos:
