@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+from ltp_core import __version__
+
 from .callbacks import PrunerCallback, RewindCheckpoint
 from .checkpoint import load_checkpoint, save_checkpoint
 from .masking import MaskConstraint, MaskEnforcer
@@ -37,6 +39,7 @@ __all__ = [
     "MaskEnforcer",
     "PrunerCallback",
     "RewindCheckpoint",
+    "__version__",
     "default_prunable_variables",
     "find_ticket",
     "load_checkpoint",

@@ -8,12 +8,49 @@ from typing import Any
 import keras
 import numpy as np
 
-from .masking import MaskEnforcer
+from .masking import MaskConstraint, MaskEnforcer
 from .pruner import LotteryTicketPruner
 
 __all__ = ["PrunerCallback", "RewindCheckpoint"]
 
 logger = logging.getLogger(__name__)
+
+
+def _inner(constraint: Any) -> Any:
+    while isinstance(constraint, MaskConstraint):
+        constraint = constraint.inner
+    return constraint
+
+
+def _masks_gradients(model: keras.Model) -> bool:
+    """Gradient masking is used where it was measured faster than the constraint: the
+    TensorFlow and torch trainers (JAX fuses the constraint into the compiled update)."""
+    return keras.backend.backend() in ("tensorflow", "torch")
+
+
+def _build_train_function(model: keras.Model) -> None:
+    """``model.make_train_function(force=True)``, safe to keep alive next to Keras' own."""
+    if keras.backend.backend() != "jax":
+        model.make_train_function(force=True)
+        return
+    # ``jax.jit`` shares traces between jit objects of equal functions, and bound methods of one
+    # model compare equal: while a masked step built from ``model.train_step`` is alive, a plain
+    # one that Keras builds later would reuse its trace (masks included), and vice versa. A
+    # fresh closure per build keeps each trace to its own function.
+    previous = model.__dict__.get("train_step")
+    bound = model.train_step
+
+    def masked_train_step(*args: Any, **kwargs: Any) -> Any:
+        return bound(*args, **kwargs)
+
+    model.train_step = masked_train_step
+    try:
+        model.make_train_function(force=True)
+    finally:
+        if previous is None:
+            del model.train_step
+        else:
+            model.train_step = previous
 
 
 def _check_pruner(pruner: Any) -> LotteryTicketPruner:
@@ -25,20 +62,67 @@ def _check_pruner(pruner: Any) -> LotteryTicketPruner:
     return pruner
 
 
+_METHODS = ("auto", "constraint")
+
+
+class _TraceKey:
+    """Objects (compared by identity; held, so their ids stay unique) and plain values."""
+
+    def __init__(self, objects: tuple[Any, ...], values: tuple[Any, ...]) -> None:
+        self.objects = objects
+        self.values = values
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _TraceKey)
+            and self.values == other.values
+            and len(self.objects) == len(other.objects)
+            and all(a is b for a, b in zip(self.objects, other.objects, strict=True))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _TrainFunction:
+    """A masked train function and what it was built for (see ``PrunerCallback``)."""
+
+    def __init__(self, key: _TraceKey, function: Any, masks: list[np.ndarray] | None) -> None:
+        self.key = key
+        self.function = function
+        self.masks = masks
+
+
 class PrunerCallback(keras.callbacks.Callback):
     """Train with the pruner's masks: pruned weights are exactly zero after every step.
 
     In ``on_train_begin`` the callback zeroes the pruned weights and their optimizer state
-    (momentum, Adam moments, EMA), installs a mask constraint on each prunable variable and
-    rebuilds the train function, so the masking runs inside the compiled step (any backend,
-    ``jit_compile`` on or off, any ``steps_per_execution``). ``on_train_end`` masks once more
-    (after an optimizer's EMA overwrite) and removes the constraints. One instance can be reused
-    across ``fit()`` calls; masks are read from the pruner at each ``fit``.
+    (momentum, Adam moments, EMA) and masks inside the compiled step (any backend,
+    ``jit_compile`` on or off, any ``steps_per_execution``): on TensorFlow and torch, for the
+    optimizers of :data:`~ltp_keras.masking.GRADIENT_MASKING_OPTIMIZERS` (SGD, Adam, AdamW,
+    RMSprop, Adagrad...), by zeroing the pruned entries' gradients, which keeps them exactly
+    zero; otherwise (JAX, other optimizers, variables with their own constraint) by a mask
+    constraint that the optimizer applies after each update. ``on_train_end`` masks once more
+    (after an optimizer's EMA overwrite) and removes the masking.
+
+    The masked train function is built once and kept by the callback for later ``fit`` calls:
+    it is rebuilt only when something it depends on changed (the model was recompiled, another
+    model or optimizer, other trainable variables) or, on JAX and with ``torch.compile``, whose
+    compiled steps hold the mask values, when the masks changed. On TensorFlow and eager torch
+    the step reads the masks live, so new masks cost no retrace either. A ``fit`` without this
+    callback gets Keras' own unmasked train function.
+
+    At the end of each epoch ``logs["sparsity"]`` is the fraction of the prunable weights that
+    are pruned, so it shows in the progress bar, ``CSVLogger`` and ``TensorBoard`` (put those
+    after this callback in the list). One instance can be reused across ``fit()`` calls; masks
+    are read from the pruner at each ``fit``.
 
     Args:
         pruner: The :class:`LotteryTicketPruner` holding the masks.
         use_dwr: Apply dynamic weight rescaling once when training starts with masks this
             callback has not rescaled for yet (never compounding across epochs or fits).
+            ``1``/``0`` are accepted like ``True``/``False`` (lottery-ticket-pruner 0.8.1).
+        method: ``"auto"`` (mask gradients where that is exact and faster, else the
+            constraint) or ``"constraint"`` (always the mask constraint).
 
     Example:
         >>> import keras, numpy as np
@@ -46,20 +130,32 @@ class PrunerCallback(keras.callbacks.Callback):
         >>> model.compile("sgd", "mse")
         >>> pruner = LotteryTicketPruner(model)
         >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
-        >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 2)), verbose=0,
-        ...               callbacks=[PrunerCallback(pruner)])
+        >>> history = model.fit(np.ones((8, 4)), np.ones((8, 2)), verbose=0,
+        ...                     callbacks=[PrunerCallback(pruner)])
         >>> int((keras.ops.convert_to_numpy(model.layers[0].kernel) == 0).sum())
         4
+        >>> history.history["sparsity"]
+        [0.5]
     """
 
-    def __init__(self, pruner: LotteryTicketPruner, use_dwr: bool = False) -> None:
+    def __init__(
+        self, pruner: LotteryTicketPruner, use_dwr: bool = False, *, method: str = "auto"
+    ) -> None:
         super().__init__()
-        self.pruner = _check_pruner(pruner)
-        if not isinstance(use_dwr, (bool, np.bool_)):
+        pruner = _check_pruner(pruner)
+        if isinstance(use_dwr, (int, np.integer)) and not isinstance(use_dwr, (bool, np.bool_)):
+            if use_dwr not in (0, 1):
+                raise ValueError(f"`use_dwr` must be a bool, 0 or 1. Received: use_dwr={use_dwr!r}")
+        elif not isinstance(use_dwr, (bool, np.bool_)):
             raise TypeError(f"`use_dwr` must be a bool. Received: use_dwr={use_dwr!r}")
+        if method not in _METHODS:
+            raise ValueError(f"`method` must be one of {_METHODS}. Received: method={method!r}")
+        self.pruner = pruner
         self.use_dwr = bool(use_dwr)
+        self.method = method
         self._enforcer: MaskEnforcer | None = None
         self._dwr_masks: list[np.ndarray] | None = None
+        self._train_function: _TrainFunction | None = None
 
     def _masks_are_new_for_dwr(self) -> bool:
         masks = self.pruner.masks
@@ -70,25 +166,96 @@ class PrunerCallback(keras.callbacks.Callback):
         self._dwr_masks = [m.copy() for m in masks]
         return True
 
+    def _enforcer_for(self, variables: list[keras.Variable]) -> MaskEnforcer:
+        """The enforcer of the last fit when it masks the same variables (a kept TensorFlow
+        step reads its mask variables), else a new one."""
+        enforcer = self._enforcer
+        masks = self.pruner.masks
+        if (
+            enforcer is not None
+            and len(enforcer.variables) == len(variables)
+            and all(a is b for a, b in zip(enforcer.variables, variables, strict=True))
+        ):
+            enforcer.update(masks)
+            return enforcer
+        return MaskEnforcer(variables, masks)
+
+    def _trace_key(self, model: keras.Model, enforcer: MaskEnforcer) -> _TraceKey:
+        """Everything a masked train function depends on besides the weights' values."""
+        objects = (
+            model,
+            model.optimizer,
+            # A new loss tracker per ``compile()``: detects recompiling with the same optimizer.
+            getattr(model, "_loss_tracker", None),
+            enforcer,
+            keras.distribution.distribution(),
+            *(_inner(v.constraint) for v in enforcer.variables),
+            *model.trainable_variables,
+        )
+        values = (
+            model.jit_compile,
+            model.run_eagerly,
+            model.steps_per_execution,
+            tuple(enforcer.modes),
+            len(model.trainable_variables),
+        )
+        return _TraceKey(objects, values)
+
+    def _step_holds_mask_values(self, model: keras.Model) -> bool:
+        backend = keras.backend.backend()
+        return backend == "jax" or (backend == "torch" and bool(model.jit_compile))
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
+        variables = self.pruner.prunable_variables(model)
         if self._enforcer is not None:
             self._enforcer.remove()
         self.pruner.apply_pruning(model)
         if self.use_dwr and self._masks_are_new_for_dwr():
             self.pruner.apply_dwr(model)
-        self._enforcer = self.pruner.enforce_masks(model).install()
-        # The step compiled before this callback ran has no constraints (and JAX bakes mask
-        # values in at trace time): rebuild it so every step of this fit masks.
-        model.make_train_function(force=True)
+        enforcer = self._enforcer_for(variables)
+        self._enforcer = enforcer
+        optimizer = model.optimizer if self.method == "auto" and _masks_gradients(model) else None
+        enforcer.install(optimizer)
+        key = self._trace_key(model, enforcer)
+        masks = (
+            [m.copy() for m in self.pruner.masks] if self._step_holds_mask_values(model) else None
+        )
+        kept = self._train_function
+        if (
+            kept is not None
+            and kept.key == key
+            and (
+                masks is None
+                or (
+                    kept.masks is not None
+                    and all(np.array_equal(a, b) for a, b in zip(kept.masks, masks, strict=True))
+                )
+            )
+        ):
+            model.train_function = kept.function
+            logger.debug("PrunerCallback: reusing the masked train function")
+        else:
+            # The step Keras made for this fit has no masking (and JAX bakes mask values in at
+            # trace time): build one that masks; it traces at its first call.
+            _build_train_function(model)
+            self._train_function = _TrainFunction(key, model.train_function, masks)
+            logger.debug("PrunerCallback: built a masked train function")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            masks = self.pruner.masks
+            total = sum(m.size for m in masks)
+            kept = sum(int(np.count_nonzero(m)) for m in masks)
+            logs["sparsity"] = 1.0 - kept / total if total else 0.0
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
         self.pruner.apply_pruning(model)
         if self._enforcer is not None:
             self._enforcer.remove()
-            self._enforcer = None
-        # Drop the masked step so a later fit without this callback compiles a plain one.
+        # Keras keeps ``model.train_function`` across fits: hand it back unmasked (Keras builds a
+        # plain one at the next fit); this callback keeps the masked one for its next fit.
         model.train_function = None
 
 

@@ -380,7 +380,8 @@ class _JaxRunner(_Runner):
             )
             trainable = list(trainable)
             for slot, mask in zip(slots, masks, strict=True):
-                trainable[slot] = trainable[slot] * mask
+                # Select, not multiply: an overflowed step's inf * 0 would be NaN.
+                trainable[slot] = jax.numpy.where(mask, trainable[slot], 0)
             return trainable, non_trainable, optimizer_state
 
         # One compiled step called from Python: as fast as a compiled loop of steps on CPU
@@ -401,13 +402,10 @@ class _JaxRunner(_Runner):
         if self._prepare_optimizer(settings) or self._train_fn is None:
             self._train_fn = self._make_train_fn()
         assert self.optimizer is not None
-        self._masks = [
-            jnp.asarray(m, dtype=keras.backend.standardize_dtype(v.dtype))
-            for v, m in zip(self.prunable, masks, strict=True)
-        ]
+        self._masks = [jnp.asarray(m, dtype=bool) for m in masks]
         trainable = [v.value for v in self.template.trainable_variables]
         for slot, mask in zip(self._mask_slots, self._masks, strict=True):
-            trainable[slot] = trainable[slot] * mask
+            trainable[slot] = jnp.where(mask, trainable[slot], 0)
         self._state = (
             trainable,
             [v.value for v in self.template.non_trainable_variables],

@@ -1,8 +1,12 @@
 """Zero the optimizer state (momentum, Adam moments, EMA, accumulators) at pruned entries.
 
-Keras 3 optimizers create one slot variable per model variable with
-``add_variable_from_reference``, named ``{variable.path with '/' -> '_'}_{slot}`` and shaped like
-the variable; that naming rule is how slots are found here, for any optimizer that follows it.
+Keras 3 optimizers keep one list per kind of state (``_momentums``, ``_velocities``,
+``_model_variables_moving_average``...), aligned with the variables the optimizer was built on:
+the slot of a model variable is the entry at that variable's index
+(``optimizer._get_variable_index``), shaped like it. Slots are matched that way, by identity,
+never by name (a slot's name ``{path with '/' -> '_'}_{slot}`` is ambiguous: layer ``d``'s kernel
+``d/kernel`` and layer ``d_kernel``'s ``d_kernel/kernel`` both start with ``d_kernel_``).
+Wrapping optimizers (``LossScaleOptimizer``, ``MultiOptimizer``...) are searched recursively.
 """
 
 from __future__ import annotations
@@ -21,8 +25,50 @@ __all__ = ["slot_variables", "zero_pruned_slots"]
 logger = logging.getLogger(__name__)
 
 
+def _inner_optimizers(optimizer: Any) -> list[Any]:
+    found = []
+    for value in vars(optimizer).values():
+        candidates = value if isinstance(value, (list, tuple)) else [value]
+        for candidate in candidates:
+            if candidate is not optimizer and isinstance(candidate, keras.optimizers.Optimizer):
+                found.append(candidate)
+    return found
+
+
+def _own_slots(optimizer: Any, variable: keras.Variable) -> list[keras.Variable]:
+    if not getattr(optimizer, "built", False) or not hasattr(optimizer, "_get_variable_index"):
+        return []
+    try:
+        index = optimizer._get_variable_index(variable)
+    except (KeyError, AttributeError):
+        return []
+    count = len(getattr(optimizer, "_trainable_variables", ()))
+    own = {id(v) for v in getattr(optimizer, "variables", [])}
+    shape = tuple(variable.shape)
+    # Lists of all the optimizer's (or the model's) variables are not per-variable state.
+    skip = {"_variables", "_trainable_variables"}
+    slots: list[keras.Variable] = []
+    for name, value in vars(optimizer).items():
+        if name in skip or isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            continue
+        if len(value) != count or index >= count:
+            continue
+        slot = value[index]
+        if (
+            isinstance(slot, keras.Variable)
+            and id(slot) in own
+            and tuple(slot.shape) == shape
+            and all(slot is not s for s in slots)
+        ):
+            slots.append(slot)
+    return slots
+
+
 def slot_variables(optimizer: Any, variable: keras.Variable) -> list[keras.Variable]:
     """The optimizer variables that hold per-entry state for ``variable``.
+
+    Matched by identity (the optimizer's own index of ``variable``), not by name. An optimizer
+    that is not built, or does not hold ``variable``, has none.
 
     Example:
         >>> import keras
@@ -32,13 +78,10 @@ def slot_variables(optimizer: Any, variable: keras.Variable) -> list[keras.Varia
         >>> sorted(v.name for v in slot_variables(optimizer, model.layers[0].kernel))
         ['m_d_kernel_momentum', 'm_d_kernel_velocity']
     """
-    prefix = str(variable.path).replace("/", "_") + "_"
-    shape = tuple(variable.shape)
-    return [
-        v
-        for v in getattr(optimizer, "variables", [])
-        if str(v.name).startswith(prefix) and tuple(v.shape) == shape
-    ]
+    slots = _own_slots(optimizer, variable)
+    for inner in _inner_optimizers(optimizer):
+        slots.extend(s for s in slot_variables(inner, variable) if all(s is not t for t in slots))
+    return slots
 
 
 def zero_pruned_slots(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import keras
@@ -48,6 +49,37 @@ _INCLUDE_MORE = (
     "ltp_keras.LotteryTicketPruner"
 )
 
+_LegacyKey = tuple[int, tuple[int, ...]]
+
+
+def _model_argument(model: Any, name: str, old_value: Any, old_name: str) -> keras.Model:
+    """``model`` or its lottery-ticket-pruner 0.8.1 keyword name, exactly one of them."""
+    if (model is None) == (old_value is None):
+        raise TypeError(
+            f"Pass the model once, as `{name}` (or by its 0.8.1 name `{old_name}`). "
+            f"Received: {name}={model!r}, {old_name}={old_value!r}"
+        )
+    return model if model is not None else old_value
+
+
+def _legacy_positions(
+    model: keras.Model, variables: Sequence[keras.Variable]
+) -> list[tuple[int, int, int] | None]:
+    """``(index in model.layers, index in that layer's weights, its weight count)`` of each
+    variable: how lottery-ticket-pruner 0.8.1 addressed weights."""
+    found: dict[int, tuple[int, int, int]] = {}
+    for layer_index, layer in enumerate(model.layers):
+        weights = layer.weights
+        for weight_index, weight in enumerate(weights):
+            found.setdefault(id(weight), (layer_index, weight_index, len(weights)))
+    return [found.get(id(v)) for v in variables]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.array(array)
+    array.flags.writeable = False
+    return array
+
 
 class LotteryTicketPruner:
     """Lottery-ticket pruning of a Keras 3 model (TensorFlow, torch or JAX backend).
@@ -57,7 +89,8 @@ class LotteryTicketPruner:
     position and shape.
 
     Args:
-        model: A built ``keras.Model``; its current weights are the initial weights.
+        model: A built ``keras.Model``; its current weights are the initial weights
+            (``initial_model=`` is accepted as its lottery-ticket-pruner 0.8.1 name).
         prunable: ``None`` for the default selection (kernels of Dense, EinsumDense,
             convolution, attention and recurrent layers; no biases, normalization or
             embeddings), a selector name of :data:`ltp_keras.SELECTORS` (``"with_embeddings"``,
@@ -82,7 +115,15 @@ class LotteryTicketPruner:
         0.5
     """
 
-    def __init__(self, model: keras.Model, *, prunable: Prunable = None, seed: int | None = None):
+    def __init__(
+        self,
+        model: keras.Model | None = None,
+        *,
+        prunable: Prunable = None,
+        seed: int | None = None,
+        initial_model: keras.Model | None = None,
+    ):
+        model = _model_argument(model, "model", initial_model, "initial_model")
         sync_model_state(model)
         variables = select_prunable_variables(model, prunable)
         self._prunable = prunable
@@ -107,6 +148,7 @@ class LotteryTicketPruner:
         self._other_shapes = [tuple(v.shape) for v in others]
         self._initial_others = read_arrays(others)
         self._rewind_others: list[np.ndarray] | None = None
+        self._legacy_positions = _legacy_positions(model, variables)
         logger.debug("Pruning %d variables of %s: %s", len(names), model.name, names)
 
     # ------------------------------------------------------------------ core state
@@ -250,8 +292,14 @@ class LotteryTicketPruner:
         return result
 
     # ------------------------------------------------------------------ the old API
-    def set_pretrained_weights(self, model: keras.Model) -> None:
-        """Record the trained weights of ``model`` (ranked by ``large_final`` and friends)."""
+    def set_pretrained_weights(
+        self, model: keras.Model | None = None, *, pretrained_model: keras.Model | None = None
+    ) -> None:
+        """Record the trained weights of ``model`` (ranked by ``large_final`` and friends).
+
+        ``pretrained_model=`` is accepted as the 0.8.1 name of ``model``.
+        """
+        model = _model_argument(model, "model", pretrained_model, "pretrained_model")
         self._core.set_pretrained_weights(self._read(model))
 
     def calc_prune_mask(
@@ -337,6 +385,97 @@ class LotteryTicketPruner:
             ...     pass  # optimizer.apply(...) steps keep pruned weights at zero here
         """
         return MaskEnforcer(self.prunable_variables(model), self.masks)
+
+    # ------------------------------------------------------------------ 0.8.1 compatibility
+    @property
+    def prunable_tuples(self) -> list[tuple[int, tuple[int, ...]]]:
+        """lottery-ticket-pruner 0.8.1 compatibility: ``(layer index, weight indices)`` keys.
+
+        One key per top-level layer (``model.layers[i]``) holding prunable weights, with the
+        positions of those weights in ``layer.get_weights()``. Use :attr:`names` instead.
+        """
+        return list(self._legacy_groups())
+
+    @property
+    def prune_masks_map(self) -> Mapping[_LegacyKey, tuple[np.ndarray | None, ...]]:
+        """lottery-ticket-pruner 0.8.1 compatibility: the masks keyed like the old package's.
+
+        ``{(layer index, weight indices): masks}`` where ``masks`` has one entry per weight of
+        ``model.layers[layer index]``: a float 0/1 array (``1`` = kept) for prunable weights,
+        ``None`` for the others. A read-only snapshot: use :attr:`masks` (bool, ``True`` = kept,
+        in the order of :attr:`names`) and :meth:`set_masks` instead.
+
+        Example:
+            >>> import keras
+            >>> inputs = keras.Input((4,))
+            >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+            >>> pruner = LotteryTicketPruner(model)
+            >>> pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+            >>> masks = pruner.prune_masks_map[(1, (0,))]  # layer 0 is the InputLayer
+            >>> masks[0].dtype, float(masks[0].sum()), masks[1]
+            (dtype('float64'), 4.0, None)
+        """
+        masks = self.masks
+        result: dict[_LegacyKey, tuple[np.ndarray | None, ...]] = {}
+        for key, members in self._legacy_groups().items():
+            entries: list[np.ndarray | None] = [None] * members[0][2]
+            for i, weight_index, _ in members:
+                entries[weight_index] = _read_only(masks[i].astype(np.float64))
+            result[key] = tuple(entries)
+        return MappingProxyType(result)
+
+    def iterate_prunables(self, model: keras.Model) -> Iterator[tuple[Any, ...]]:
+        """lottery-ticket-pruner 0.8.1 compatibility: one tuple per prunable weight of ``model``.
+
+        Yields ``(key, layer, weight index, initial weights, pretrained weights or None, current
+        weights, mask)`` as 0.8.1 did (``key`` as in :attr:`prune_masks_map`; arrays are
+        read-only copies, the mask float 0/1). Use :meth:`prunable_variables` instead.
+
+        Example:
+            >>> import keras
+            >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            >>> pruner = LotteryTicketPruner(model)
+            >>> [(key, layer.name == model.layers[0].name, index, current.shape)
+            ...  for key, layer, index, _, _, current, _ in pruner.iterate_prunables(model)]
+            [((0, (0,)), True, 0, (4, 2))]
+        """
+        current = self._read(model)
+        pretrained = self._core.pretrained_weights
+        initial = self._core.initial_weights
+        masks = self.masks
+        for key, members in self._legacy_groups().items():
+            layer = model.layers[key[0]]
+            for i, weight_index, _ in members:
+                yield (
+                    key,
+                    layer,
+                    weight_index,
+                    _read_only(initial[i]),
+                    None if pretrained is None else _read_only(pretrained[i]),
+                    _read_only(current[i]),
+                    _read_only(masks[i].astype(np.float64)),
+                )
+
+    def _legacy_groups(self) -> dict[tuple[int, tuple[int, ...]], list[tuple[int, int, int]]]:
+        """``{(layer index, weight indices): [(mask index, weight index, layer weights)]}``."""
+        missing = [n for n, p in zip(self.names, self._legacy_positions, strict=True) if p is None]
+        if missing:
+            raise ValueError(
+                f"The 0.8.1 structures address weights by top-level layer, and these prunable "
+                f"variables belong to no layer in `model.layers`: use `names` and `masks`. "
+                f"Received: {missing}"
+            )
+        by_layer: dict[int, list[tuple[int, int, int]]] = {}
+        for i, position in enumerate(self._legacy_positions):
+            if position is None:  # reported above
+                continue
+            layer_index, weight_index, count = position
+            by_layer.setdefault(layer_index, []).append((i, weight_index, count))
+        groups = {}
+        for layer_index in sorted(by_layer):
+            members = sorted(by_layer[layer_index], key=lambda m: m[1])
+            groups[(layer_index, tuple(m[1] for m in members))] = members
+        return groups
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:

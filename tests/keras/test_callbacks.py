@@ -89,11 +89,9 @@ class _SlotCheck(keras.callbacks.Callback):
         for variable, mask in zip(
             self.pruner.prunable_variables(self.model), self.pruner.masks, strict=True
         ):
-            prefix = variable.path.replace("/", "_") + "_"
-            for slot in optimizer.variables:
-                if slot.name.startswith(prefix):
-                    assert np.count_nonzero(to_numpy(slot)[~mask]) == 0, slot.name
-                    self.touched += 1
+            for slot in slot_variables(optimizer, variable):
+                assert np.count_nonzero(to_numpy(slot)[~mask]) == 0, slot.name
+                self.touched += 1
 
 
 def test_optimizer_slots_are_zeroed_when_masks_change() -> None:
@@ -251,3 +249,90 @@ def test_bfloat16_kernels_keep_zeros() -> None:
     check = ZeroCheck(pruner)
     model.fit(X, y, batch_size=8, verbose=0, callbacks=[PrunerCallback(pruner), check])
     assert check.checks == 1 + 2 + 1
+
+
+class _TrainFunctionSpy(keras.callbacks.Callback):
+    """Records the train function each fit runs (after PrunerCallback set it up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.functions: list[object] = []
+
+    def on_train_begin(self, logs=None):  # type: ignore[no-untyped-def]
+        self.functions.append(self.model.train_function)
+
+
+@pytest.mark.parametrize(("jit_compile", "steps_per_execution"), [(False, 1), (True, 2)])
+def test_masked_train_function_is_reused_until_something_changes(
+    jit_compile: bool, steps_per_execution: int
+) -> None:
+    backend = keras.backend.backend()
+    if backend == "torch" and (jit_compile or steps_per_execution > 1):
+        pytest.skip("torch.compile and steps_per_execution > 1: covered on TF and JAX")
+    X, y = vector_data(32)
+    model = compile_model(
+        make_mlp(), jit_compile=jit_compile, steps_per_execution=steps_per_execution
+    )
+    pruner = LotteryTicketPruner(model)
+    callback, spy = PrunerCallback(pruner), _TrainFunctionSpy()
+
+    def fit(*extra: keras.callbacks.Callback) -> None:
+        check = ZeroCheck(pruner)
+        model.fit(X, y, batch_size=8, verbose=0, callbacks=[*extra, check])
+        assert check.checks == 1 + 4 // steps_per_execution + 1
+        assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+
+    pruner.calc_prune_mask(model, 0.3, "smallest_weights")
+    fit(callback, spy)
+    fit(callback, spy)  # same masks: same step
+    assert spy.functions[1] is spy.functions[0]
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[spy])  # plain fit between: unmasked
+    assert spy.functions[2] is not spy.functions[0]
+    assert _zero_counts(pruner, model)[0] < int(np.sum(~pruner.masks[0]))
+    fit(callback, spy)
+    assert spy.functions[3] is spy.functions[0]
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")  # new masks
+    fit(callback, spy)
+    # TensorFlow and eager torch read the mask variables live; JAX baked the old values in.
+    reads_live = backend == "tensorflow" or (backend == "torch" and not jit_compile)
+    assert (spy.functions[4] is spy.functions[0]) == reads_live
+    if not jit_compile:  # (saves a compilation)
+        compile_model(model, steps_per_execution=steps_per_execution)
+        fit(callback, spy)  # recompiled (new optimizer, new loss): a new step
+        assert spy.functions[5] is not spy.functions[4]
+
+
+def test_recompiling_with_the_same_optimizer_rebuilds() -> None:
+    X, y = vector_data(16)
+    optimizer = keras.optimizers.SGD(0.1)
+    model = compile_model(make_mlp(), optimizer=optimizer)
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "random")
+    callback, spy = PrunerCallback(pruner), _TrainFunctionSpy()
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[callback, spy])
+    model.compile(optimizer=optimizer, loss="mse")  # same optimizer, another loss
+    y_onehot = np.eye(3, dtype="float32")[y]
+    model.fit(X, y_onehot, batch_size=8, verbose=0, callbacks=[callback, spy, ZeroCheck(pruner)])
+    assert spy.functions[1] is not spy.functions[0]
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+
+
+def test_sparsity_is_logged_for_csv_logger_and_history(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    X, y = vector_data(16)
+    model = compile_model(make_mlp())
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.25, "smallest_weights_global")
+    path = tmp_path / "log.csv"
+    history = model.fit(
+        X,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[PrunerCallback(pruner), keras.callbacks.CSVLogger(str(path))],
+    )
+    expected = pruner.cumulative_pruning_rate
+    assert history.history["sparsity"] == [expected, expected]
+    lines = path.read_text().splitlines()
+    column = lines[0].split(",").index("sparsity")
+    assert [float(line.split(",")[column]) for line in lines[1:]] == [expected, expected]
