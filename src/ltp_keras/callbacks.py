@@ -244,10 +244,7 @@ class PrunerCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
-            masks = self.pruner.masks
-            total = sum(m.size for m in masks)
-            kept = sum(int(np.count_nonzero(m)) for m in masks)
-            logs["sparsity"] = 1.0 - kept / total if total else 0.0
+            logs["sparsity"] = self.pruner.cumulative_pruning_rate
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
