@@ -373,7 +373,8 @@ def find_ticket(
     experiment in the same folder is refused.
 
     Args:
-        model: An ``nn.Module`` at its initial weights (trained and rewound in place), or a
+        model: An ``nn.Module`` at its initial weights (trained and rewound in place, and
+            given back at its initial weights when the call returns or raises), or a
             zero-argument factory returning one (called under ``torch.manual_seed(seed)``;
             required for ``seeds > 1``).
         train: ``train(model)``: your training loop.
@@ -465,12 +466,20 @@ def find_ticket(
         LotteryTicketPruner(first, prunable=prunable)  # warns of low coverage before training
         shapes = [list(p.shape) for _, p in find_prunable_parameters(first, prunable)]
         rates = resolve_layer_rates(layer_rates, names)
-        return run_search(
-            backend,
-            args,
-            api="ltp_torch.find_ticket",
-            model_name=type(first).__qualname__,
-            names=names,
-            shapes=shapes,
-            layer_rates=rates,
-        )
+        # A module instance is trained and rewound in place; it is given back at its initial
+        # weights, also when train or evaluate raise, so calling again starts from the same
+        # initialization (not from the last arm's trained, pruned weights).
+        initial = backend.snapshot(first) if isinstance(model, nn.Module) else None
+        try:
+            return run_search(
+                backend,
+                args,
+                api="ltp_torch.find_ticket",
+                model_name=type(first).__qualname__,
+                names=names,
+                shapes=shapes,
+                layer_rates=rates,
+            )
+        finally:
+            if initial is not None:
+                backend.restore(first, initial)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from numpy_mlp_backend import NumpyBackend
@@ -358,3 +360,20 @@ def test_oneshot_writes_a_plot(
         f"wrote {tmp_path}/: results.json, results.csv, table.md, accuracy_vs_weights_remaining.png"
     )
     assert len(err.strip().splitlines()) == 1 + 2 * 4  # dense, then 2 strategies x 4 sparsities
+
+
+def test_resume_note_lists_only_levels_with_every_run_recorded(tmp_path: Path) -> None:
+    from ltp_core.cli import _resume_note
+
+    def record(seed: int, level: int, arm: str) -> dict[str, object]:
+        return {"seed": seed, "level": level, "arm": arm}
+
+    records = [record(0, 0, "ticket")]
+    for level in (1, 2):
+        records += [record(0, level, a) for a in ("ticket", "random_reinit", "random_prune")]
+    records.append(record(0, 3, "ticket"))  # level 3 killed after its first run
+    document = {"kind": "imp", "records": records}
+    (tmp_path / "results.json").write_text(json.dumps(document))
+    with mock.patch("ltp_core.cli.load_results", return_value=document):
+        note = _resume_note(tmp_path, "imp", arms_per_level=3)
+    assert note == f"resuming in {tmp_path}: seed 0: levels 0-2 done"
