@@ -608,8 +608,13 @@ def _check_training(args: argparse.Namespace, data: Dataset, iterations: int, ba
         )
 
 
-def _resume_note(out: Path, kind: str) -> str | None:
-    """What an existing output folder already holds ("resuming: levels 0-4 done"), if anything."""
+def _resume_note(out: Path, kind: str, arms_per_level: int = 1) -> str | None:
+    """What an existing output folder already holds ("resuming: levels 0-4 done"), if anything.
+
+    An IMP level counts as done when all its runs are recorded: the dense level 0 has one run, a
+    later level ``arms_per_level`` (the ticket plus its controls); a half-finished level is not
+    listed.
+    """
     if not (out / RESULTS_FILE).exists():
         return None
     try:
@@ -618,9 +623,14 @@ def _resume_note(out: Path, kind: str) -> str | None:
         return None  # the run itself reports the problem
     if document.get("kind") != kind or not document.get("records"):
         return None
-    done: dict[int, set[int]] = {}
+    runs: dict[tuple[int, int], int] = {}
     for record in document["records"]:
-        done.setdefault(int(record["seed"]), set()).add(int(record["level"]))
+        key = (int(record["seed"]), int(record["level"]))
+        runs[key] = runs.get(key, 0) + 1
+    done: dict[int, set[int]] = {}
+    for (seed, level), count in runs.items():
+        if kind == "oneshot" or count >= (1 if level == 0 else arms_per_level):
+            done.setdefault(seed, set()).add(level)
     parts = []
     for seed in sorted(done):
         levels = sorted(done[seed])
@@ -720,7 +730,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
         raise UsageError(_as_options(str(error))) from None
     _check_training(args, data, config.resolved_iterations, config.resolved_batch_size)
     _create_out_folder(out)
-    note = _resume_note(out, args.command)
+    arms = 1 + len(config.controls) if isinstance(config, ImpConfig) else 1
+    note = _resume_note(out, args.command, arms)
     reporter, started = _announcing(make_reporter(quiet=args.quiet), note)
     with low_coverage_warned_once():  # one pruner per run: warn about coverage once
         if isinstance(config, ImpConfig):

@@ -195,3 +195,27 @@ def test_low_coverage_warns_once_per_call(caplog: pytest.LogCaptureFixture) -> N
             )
         assert sum(issubclass(w.category, LowCoverageWarning) for w in caught) == 1
         assert caplog.text.count("covers only") == 1
+
+
+def test_module_is_given_back_at_its_initialization_even_when_train_raises() -> None:
+    model = net()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = {"n": 0}
+
+    def failing(m: nn.Module) -> None:
+        runs["n"] += 1
+        train(m)
+        if runs["n"] == 3:  # level 1 random_reinit, after the ticket pruned and trained `model`
+            raise RuntimeError("out of memory, say")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ltp_torch.find_ticket(model, failing, accuracy, levels=1, progress=False)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, initial[name]), name
+    again = ltp_torch.find_ticket(model, train, accuracy, levels=1, progress=False)
+    fresh = net()
+    fresh.load_state_dict(initial)
+    expected = ltp_torch.find_ticket(fresh, train, accuracy, levels=1, progress=False)
+    assert [r.metrics for r in again] == [r.metrics for r in expected]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, initial[name]), name
