@@ -219,3 +219,13 @@ def test_module_is_given_back_at_its_initialization_even_when_train_raises() -> 
     assert [r.metrics for r in again] == [r.metrics for r in expected]
     for name, value in model.state_dict().items():
         assert torch.equal(value, initial[name]), name
+
+
+def test_out_below_a_file_is_refused_before_training(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    calls: list[int] = []
+    with pytest.raises(ValueError, match=r"notes.txt' is a file. Received: out="):
+        ltp_torch.find_ticket(
+            net(), lambda m: calls.append(1), accuracy, levels=1, out=tmp_path / "notes.txt/run"
+        )
+    assert not calls

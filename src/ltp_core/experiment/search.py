@@ -174,8 +174,13 @@ def check_search_arguments(
         )
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`out` must be a folder path or None. Received: out={out!r}")
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ValueError(f"`out` must be a folder, not a file. Received: out={os.fspath(out)!r}")
+    if out is not None:
+        existing = next((p for p in (Path(out), *Path(out).parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ValueError(
+                f"`out` must be a folder, but {os.fspath(existing)!r} is a file. "
+                f"Received: out={os.fspath(out)!r}"
+            )
     ordered = tuple(c for c in ARMS[1:] if c in controls)
     return SearchArguments(
         levels=levels,
