@@ -373,6 +373,13 @@ def _add_imp(commands: Any) -> None:
         metavar="ARM",
         help=f"control arms on the same masks: {_choices(CONTROLS)}; --controls alone runs none",
     )
+    imp.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train the runs of a level one after another (the reference path); by default "
+        "--framework torch trains a level's arms and seeds together when the model has no "
+        "dropout (same results up to float32 rounding)",
+    )
 
 
 def _add_oneshot(commands: Any) -> None:
@@ -723,6 +730,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
                 strategy=args.strategy,
                 rewind_iteration=args.rewind_iteration or 0,
                 controls=tuple(args.controls),
+                sequential=args.sequential,
             )
         else:
             config = OneShotConfig(**options, strategies=tuple(args.strategies))

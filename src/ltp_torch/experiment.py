@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -292,6 +292,94 @@ class TorchBackend:
         }
         return TrainOutcome(evaluations, seconds, captured, extra)
 
+    def train_batched(
+        self,
+        models: Sequence[nn.Module],
+        masks: Sequence[Sequence[np.ndarray] | None],
+        data: Dataset,
+        settings: Sequence[TrainSettings],
+        progress: Sequence[ProgressFn | None] | None = None,
+    ) -> list[TrainOutcome] | None:
+        """Train independent replicas of one architecture together (see :mod:`ltp_torch.batched`).
+
+        Each model trains as :meth:`train` would train it alone (its own masks, data order from
+        its ``settings.seed``, optimizer state, evaluations and ``capture_at`` snapshot), up to
+        float32 rounding; the models are updated in place.
+
+        Returns:
+            One outcome per model, or ``None`` when these models cannot train together (an
+            architecture :func:`ltp_torch.batched.stackable` refuses, models of different
+            shapes, or settings that differ in more than ``seed`` and ``capture_at``): the
+            caller then trains them one by one with :meth:`train`.
+
+        Raises:
+            ValueError: As :meth:`train`.
+        """
+        from ltp_torch.batched import stackable, train_stacked
+
+        count = len(models)
+        if len(masks) != count or len(settings) != count:
+            raise ValueError(
+                "`models`, `masks` and `settings` must have the same length. Received: "
+                f"{count} models, {len(masks)} masks, {len(settings)} settings"
+            )
+        if count == 0:
+            return []
+        shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
+        common = [replace(s, seed=0, capture_at=None) for s in settings]
+        if (
+            not all(stackable(m) for m in models)
+            or any(shape != shapes[0] for shape in shapes)
+            or any(c != common[0] for c in common)
+            or any(len(list(m.buffers())) for m in models)
+        ):
+            return None
+        first = settings[0]
+        tensors = self._tensors(data)
+        n_train = int(tensors.y_train.shape[0])
+        if not 1 <= int(first.batch_size) <= n_train:
+            raise ValueError(
+                f"`batch_size` must be between 1 and the number of training examples ({n_train}). "
+                f"Received: batch_size={first.batch_size!r}"
+            )
+        if first.iterations < 1 or first.eval_every < 1:
+            raise ValueError(
+                "`iterations` and `eval_every` must be positive. Received: "
+                f"iterations={first.iterations!r}, eval_every={first.eval_every!r}"
+            )
+        names = self.layer_names(models[0])
+        for replica_masks in masks:
+            if replica_masks is not None:
+                LotteryTicketPruner(models[0]).set_masks(replica_masks)  # validates shapes
+        weights = [n for n, _ in models[0].named_parameters() if n.endswith("weight")]
+        if names != weights:  # the prunable weights are not every Linear/Conv2d weight
+            return None
+
+        def evaluate(stack: Any, split: str) -> tuple[list[float], list[float]]:
+            x, y = (
+                (tensors.x_val, tensors.y_val)
+                if split == "val"
+                else (tensors.x_test, tensors.y_test)
+            )
+            return self._evaluate_stacked(stack, x, y, count)
+
+        with self._threads():
+            outcomes = train_stacked(
+                models,
+                masks,
+                tensors.x_train,
+                tensors.y_train,
+                evaluate,
+                settings,
+                _make_optimizer_for,
+                self.snapshot,
+                list(progress) if progress is not None else [None] * count,
+            )
+        threads = torch.get_num_threads() if self.num_threads is None else self.num_threads
+        for outcome in outcomes:
+            outcome.extra.update({"device": str(self.device), "threads": threads})
+        return outcomes
+
     def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """``(mean cross-entropy, accuracy)`` on NHWC images ``x`` and labels ``y``.
 
@@ -331,6 +419,26 @@ class TorchBackend:
             correct += (logits.argmax(dim=1) == labels).sum()
         model.train(was_training)
         return float(loss) / n, int(correct) / n
+
+    @torch.no_grad()
+    def _evaluate_stacked(
+        self, stack: Any, x: torch.Tensor, y: torch.Tensor, replicas: int
+    ) -> tuple[list[float], list[float]]:
+        """Per-replica ``(losses, accuracies)`` of a :mod:`ltp_torch.batched` stack."""
+        n = int(y.shape[0])
+        if n == 0:
+            return [float("nan")] * replicas, [float("nan")] * replicas
+        loss = torch.zeros(replicas, dtype=torch.float64, device=self.device)
+        correct = torch.zeros(replicas, dtype=torch.int64, device=self.device)
+        for first in range(0, n, self.eval_batch_size):
+            logits = stack.forward(x[first : first + self.eval_batch_size], shared=True)
+            labels = y[first : first + self.eval_batch_size]
+            losses = functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.repeat(replicas), reduction="none"
+            )
+            loss += losses.reshape(replicas, -1).sum(dim=1).double()
+            correct += (logits.argmax(dim=2) == labels).sum(dim=1)
+        return (loss / n).tolist(), (correct.double() / n).tolist()
 
     def _tensors(self, data: Dataset) -> _Tensors:
         """The dataset as tensors on the device, converted once per dataset object."""
@@ -401,7 +509,13 @@ def _write(targets: list[torch.Tensor], values: Sequence[np.ndarray], argument_n
 
 def _make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     """A fresh Adam or SGD-with-momentum optimizer, fused where torch supports it."""
-    parameters = list(model.parameters())
+    return _make_optimizer_for(list(model.parameters()), settings)
+
+
+def _make_optimizer_for(
+    parameters: list[torch.Tensor], settings: TrainSettings
+) -> torch.optim.Optimizer:
+    """:func:`_make_optimizer` for a list of tensors (the stacked replicas)."""
     name = settings.optimizer
     if name not in ("adam", "sgd"):
         raise ValueError(f"`optimizer` must be 'adam' or 'sgd'. Received: optimizer={name!r}")

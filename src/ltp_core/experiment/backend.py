@@ -213,6 +213,8 @@ class BoundBackend:
         model_name: A name from :data:`MODELS`.
         data: The dataset every run trains and evaluates on.
         settings: ``settings(train_seed, capture_at)`` gives a run's :class:`TrainSettings`.
+        sequential: Train the runs of a level one after another even when the backend can train
+            them together (its optional ``train_batched``, see :meth:`train_together`).
     """
 
     def __init__(
@@ -221,8 +223,10 @@ class BoundBackend:
         model_name: str,
         data: Dataset,
         settings: Callable[[int, int | None], TrainSettings],
+        sequential: bool = False,
     ) -> None:
         self.backend = backend
+        self.sequential = bool(sequential)
         self.name = backend.name
         self.model_name = model_name
         self.data = data
@@ -260,6 +264,28 @@ class BoundBackend:
         masks = None if run.masks is None else list(run.masks)
         settings = self.settings(run.train_seed, run.capture_at)
         return self.backend.train(model, masks, self.data, settings, progress)
+
+    def train_together(
+        self,
+        models: Sequence[Any],
+        runs: Sequence[Any],
+        progress: Sequence[ProgressFn | None],
+    ) -> list[TrainOutcome] | None:
+        """Train independent runs together, or ``None`` to have the driver train them one by one.
+
+        Uses the backend's optional ``train_batched(models, masks, data, settings, progress)``
+        (``ltp_torch``'s stacks the replicas; a backend without it, an architecture it cannot
+        stack, or ``sequential=True`` gives ``None``).
+        """
+        batched = getattr(self.backend, "train_batched", None)
+        if self.sequential or batched is None or len(runs) < 2:
+            return None
+        masks = [None if run.masks is None else list(run.masks) for run in runs]
+        settings = [self.settings(run.train_seed, run.capture_at) for run in runs]
+        outcomes: list[TrainOutcome] | None = batched(
+            list(models), masks, self.data, settings, list(progress)
+        )
+        return outcomes
 
     def versions(self) -> dict[str, str]:
         """See :meth:`TrainingBackend.versions`."""

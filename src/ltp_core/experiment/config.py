@@ -83,6 +83,9 @@ class ImpConfig(TrainingDefaults):
     """Settings of an iterative magnitude pruning experiment (``ltp imp``).
 
     ``None`` fields take the model's paper defaults (see :mod:`ltp_core.experiment.models`).
+    ``sequential=True`` trains the runs of a level one after another; by default a backend that
+    can train them together does (PyTorch, models without dropout), with the same results up to
+    float32 rounding. It is not part of the experiment's identity (not in :meth:`to_dict`).
     """
 
     framework: str = "torch"
@@ -105,9 +108,14 @@ class ImpConfig(TrainingDefaults):
     eval_every: int | None = None
     validation_fraction: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    sequential: bool = False
 
     def __post_init__(self) -> None:
         model_spec(self.model)  # unknown model names fail here
+        if not isinstance(self.sequential, bool):
+            raise TypeError(
+                f"`sequential` must be True or False. Received: sequential={self.sequential!r}"
+            )
         if self.scope not in ("layer", "global"):
             raise ValueError(f"`scope` must be 'layer' or 'global'. Received: scope={self.scope!r}")
         if self.strategy not in STRATEGIES or self.strategy.endswith("_global"):
@@ -171,6 +179,9 @@ class ImpConfig(TrainingDefaults):
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict, resolved defaults included."""
         data = asdict(self)
+        # How runs are scheduled is not part of the experiment: batched and sequential runs
+        # give the same results, so either may resume the other's folder.
+        del data["sequential"]
         data["controls"] = list(self.controls)
         data["resolved"] = {
             "dense_fraction": self.dense_fraction,

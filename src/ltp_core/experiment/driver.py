@@ -28,7 +28,9 @@ Independent runs
 Every level is planned before anything trains: :func:`plan_level` lists its independent trainings
 (one :class:`RunSpec` per seed and arm, with its masks and seeds decided) and :func:`run_levels`
 executes that list. Runs of one list never depend on each other, so a backend may train them in
-any order or together; results are recorded per run, so a killed experiment resumes after the
+any order or together (a backend with an optional ``train_together(models, runs, progress)``
+method gets each level's list at once and returns one outcome per run, or ``None`` to have them
+trained one by one); results are recorded per run, so a killed experiment resumes after the
 last finished run.
 
 State kept in ``out/state/seed_N``: ``init.npz`` (every weight at initialization),
@@ -252,7 +254,7 @@ def _record(run: RunSpec, n_layers: int, outcome: TrainOutcome, prune_seconds: f
     stop = outcome.early_stop
     masks = run.masks
     extra: dict[str, Any] = {}
-    for key in ("optimizer_steps", "eval_seconds"):
+    for key in ("optimizer_steps", "eval_seconds", "batched_replicas"):
         if key in outcome.extra:
             extra[key] = outcome.extra[key]
     return RunRecord(
@@ -395,6 +397,11 @@ def _train(
 ) -> TrainOutcome:
     progress = reporter(run.label) if reporter is not None else None
     outcome = backend.train(model, run, progress)
+    _log_outcome(run, outcome)
+    return outcome
+
+
+def _log_outcome(run: RunSpec, outcome: TrainOutcome) -> None:
     if outcome.headline is not None:
         logger.info(
             "%s: %s %.4f (%.1fs)",
@@ -411,7 +418,6 @@ def _train(
             outcome.early_stop.iteration,
             outcome.seconds,
         )
-    return outcome
 
 
 def _load_seed(plan: ImpPlan, backend: RunBackend, store: ResultStore, state: _SeedState) -> None:
@@ -439,29 +445,59 @@ def _load_seed(plan: ImpPlan, backend: RunBackend, store: ResultStore, state: _S
     state.pruner, state.pruner_level = pruner, last
 
 
-def _execute(
-    plan: ImpPlan,
+@dataclass
+class _Prepared:
+    """A run's model, ready to train, and what the driver keeps from before training."""
+
+    run: RunSpec
+    state: _SeedState
+    model: Any
+    init: list[np.ndarray] | None = None  # level 0: every weight at initialization
+    initial: list[np.ndarray] | None = None  # level 0: the prunable weights at initialization
+
+
+def _prepare(backend: RunBackend, state: _SeedState, run: RunSpec, own_model: bool) -> _Prepared:
+    """The model ``run`` starts from (``own_model``: never share the seed's reusable model)."""
+    if run.level == 0:
+        model = state.model
+        # The pruner holds the weights at initialization: init-reading criteria (large_init,
+        # movement, magnitude_increase, *_same_sign, large_init_large_final) rank them.
+        return _Prepared(run, state, model, backend.snapshot(model), backend.get_prunable(model))
+    if state.init is None or state.rewind is None or state.pruner is None:  # pragma: no cover
+        raise RuntimeError(f"seed {state.seed}: level {run.level} planned before level 0 ran")
+    if run.start == "fresh":
+        if run.fresh_seed is None:  # pragma: no cover - set by plan_level
+            raise RuntimeError("a fresh start needs fresh_seed")
+        return _Prepared(run, state, backend.build(run.fresh_seed, reinit=True))
+    if own_model:
+        model = backend.build(state.seed)
+    else:
+        model = state.model
+        if model is None:
+            model = state.model = backend.build(state.seed)
+    backend.restore(model, state.rewind if run.start == "rewind" else state.init)
+    return _Prepared(run, state, model)
+
+
+def _finish(
     backend: RunBackend,
     store: ResultStore,
-    state: _SeedState,
-    run: RunSpec,
-    reporter: Reporter | None,
-    last: bool = True,
+    prepared: _Prepared,
+    outcome: TrainOutcome,
+    last: bool,
 ) -> None:
-    """Train one planned run, save what later levels need, record it.
+    """Save what later levels need from a trained run, then record it.
 
     ``results.json`` is rewritten after every run; the CSV and table after the ``last`` run of
     a level (they are rebuilt from ``results.json`` by ``ltp report`` anyway).
     """
+    run, state, model = prepared.run, prepared.state, prepared.model
+    _check_metrics(store, run, outcome)
     n_layers = len(state.names)
     if run.level == 0:
-        model = state.model
-        init = backend.snapshot(model)
-        # The pruner holds the weights at initialization: init-reading criteria (large_init,
-        # movement, magnitude_increase, *_same_sign, large_init_large_final) rank them.
-        initial = backend.get_prunable(model)
-        outcome = _train(backend, model, run, reporter)
-        _check_metrics(store, run, outcome)
+        init, initial = prepared.init, prepared.initial
+        if init is None or initial is None:  # pragma: no cover - set by _prepare
+            raise RuntimeError("the dense run lacks its initial weights")
         rewind = outcome.captured if run.capture_at else init
         if rewind is None:
             raise RuntimeError(
@@ -477,19 +513,8 @@ def _execute(
         state.init, state.rewind, state.pruner, state.pruner_level = init, rewind, pruner, 0
         store.add([_record(run, n_layers, outcome, 0.0)], tables=last)
         return
-    if state.init is None or state.rewind is None or state.pruner is None:  # pragma: no cover
+    if state.pruner is None:  # pragma: no cover - checked by _prepare
         raise RuntimeError(f"seed {state.seed}: level {run.level} planned before level 0 ran")
-    if run.start == "fresh":
-        if run.fresh_seed is None:  # pragma: no cover - set by plan_level
-            raise RuntimeError("a fresh start needs fresh_seed")
-        model = backend.build(run.fresh_seed, reinit=True)
-    else:
-        model = state.model
-        if model is None:
-            model = state.model = backend.build(state.seed)
-        backend.restore(model, state.rewind if run.start == "rewind" else state.init)
-    outcome = _train(backend, model, run, reporter)
-    _check_metrics(store, run, outcome)
     prune_seconds = 0.0
     if run.arm == "ticket":
         if run.masks is None:  # pragma: no cover - set by plan_level
@@ -499,6 +524,49 @@ def _execute(
         if state.persist:
             state.pruner.save(_pruner_path(state.state_dir, run.level))
     store.add([_record(run, n_layers, outcome, prune_seconds)], tables=last)
+
+
+def _execute(
+    backend: RunBackend,
+    store: ResultStore,
+    state: _SeedState,
+    run: RunSpec,
+    reporter: Reporter | None,
+    last: bool = True,
+) -> None:
+    """Train one planned run, save what later levels need, record it."""
+    prepared = _prepare(backend, state, run, own_model=False)
+    outcome = _train(backend, prepared.model, run, reporter)
+    _finish(backend, store, prepared, outcome, last)
+
+
+def _execute_together(
+    backend: RunBackend,
+    store: ResultStore,
+    by_seed: Mapping[int, _SeedState],
+    runs: Sequence[RunSpec],
+    reporter: Reporter | None,
+) -> bool:
+    """Train ``runs`` as one program if the backend can (``train_together``); record each.
+
+    Returns ``False`` (nothing trained) when the backend cannot; the caller then trains the
+    runs one by one. A run killed midway records none of the batch, so resuming trains the
+    same runs again.
+    """
+    together = getattr(backend, "train_together", None)
+    if together is None or len(runs) < 2:
+        return False
+    prepared = [_prepare(backend, by_seed[run.seed], run, own_model=True) for run in runs]
+    progress = [reporter(run.label) if reporter is not None else None for run in runs]
+    start = time.perf_counter()
+    outcomes: list[TrainOutcome] | None = together([p.model for p in prepared], runs, progress)
+    if outcomes is None:
+        return False
+    logger.info("trained %d runs together in %.1fs", len(runs), time.perf_counter() - start)
+    for index, (item, outcome) in enumerate(zip(prepared, outcomes, strict=True)):
+        _log_outcome(item.run, outcome)
+        _finish(backend, store, item, outcome, last=index == len(runs) - 1)
+    return True
 
 
 def run_levels(
@@ -512,10 +580,13 @@ def run_levels(
     """Run (or resume) an IMP experiment: the dense run, then ``plan.levels`` pruning levels.
 
     Every level is planned first (:func:`plan_level`: the masks of every seed, then one
-    :class:`RunSpec` per seed and arm not yet recorded) and its runs are then trained one after
-    another. Each finished run is recorded in ``store`` at once; the state needed to continue is
-    in ``store.out_dir / "state"``, so calling this again with the same store continues after
-    the last finished run with exactly the masks an uninterrupted run finds. A store without a
+    :class:`RunSpec` per seed and arm not yet recorded) and its runs are then trained: together
+    as one program when the backend has a ``train_together(models, runs, progress)`` method that
+    accepts them (``BoundBackend`` for ``ltp imp --framework torch``), else one after another.
+    Each finished run is recorded in ``store`` at once; the state needed to continue is in
+    ``store.out_dir / "state"``, so calling this again with the same store continues after the
+    last finished run with exactly the masks an uninterrupted run finds (trained together, the
+    runs match their one-by-one training up to float32 rounding). A store without a
     folder (``ResultStore(None, ...)``) keeps everything in memory and writes nothing.
 
     Args:
@@ -554,7 +625,9 @@ def run_levels(
         runs = plan_level(plan, store, states, level)
         if on_plan is not None:
             on_plan(runs)
+        if _execute_together(backend, store, by_seed, runs, reporter):
+            continue
         for index, run in enumerate(runs):
             last = index == len(runs) - 1
-            _execute(plan, backend, store, by_seed[run.seed], run, reporter, last)
+            _execute(backend, store, by_seed[run.seed], run, reporter, last)
     return store

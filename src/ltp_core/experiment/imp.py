@@ -75,5 +75,7 @@ def run_imp(
         rewind_iteration=config.rewind_iteration,
         layer_rates=lambda names, kinds: layer_rates_for(config, kinds),
     )
-    bound = BoundBackend(backend, config.model, data, config.train_settings)
+    bound = BoundBackend(
+        backend, config.model, data, config.train_settings, sequential=config.sequential
+    )
     return run_levels(plan, bound, store, reporter)
