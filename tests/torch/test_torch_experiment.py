@@ -221,7 +221,15 @@ def test_ltp_imp_runs_end_to_end_and_resumes(
         calls.append(1)
         return real_train(self, *args, **kwargs)
 
+    real_batched = TorchBackend.train_batched
+
+    def counting_batched(self, models, *args, **kwargs):  # type: ignore[no-untyped-def]
+        outcomes = real_batched(self, models, *args, **kwargs)
+        calls.extend([1] * len(outcomes or []))
+        return outcomes
+
     monkeypatch.setattr(TorchBackend, "train", counting_train)
+    monkeypatch.setattr(TorchBackend, "train_batched", counting_batched)
     argv = [
         "imp",
         "--framework",
@@ -240,7 +248,7 @@ def test_ltp_imp_runs_end_to_end_and_resumes(
         "--no-plots",
     ]
     assert main(argv) == 0
-    assert len(calls) == 1 + 2 * 3  # dense, then ticket + two controls per level
+    assert len(calls) == 1 + 2 * 3  # dense, then ticket + two controls per level (batched)
     table = capsys.readouterr().out
     assert "random_reinit" in table and "random_prune" in table
     document = json.loads((tmp_path / "results.json").read_text())

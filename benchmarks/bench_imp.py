@@ -1,0 +1,106 @@
+"""``ltp imp --framework torch``: a level's runs trained together vs ``--sequential`` (goal: >= 3x).
+
+Runs the real command in this process (``ltp_core.cli.main``), LeNet-300-100, 2 seeds x 3 arms
+(ticket, random_reinit, random_prune) per level, on digits and, when its files are in
+``--fashion-dir`` (default ``/usr/share/datasets/fashion-mnist``), on Fashion-MNIST. Batched and
+sequential alternate within each round so machine noise hits both; each run writes to a fresh
+folder, after one untimed warm-up run (imports, data files). Reported per dataset: median wall
+seconds of each, their ratio, the same for process CPU seconds (less sensitive to other work on
+the machine), and the 1-minute load average.
+
+Usage::
+
+    python benchmarks/bench_imp.py                          # 3 rounds, 3 levels, 1000 steps
+    python benchmarks/bench_imp.py --rounds 1 --levels 2 --iterations 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ltp_core.cli import main as ltp
+
+
+def _run(args: argparse.Namespace, dataset: list[str], sequential: bool) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as out:
+        argv = [
+            "imp",
+            *dataset,
+            "--framework",
+            "torch",
+            "--model",
+            "lenet300_100",
+            "--levels",
+            str(args.levels),
+            "--seeds",
+            "2",
+            "--iterations",
+            str(args.iterations),
+            "--out",
+            out,
+            "--no-plots",
+            "--quiet",
+        ]
+        if sequential:
+            argv.append("--sequential")
+        wall, cpu = time.perf_counter(), time.process_time()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            ltp(argv)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument(
+        "--fashion-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist")
+    )
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    datasets = {"digits": ["--dataset", "digits"]}
+    if args.fashion_dir.is_dir():
+        datasets["fashion_mnist"] = [
+            "--dataset",
+            "fashion_mnist",
+            "--data-dir",
+            os.fspath(args.fashion_dir),
+            "--no-download",
+        ]
+    runs = 2 * (1 + 3 * args.levels)
+    print(
+        f"ltp imp lenet300_100, 2 seeds, {args.levels} levels x 3 arms ({runs} trainings of "
+        f"{args.iterations} steps), {args.rounds} rounds, torch threads 1"
+    )
+    for name, dataset in datasets.items():
+        warm = argparse.Namespace(**{**vars(args), "levels": 1, "iterations": 10})
+        _run(warm, dataset, sequential=False)  # imports, data loading: paid once, not timed
+        times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        loads = []
+        for _ in range(args.rounds):
+            for sequential in (True, False):
+                times[sequential].append(_run(args, dataset, sequential))
+                loads.append(os.getloadavg()[0])
+        seq_wall = statistics.median(t[0] for t in times[True])
+        bat_wall = statistics.median(t[0] for t in times[False])
+        seq_cpu = statistics.median(t[1] for t in times[True])
+        bat_cpu = statistics.median(t[1] for t in times[False])
+        print(
+            f"{name}: sequential {seq_wall:.1f}s wall / {seq_cpu:.1f}s cpu, batched "
+            f"{bat_wall:.1f}s wall / {bat_cpu:.1f}s cpu; sequential/batched wall "
+            f"{seq_wall / bat_wall:.2f}x, cpu {seq_cpu / bat_cpu:.2f}x "
+            f"(load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores)"
+        )
+
+
+if __name__ == "__main__":
+    main()
