@@ -101,6 +101,7 @@ class _UserBackend:
         self._prunable = prunable
         self._first: tuple[int, nn.Module] | None = None
         self._expected: list[tuple[str, tuple[int, ...]]] | None = None
+        self._built: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
     # -- models -----------------------------------------------------------------------------
 
@@ -114,6 +115,14 @@ class _UserBackend:
                 "The `model` factory must return a torch.nn.Module. "
                 f"Received: {type(model).__name__} from model={self._factory!r}"
             )
+        if model in self._built:
+            raise ValueError(
+                "The `model` factory must build a new model on every call (each seed and each "
+                "random_reinit control needs its own fresh initialization), but it returned a "
+                "model it had returned before. Construct the module inside the factory, e.g. "
+                f"model=lambda: Net(). Received: model={self._factory!r}"
+            )
+        self._built.add(model)
         return model
 
     def _architecture(self, model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:

@@ -229,3 +229,9 @@ def test_out_below_a_file_is_refused_before_training(tmp_path: Path) -> None:
             net(), lambda m: calls.append(1), accuracy, levels=1, out=tmp_path / "notes.txt/run"
         )
     assert not calls
+
+
+def test_factory_returning_the_same_module_twice_is_an_error() -> None:
+    model = net()
+    with pytest.raises(ValueError, match="new model on every call"):
+        ltp_torch.find_ticket(lambda: model, train, accuracy, levels=1, progress=False)
