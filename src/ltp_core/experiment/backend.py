@@ -265,6 +265,11 @@ class BoundBackend:
         settings = self.settings(run.train_seed, run.capture_at)
         return self.backend.train(model, masks, self.data, settings, progress)
 
+    @property
+    def trains_together(self) -> bool:
+        """Whether :meth:`train_together` may train runs together (else it gives ``None``)."""
+        return not self.sequential and callable(getattr(self.backend, "train_batched", None))
+
     def train_together(
         self,
         models: Sequence[Any],
@@ -278,7 +283,7 @@ class BoundBackend:
         stack, or ``sequential=True`` gives ``None``).
         """
         batched = getattr(self.backend, "train_batched", None)
-        if self.sequential or batched is None or len(runs) < 2:
+        if not self.trains_together or batched is None or len(runs) < 2:
             return None
         masks = [None if run.masks is None else list(run.masks) for run in runs]
         settings = [self.settings(run.train_seed, run.capture_at) for run in runs]

@@ -554,8 +554,8 @@ def _execute_together(
     same runs again.
     """
     together = getattr(backend, "train_together", None)
-    if together is None or len(runs) < 2:
-        return False
+    if together is None or not getattr(backend, "trains_together", True) or len(runs) < 2:
+        return False  # checked before any model is built for the batch
     prepared = [_prepare(backend, by_seed[run.seed], run, own_model=True) for run in runs]
     progress = [reporter(run.label) if reporter is not None else None for run in runs]
     start = time.perf_counter()
