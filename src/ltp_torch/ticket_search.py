@@ -267,6 +267,9 @@ class _UserBackend:
             register_optimizer_step_pre_hook(before_step),
             register_optimizer_step_post_hook(after_step),
         ]
+        # The dense run ranks what train() learned: one copy of the prunable weights tells
+        # a train() that changed nothing (nothing to rank: the "ticket" would be arbitrary).
+        before = self.get_prunable(model) if run.masks is None else None
         start = time.perf_counter()
         try:
             with _seeded(run.train_seed):
@@ -288,6 +291,16 @@ class _UserBackend:
                 "model.parameters(). Received: train="
                 f"{getattr(self._train, '__qualname__', repr(self._train))}"
             )
+        if steps == 0 and before is not None:
+            after = self.get_prunable(model)
+            if all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
+                raise ValueError(
+                    f"{run.label}: train(model) changed no prunable weight of the model (no "
+                    "optimizer step, no other update), so there is nothing to rank and no "
+                    "ticket to find. train must train the model it is given, e.g. "
+                    "torch.optim.SGD(model.parameters(), ...) and optimizer.step(). "
+                    f"Received: train={getattr(self._train, '__qualname__', repr(self._train))}"
+                )
         if steps == 0:
             logger.warning(
                 "%s: train(model) made no torch.optim optimizer step on the model's parameters, "

@@ -235,3 +235,27 @@ def test_factory_returning_the_same_module_twice_is_an_error() -> None:
     model = net()
     with pytest.raises(ValueError, match="new model on every call"):
         ltp_torch.find_ticket(lambda: model, train, accuracy, levels=1, progress=False)
+
+
+def test_train_that_changes_nothing_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="changed no prunable weight"):
+        ltp_torch.find_ticket(net(), lambda m: None, accuracy, levels=1, out=tmp_path)
+    results = tmp_path / "results.json"
+    assert not results.exists() or not json.loads(results.read_text())["records"]
+
+
+def test_manual_updates_without_an_optimizer_warn_but_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def manual(model: nn.Module) -> None:
+        for _ in range(2):
+            model.zero_grad()
+            nn.functional.cross_entropy(model(X), Y).backward()
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter -= 0.1 * parameter.grad
+
+    with caplog.at_level(logging.WARNING):
+        records = ltp_torch.find_ticket(net(), manual, accuracy, levels=1, progress=False)
+    assert [r.level for r in records] == [0, 1, 1, 1]
+    assert "made no torch.optim optimizer step" in caplog.text
