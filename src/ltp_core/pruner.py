@@ -21,6 +21,7 @@ from .compute import compute_masks
 from .masks import all_kept, apply_masks, count_kept, count_total
 from .notices import NothingPrunedWarning
 from .strategies import Strategy, resolve_strategy
+from .summary import PrunableTensor, PruningSummary, build_summary
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
 
 __all__ = ["LotteryTicketPruner"]
@@ -167,6 +168,27 @@ class LotteryTicketPruner:
         """Total fraction of prunable weights pruned so far (over all layers)."""
         total = count_total(self._masks)
         return 1.0 - count_kept(self._masks) / total
+
+    def summary(self) -> PruningSummary:
+        """What this pruner covers: per weight array its shape, count, kept weights and density.
+
+        The core sees only the arrays it was given, so nothing is listed as left out (the
+        adapters' ``summary()`` also lists the model's other parameters and why).
+
+        Example:
+            >>> p = LotteryTicketPruner([np.ones((2, 3)), np.ones(4)], names=["fc", "out"])
+            >>> p.calc_prune_mask([np.arange(6.0).reshape(2, 3), np.ones(4)], 0.5,
+            ...                   "smallest_weights")
+            >>> [(t.name, t.count, t.kept) for t in p.summary().prunable]
+            [('fc', 6, 3), ('out', 4, 2)]
+        """
+        return build_summary(
+            [
+                PrunableTensor(name, "weight", tuple(shape), kept=int(np.count_nonzero(mask)))
+                for name, shape, mask in zip(self._names, self._shapes, self._masks, strict=True)
+            ],
+            [],
+        )
 
     # ------------------------------------------------------------------ weights in
     def check_weights(self, weights: Any, argument_name: str = "weights") -> list[np.ndarray]:

@@ -72,3 +72,15 @@ def test_bad_items_are_type_errors():
         build_summary([("w", (2, 2))])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="LeftOutTensor"):
         build_summary([], ["b"])  # type: ignore[list-item]
+
+
+def test_core_pruner_summary_counts_kept_weights() -> None:
+    import numpy as np
+
+    from ltp_core import LotteryTicketPruner
+
+    pruner = LotteryTicketPruner([np.ones((4, 5)), np.ones(3)], names=["fc", "out"])
+    pruner.calc_prune_mask([np.arange(20.0).reshape(4, 5), np.arange(3.0)], 0.5, "smallest_weights")
+    summary = pruner.summary()
+    assert [(t.name, t.count, t.kept) for t in summary.prunable] == [("fc", 20, 10), ("out", 3, 2)]
+    assert summary.coverage == 1.0 and not summary.left_out
