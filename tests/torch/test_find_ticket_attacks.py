@@ -259,3 +259,17 @@ def test_manual_updates_without_an_optimizer_warn_but_run(
         records = ltp_torch.find_ticket(net(), manual, accuracy, levels=1, progress=False)
     assert [r.level for r in records] == [0, 1, 1, 1]
     assert "made no torch.optim optimizer step" in caplog.text
+
+
+def test_resuming_with_another_initialization_says_the_saved_one_is_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = net()
+    ltp_torch.find_ticket(model, train, accuracy, levels=1, controls=(), out=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        ltp_torch.find_ticket(model, train, accuracy, levels=2, controls=(), out=tmp_path)
+    assert "other weights" not in caplog.text  # the module came back at its initialization
+    with caplog.at_level(logging.WARNING):
+        other = net()  # net() seeds nothing: another initialization
+        ltp_torch.find_ticket(other, train, accuracy, levels=3, controls=(), out=tmp_path)
+    assert "other weights than the initialization saved" in caplog.text
