@@ -90,7 +90,15 @@ def _make_select() -> Callable[[Any, Any], Any]:
     if backend == "torch":
         import torch
 
-        return lambda keep, value: torch.where(keep, value, value.new_zeros(()))
+        def select_torch(keep: Any, value: Any) -> Any:
+            # ``torch.where`` is ~10x slower than a multiply on CPU; a bitwise AND of the
+            # value's bits with an integer mask of the same width (-1 kept, 0 pruned) is as fast
+            # and exact: kept entries keep their bits (inf, NaN too), pruned ones become +0.0.
+            if keep.dtype != torch.bool and keep.element_size() == value.element_size():
+                return (value.detach().view(keep.dtype) & keep).view(value.dtype)
+            return torch.where(keep != 0, value, value.new_zeros(()))
+
+        return select_torch
     if backend == "jax":
         import jax.numpy as jnp
 
@@ -99,6 +107,20 @@ def _make_select() -> Callable[[Any, Any], Any]:
 
 
 _select = _make_select()
+
+# On torch, masks are stored as integer bit masks (see ``_make_select``).
+_BITS_MASKS = keras.backend.backend() == "torch"
+_INT_OF_WIDTH = {"float16": "int16", "bfloat16": "int16", "float32": "int32", "float64": "int64"}
+
+
+def _stored_mask(mask: Any, variable: keras.Variable) -> tuple[np.ndarray, str]:
+    """The array (and dtype) a mask variable holds for ``variable``: bools, or on torch an
+    integer of the variable's width, ``-1`` where kept and ``0`` where pruned."""
+    keep = np.asarray(mask, dtype=bool)
+    int_dtype = _INT_OF_WIDTH.get(keras.backend.standardize_dtype(variable.dtype))
+    if _BITS_MASKS and int_dtype is not None:
+        return np.where(keep, -1, 0).astype(int_dtype), int_dtype
+    return keep, "bool"
 
 
 def select_kept(keep: Any, value: Any) -> Any:
@@ -142,7 +164,8 @@ class MaskConstraint(keras.constraints.Constraint):
     def __init__(self, mask: keras.Variable, inner: Callable[[Any], Any] | None = None) -> None:
         self.mask = mask
         self.inner = inner
-        self._bool = keras.backend.standardize_dtype(mask.dtype) == "bool"
+        dtype = keras.backend.standardize_dtype(mask.dtype)
+        self._native = dtype == "bool" or (_BITS_MASKS and dtype.startswith("int"))
 
     def __call__(self, w: Any) -> Any:
         # Native tensor ops: this runs once per kernel per optimizer step, and skipping the
@@ -150,7 +173,7 @@ class MaskConstraint(keras.constraints.Constraint):
         value = w.value if isinstance(w, keras.Variable) else keras.ops.convert_to_tensor(w)
         if self.inner is not None:
             value = keras.ops.convert_to_tensor(self.inner(value))
-        if self._bool:
+        if self._native:
             return _select(self.mask.value, value)
         return select_kept(self.mask, value)
 
@@ -233,12 +256,10 @@ class MaskEnforcer:
                     f"Each mask must have its variable's shape; {variable.path} has "
                     f"{tuple(variable.shape)}. Received: a mask of shape {np.shape(mask)}"
                 )
-        self._masks = [
-            keras.Variable(
-                np.asarray(m, dtype=bool), trainable=False, dtype="bool", name="ltp_mask"
-            )
-            for m in masks
-        ]
+        self._masks = []
+        for variable, mask in zip(self._variables, masks, strict=True):
+            value, dtype = _stored_mask(mask, variable)
+            self._masks.append(keras.Variable(value, trainable=False, dtype=dtype, name="ltp_mask"))
         self._gradient_masking: _GradientMasking | None = None
         self._modes: list[str] = []
         self.installed = False
@@ -296,8 +317,8 @@ class MaskEnforcer:
 
     def update(self, masks: Sequence[np.ndarray]) -> None:
         """Replace the masks (see the class note about JAX)."""
-        for mask_variable, mask in zip(self._masks, masks, strict=True):
-            mask_variable.assign(np.asarray(mask, dtype=bool))
+        for variable, mask_variable, mask in zip(self._variables, self._masks, masks, strict=True):
+            mask_variable.assign(_stored_mask(mask, variable)[0])
 
     def apply(self) -> None:
         """Zero the pruned entries now, with backend ops (no NumPy round trip).
