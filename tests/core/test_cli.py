@@ -377,3 +377,25 @@ def test_resume_note_lists_only_levels_with_every_run_recorded(tmp_path: Path) -
     with mock.patch("ltp_core.cli.load_results", return_value=document):
         note = _resume_note(tmp_path, "imp", arms_per_level=3)
     assert note == f"resuming in {tmp_path}: seed 0: levels 0-2 done"
+
+
+def test_a_level_that_prunes_nothing_warns_and_is_marked_in_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    from ltp_core import NothingPrunedWarning
+
+    numpy_framework(monkeypatch)
+    argv = ["imp", *FAST, "--levels", "2", "--rate", "0.00001", "--no-plots"]
+    with pytest.warns(NothingPrunedWarning):
+        code, out, err = run_cli([*argv, "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    rows = [
+        line
+        for line in (tmp_path / "table.md").read_text().splitlines()
+        if line[:3] in {"| 0", "| 1", "| 2"}
+    ]
+    assert rows[0].startswith("| 0 | 100.00% |")
+    assert rows[1].startswith("| 1 | 100.00% (nothing pruned) |")
+    assert rows[2].startswith("| 2 | 100.00% (nothing pruned) |")
+    assert "(nothing pruned)" in out

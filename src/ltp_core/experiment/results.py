@@ -24,7 +24,14 @@ from typing import Any
 
 from ..io import FolderLock, atomic_write_bytes, lock_folder, remove_stale_temporaries
 
-__all__ = ["RESULTS_FILE", "ResultStore", "RunRecord", "summarize", "summary_table"]
+__all__ = [
+    "RESULTS_FILE",
+    "ResultStore",
+    "RunRecord",
+    "stalled_levels",
+    "summarize",
+    "summary_table",
+]
 
 RESULTS_FILE = "results.json"
 RESULTS_VERSION = 1
@@ -348,10 +355,40 @@ def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def stalled_levels(records: Sequence[RunRecord]) -> set[int]:
+    """IMP levels whose ticket kept as many weights as the level before, for some seed.
+
+    Such a level pruned nothing (the fraction rounds to zero weights, or pruning stalled), so
+    its row repeats the previous one; tables mark it.
+
+    Example:
+        >>> def rec(level, left):
+        ...     return RunRecord(0, level, "ticket", left, [left], 0.9, 0.9, 10, 0.9, 1.0)
+        >>> sorted(stalled_levels([rec(0, 1.0), rec(1, 0.8), rec(2, 0.8)]))
+        [2]
+    """
+    remaining = {(r.seed, r.level): r.weights_remaining for r in records if r.arm == "ticket"}
+    return {
+        level
+        for (seed, level), left in remaining.items()
+        if level > 0 and (seed, level - 1) in remaining and left >= remaining[(seed, level - 1)]
+    }
+
+
+def _remaining_cell(level: int, remaining: float, stalled: set[int]) -> str:
+    cell = f"{remaining * 100:.2f}%"
+    return f"{cell} (nothing pruned)" if level in stalled else cell
+
+
 def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
-    """Markdown table of test accuracy (%) mean ± std per level (IMP) or per cell (one-shot)."""
+    """Markdown table of test accuracy (%) mean ± std per level (IMP) or per cell (one-shot).
+
+    An IMP level that pruned nothing (see :func:`stalled_levels`) reads
+    ``"80.20% (nothing pruned)"`` in its weights-remaining cell.
+    """
     if kind == "oneshot":
         return _oneshot_table(records)
+    stalled = stalled_levels(records)
     summaries = summarize(records)
     arms = sorted({s.arm for s in summaries}, key=lambda a: (a != "ticket", a))
     by_level: dict[int, dict[str, Summary]] = defaultdict(dict)
@@ -359,7 +396,7 @@ def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
         by_level[int(s.key[0])][s.arm] = s
     headline = next((r.headline for r in records if r.headline), None)
     if headline is not None:
-        return _metric_table(by_level, arms, headline)
+        return _metric_table(by_level, arms, headline, stalled)
     header = [
         "level",
         "weights remaining",
@@ -374,7 +411,7 @@ def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
         ticket = row.get("ticket")
         cells = [
             str(level),
-            f"{first.weights_remaining * 100:.2f}%",
+            _remaining_cell(level, first.weights_remaining, stalled),
             *[_pm(row[a].test_mean, row[a].test_std) if a in row else "-" for a in arms],
             _pm(ticket.stop_mean, ticket.stop_std, 1.0, 0) if ticket else "-",
             str(max(s.n for s in row.values())),
@@ -384,7 +421,10 @@ def summary_table(records: Sequence[RunRecord], kind: str = "imp") -> str:
 
 
 def _metric_table(
-    by_level: dict[int, dict[str, Summary]], arms: Sequence[str], headline: str
+    by_level: dict[int, dict[str, Summary]],
+    arms: Sequence[str],
+    headline: str,
+    stalled: set[int],
 ) -> str:
     """The IMP table of ``find_ticket`` runs: the headline metric as ``evaluate`` returned it."""
     header = ["level", "weights remaining", *[f"{a} {headline}" for a in arms], "seeds"]
@@ -394,7 +434,7 @@ def _metric_table(
         first = next(iter(row.values()))
         cells = [
             str(level),
-            f"{first.weights_remaining * 100:.2f}%",
+            _remaining_cell(level, first.weights_remaining, stalled),
             *[_pm(row[a].test_mean, row[a].test_std, 1.0, 4) if a in row else "-" for a in arms],
             str(max(s.n for s in row.values())),
         ]
