@@ -34,6 +34,7 @@ from ltp_core.experiment.search import (
     resolve_layer_rates,
     run_search,
 )
+from ltp_core.summary import low_coverage_warned_once
 
 from .optimizer_state import zero_pruned_slots
 from .pruner import LotteryTicketPruner
@@ -514,19 +515,28 @@ def find_ticket(
         out=out,
         progress=progress,
     )
-    backend = KerasUserBackend(model, train, evaluate, prunable)
-    first = backend.first_model(0)
-    names = backend.layer_names(first)  # validates `prunable` and that the model is built
-    shapes = [list(v.shape) for v in select_prunable_variables(first, prunable)]
-    rates = resolve_layer_rates(layer_rates, names)
-    if "random_reinit" in args.controls:
-        backend.check_reinit()
-    return run_search(
-        backend,
-        args,
-        api="ltp_keras.find_ticket",
-        model_name=type(first).__qualname__,
-        names=names,
-        shapes=shapes,
-        layer_rates=rates,
-    )
+    with low_coverage_warned_once():  # one pruner per run: say what is left out once
+        backend = KerasUserBackend(model, train, evaluate, prunable)
+        first = backend.first_model(0)
+        names = backend.layer_names(first)  # validates `prunable` and that the model is built
+        shapes = [list(v.shape) for v in select_prunable_variables(first, prunable)]
+        rates = resolve_layer_rates(layer_rates, names)
+        if "random_reinit" in args.controls:
+            backend.check_reinit()
+        # A model instance is trained and rewound in place; it is given back at its initial
+        # weights, also when train or evaluate raise, so calling again starts from the same
+        # initialization (not from the last arm's trained, pruned weights).
+        initial = backend.snapshot(first) if isinstance(model, keras.Model) else None
+        try:
+            return run_search(
+                backend,
+                args,
+                api="ltp_keras.find_ticket",
+                model_name=type(first).__qualname__,
+                names=names,
+                shapes=shapes,
+                layer_rates=rates,
+            )
+        finally:
+            if initial is not None:
+                backend.restore(first, initial)
