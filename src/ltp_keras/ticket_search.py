@@ -523,20 +523,15 @@ def find_ticket(
         rates = resolve_layer_rates(layer_rates, names)
         if "random_reinit" in args.controls:
             backend.check_reinit()
-        # A model instance is trained and rewound in place; it is given back at its initial
-        # weights, also when train or evaluate raise, so calling again starts from the same
-        # initialization (not from the last arm's trained, pruned weights).
-        initial = backend.snapshot(first) if isinstance(model, keras.Model) else None
-        try:
-            return run_search(
-                backend,
-                args,
-                api="ltp_keras.find_ticket",
-                model_name=type(first).__qualname__,
-                names=names,
-                shapes=shapes,
-                layer_rates=rates,
-            )
-        finally:
-            if initial is not None:
-                backend.restore(first, initial)
+        # A model instance is trained and rewound in place and given back at its initial
+        # weights (run_search), so calling again starts from the same initialization.
+        return run_search(
+            backend,
+            args,
+            api="ltp_keras.find_ticket",
+            model_name=type(first).__qualname__,
+            names=names,
+            shapes=shapes,
+            layer_rates=rates,
+            instance=first if isinstance(model, keras.Model) else None,
+        )

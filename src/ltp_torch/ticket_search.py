@@ -18,7 +18,6 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,6 @@ from ltp_core.experiment.search import (
     resolve_layer_rates,
     run_search,
 )
-from ltp_core.io import read_npz
 from ltp_core.summary import low_coverage_warned_once
 from ltp_torch.arrays import to_numpy
 from ltp_torch.hook import PrunerHook
@@ -356,29 +354,6 @@ class _UserBackend:
         pruner.apply_pruning(model)
 
 
-def _warn_if_other_initialization(initial: Sequence[np.ndarray], out: Path) -> None:
-    """Resuming uses the initialization saved in ``out``: say so if the module holds another."""
-    saved = out / "state" / "seed_0" / "init.npz"
-    if not saved.is_file():
-        return
-    try:
-        data = read_npz(saved)
-        arrays = [data[f"a{i}"] for i in range(len(data))]
-    except (ValueError, KeyError):
-        return  # the driver reports a damaged state file
-    same = len(arrays) == len(initial) and all(
-        a.shape == b.shape and np.array_equal(a, b) for a, b in zip(arrays, initial, strict=False)
-    )
-    if not same:
-        logger.warning(
-            "Resuming in %s: the module passed holds other weights than the initialization "
-            "saved there (%s); the saved initialization is used, so the experiment stays one "
-            "initialization. Pass another `out` to start from this module's weights.",
-            out,
-            saved,
-        )
-
-
 def find_ticket(
     model: ModelOrFactory,
     train: Callable[[nn.Module], Any],
@@ -513,22 +488,15 @@ def find_ticket(
         LotteryTicketPruner(first, prunable=prunable)  # warns of low coverage before training
         shapes = [list(p.shape) for _, p in find_prunable_parameters(first, prunable)]
         rates = resolve_layer_rates(layer_rates, names)
-        # A module instance is trained and rewound in place; it is given back at its initial
-        # weights, also when train or evaluate raise, so calling again starts from the same
-        # initialization (not from the last arm's trained, pruned weights).
-        initial = backend.snapshot(first) if isinstance(model, nn.Module) else None
-        if initial is not None and out is not None:
-            _warn_if_other_initialization(initial, Path(out))
-        try:
-            return run_search(
-                backend,
-                args,
-                api="ltp_torch.find_ticket",
-                model_name=type(first).__qualname__,
-                names=names,
-                shapes=shapes,
-                layer_rates=rates,
-            )
-        finally:
-            if initial is not None:
-                backend.restore(first, initial)
+        # A module instance is trained and rewound in place and given back at its initial
+        # weights (run_search), so calling again starts from the same initialization.
+        return run_search(
+            backend,
+            args,
+            api="ltp_torch.find_ticket",
+            model_name=type(first).__qualname__,
+            names=names,
+            shapes=shapes,
+            layer_rates=rates,
+            instance=first if isinstance(model, nn.Module) else None,
+        )

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..io import read_npz
 from ..strategies import CRITERIA, strategy_name
 from ..validation import check_fraction
 from .backend import ProgressFn
@@ -313,6 +316,7 @@ def run_search(
     names: Sequence[str],
     shapes: Sequence[Sequence[int]],
     layer_rates: Mapping[str | int, float],
+    instance: Any | None = None,
 ) -> list[RunRecord]:
     """Run (or resume) a ``find_ticket`` experiment on ``backend`` and return every record.
 
@@ -327,7 +331,53 @@ def run_search(
         names: Names of the prunable weights (recorded: resuming needs the same).
         shapes: Their shapes (recorded).
         layer_rates: From :func:`resolve_layer_rates`.
+        instance: The user's model object when one was passed instead of a factory. It is
+            trained and rewound in place, and given back at its initial weights when the
+            search returns or raises, so calling again starts from the same initialization;
+            resuming warns when it holds another initialization than the one saved in ``out``.
     """
+    initial = backend.snapshot(instance) if instance is not None else None
+    if initial is not None and args.out is not None:
+        _warn_if_other_initialization(initial, Path(args.out))
+    try:
+        return _run_search(backend, args, api, model_name, names, shapes, layer_rates)
+    finally:
+        if initial is not None:
+            backend.restore(instance, initial)
+
+
+def _warn_if_other_initialization(initial: Sequence[np.ndarray], out: Path) -> None:
+    """Resuming uses the initialization saved in ``out``: say so if the model holds another."""
+    saved = out / "state" / "seed_0" / "init.npz"
+    if not saved.is_file():
+        return
+    try:
+        data = read_npz(saved)
+        arrays = [data[f"a{i}"] for i in range(len(data))]
+    except (ValueError, KeyError):
+        return  # the driver reports a damaged state file
+    same = len(arrays) == len(initial) and all(
+        a.shape == b.shape and np.array_equal(a, b) for a, b in zip(arrays, initial, strict=False)
+    )
+    if not same:
+        logger.warning(
+            "Resuming in %s: the model passed holds other weights than the initialization "
+            "saved there (%s); the saved initialization is used, so the experiment stays one "
+            "initialization. Pass another `out` to start from this model's weights.",
+            out,
+            saved,
+        )
+
+
+def _run_search(
+    backend: RunBackend,
+    args: SearchArguments,
+    api: str,
+    model_name: str,
+    names: Sequence[str],
+    shapes: Sequence[Sequence[int]],
+    layer_rates: Mapping[str | int, float],
+) -> list[RunRecord]:
     rates = dict(layer_rates)
     config: dict[str, Any] = {
         "api": api,
