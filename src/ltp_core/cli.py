@@ -302,6 +302,18 @@ def _common(parser: argparse.ArgumentParser, default_model: str) -> None:
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
 
 
+def _add_min_layer_density(parser: argparse.ArgumentParser, scope: str) -> None:
+    parser.add_argument(
+        "--min-layer-density",
+        type=_fraction,
+        default=0.0,
+        metavar="D",
+        help="keep at least ceil(D x size) weights of every layer, taking the next-ranked "
+        f"weights of other layers instead (no layer collapse); {scope} only; refused when a "
+        "level cannot meet it",
+    )
+
+
 def _add_imp(commands: Any) -> None:
     imp = commands.add_parser(
         "imp",
@@ -343,6 +355,7 @@ def _add_imp(commands: Any) -> None:
         default="layer",
         help="one threshold per layer, or one across layers",
     )
+    _add_min_layer_density(imp, "--scope global")
     imp.add_argument(
         "--strategy",
         default="large_final",
@@ -400,6 +413,7 @@ def _add_oneshot(commands: Any) -> None:
         metavar="NAME",
         help=f"strategies to compare: {_choices(sorted(STRATEGIES))}",
     )
+    _add_min_layer_density(oneshot, "global strategies (*_global, lamp, random_erk)")
 
 
 def _add_mask(commands: Any) -> None:
@@ -433,6 +447,7 @@ def _add_mask(commands: Any) -> None:
         metavar="NAME",
         help=f"pruning strategy: {_choices(sorted(STRATEGIES))}",
     )
+    _add_min_layer_density(mask, "global strategies (*_global, random_erk)")
     mask.add_argument(
         "--include",
         type=_regex,
@@ -523,6 +538,7 @@ _OPTION_NAMES = {
     "validation_fraction": "--validation-fraction",
     "conv_rate": "--conv-rate",
     "output_rate": "--output-rate",
+    "min_layer_density": "--min-layer-density",
 }
 
 
@@ -731,12 +747,23 @@ def _run_experiment(args: argparse.Namespace) -> int:
                 rewind_iteration=args.rewind_iteration or 0,
                 controls=tuple(args.controls),
                 sequential=args.sequential,
+                min_layer_density=args.min_layer_density,
             )
         else:
-            config = OneShotConfig(**options, strategies=tuple(args.strategies))
+            config = OneShotConfig(
+                **options,
+                strategies=tuple(args.strategies),
+                min_layer_density=args.min_layer_density,
+            )
     except (ValueError, TypeError) as error:
         raise UsageError(_as_options(str(error))) from None
     _check_training(args, data, config.resolved_iterations, config.resolved_batch_size)
+    from .experiment.imp import check_layer_floors_for
+
+    try:
+        check_layer_floors_for(config, backend, data)
+    except ValueError as error:
+        raise UsageError(_as_options(str(error))) from None
     _create_out_folder(out)
     arms = 1 + len(config.controls) if isinstance(config, ImpConfig) else 1
     note = _resume_note(out, args.command, arms)
@@ -781,6 +808,12 @@ def _mask(args: argparse.Namespace) -> int:
     _check_out_file(Path(args.out), "--out")
     if args.report is not None:
         _check_out_file(Path(args.report), "--report")
+    if args.min_layer_density and STRATEGIES[args.strategy].scope != "global":
+        raise UsageError(
+            f"argument --min-layer-density: {args.min_layer_density} applies to global "
+            f"strategies, not {args.strategy!r} (in layer scope every tensor loses the same "
+            f"share of itself); use {args.strategy}_global"
+        )
     result = masks_from_shards(
         args.shards,
         args.strategy,
@@ -788,7 +821,9 @@ def _mask(args: argparse.Namespace) -> int:
         initial=args.initial,
         include=args.include,
         seed=args.seed,
+        min_layer_density=args.min_layer_density,
     )
+    floor = {"min_layer_density": args.min_layer_density} if args.min_layer_density else {}
     save_packed_masks(
         args.out,
         result,
@@ -796,6 +831,7 @@ def _mask(args: argparse.Namespace) -> int:
         fraction=args.fraction,
         seed=args.seed,
         sources=[str(p) for p in args.shards],
+        **floor,
     )
     print(result.report.to_text())
     written = f"masks written to {os.fspath(args.out)}"

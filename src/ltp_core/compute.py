@@ -32,6 +32,7 @@ from .strategies import ROLES, Strategy, resolve_strategy
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
 
 __all__ = [
+    "check_layer_floors",
     "check_min_layer_density",
     "compute_masks",
     "count_to_prune",
@@ -373,6 +374,69 @@ def _prunable_above_floor(
             f"fraction. Received: min_layer_density={min_density}"
         )
     return caps
+
+
+def check_layer_floors(
+    sizes: Sequence[int],
+    fractions: Sequence[float],
+    min_layer_density: float,
+    *,
+    multipliers: Sequence[float] | None = None,
+    names: Sequence[str] | None = None,
+) -> None:
+    """Refuse a global pruning schedule that ``min_layer_density`` makes impossible, up front.
+
+    Replays the counts of pruning ``fractions`` one after another (an IMP run's levels, or the
+    steps to a one-shot sparsity) in global scope, with layers whose multiplier is not 1 pruned
+    alone as :func:`compute_masks` does. Exact without any weights: every level leaves each layer
+    at or above its floor ``ceil(d * size)``, so at every level the weights that may go number
+    ``alive - sum(floors)`` whatever was ranked, and a level is possible exactly when its count
+    ``floor(fraction * multiplier * alive)`` is no more.
+
+    Args:
+        sizes: Weights per layer.
+        fractions: Fraction of the remaining weights pruned at each level, in order.
+        min_layer_density: Share of each layer's weights that must survive, ``0 <= d < 1``.
+        multipliers: Per-layer multipliers of the fraction (``layer_rates``); ``None``: all 1.
+        names: Layer names for the message. Default ``layer_0``, ...
+
+    Raises:
+        ValueError: A level would need to prune into a floor (the message names the level and
+            the highest number of levels that works), or a bad ``min_layer_density``.
+
+    Example:
+        >>> check_layer_floors([100, 10], [0.5, 0.5], 0.1)
+        >>> try:
+        ...     check_layer_floors([100, 10], [0.5, 0.5, 0.5], 0.2)
+        ... except ValueError as error:
+        ...     print(str(error).split(":")[0])
+        `min_layer_density` cannot be met at level 3
+    """
+    min_density = check_min_layer_density(min_layer_density)
+    if min_density == 0.0:
+        return
+    layer_names = _layer_names(names, len(sizes))
+    rates = [1.0] * len(sizes) if multipliers is None else [float(m) for m in multipliers]
+    pooled = [i for i, rate in enumerate(rates) if rate == 1.0]
+    groups = ([(pooled, 1.0)] if pooled else []) + [
+        ([i], rate) for i, rate in enumerate(rates) if rate != 1.0
+    ]
+    for indices, multiplier in groups:
+        alive = sum(int(sizes[i]) for i in indices)
+        floors = sum(layer_floor(min_density, int(sizes[i])) for i in indices)
+        for level, fraction in enumerate(fractions, start=1):
+            k = count_to_prune(fraction, alive, multiplier)
+            if k > alive - floors:
+                rate = "" if multiplier == 1.0 else f" x layer rate {multiplier}"
+                raise ValueError(
+                    f"`min_layer_density` cannot be met at level {level}: pruning "
+                    f"{fraction}{rate} of the {alive} remaining weights of "
+                    f"{[layer_names[i] for i in indices]} removes {k}, but only "
+                    f"{alive - floors} may go while every layer keeps ceil({min_density} x its "
+                    f"size) weights ({level - 1} level(s) work). Lower `min_layer_density`, the "
+                    f"fraction or the number of levels. Received: min_layer_density={min_density}"
+                )
+            alive -= k
 
 
 def _check_finite_in_chunks(array: np.ndarray, label: str, chunk: int = 1 << 20) -> None:

@@ -333,7 +333,7 @@ def keep_after_pruning_smallest(
 
 
 def keep_after_pruning_smallest_capped(
-    sources: Sequence[ScoreSource], k: int, salt: int, caps: Sequence[int]
+    sources: Sequence[ScoreSource], k: int, salt: int, caps: Sequence[int], *, packed: bool = False
 ) -> list[np.ndarray]:
     """Prune exactly ``k`` alive entries, smallest scores first, at most ``caps[i]`` from source i.
 
@@ -348,6 +348,7 @@ def keep_after_pruning_smallest_capped(
         k: Entries to prune in total, at most ``sum(min(cap, alive))``.
         salt: Seeds tie-breaking.
         caps: Most entries each source may lose.
+        packed: Return bit-packed masks, as :func:`keep_after_pruning_smallest` does.
 
     Returns:
         Flat keep masks, one per source.
@@ -370,22 +371,36 @@ def keep_after_pruning_smallest_capped(
     active = list(range(len(sources)))
     remaining = k
     while active:
-        keeps = keep_after_pruning_smallest([sources[i] for i in active], remaining, salt)
+        keeps = keep_after_pruning_smallest(
+            [sources[i] for i in active], remaining, salt, packed=packed
+        )
         over = [
             i
             for i, keep in zip(active, keeps, strict=True)
             if limits[i] < remaining
-            and sources[i].n_alive - int(np.count_nonzero(keep)) > limits[i]
+            and sources[i].n_alive - _count_kept(keep, sources[i].size, packed) > limits[i]
         ]
         if not over:
             for i, keep in zip(active, keeps, strict=True):
                 result[i] = keep
             break
         for i in over:
-            result[i] = keep_after_pruning_smallest([sources[i]], limits[i], salt)[0]
+            result[i] = keep_after_pruning_smallest([sources[i]], limits[i], salt, packed=packed)[0]
             remaining -= limits[i]
         active = [i for i in active if i not in over]
     return [flat for flat in result if flat is not None]
+
+
+def _count_kept(keep: np.ndarray, size: int, packed: bool, chunk: int = 1 << 22) -> int:
+    """Kept entries of a flat mask of ``size`` entries (set bits when ``packed``)."""
+    if not packed:
+        return int(np.count_nonzero(keep))
+    total = sum(
+        int(np.unpackbits(keep[start : start + chunk]).sum(dtype=np.int64))
+        for start in range(0, keep.size, chunk)
+    )
+    padding = keep.size * 8 - size  # low bits of the last byte, whatever they hold
+    return total - (int(keep[-1]) & ((1 << padding) - 1)).bit_count() if padding else total
 
 
 def _partition_in_memory(

@@ -36,10 +36,22 @@ from typing import Any
 
 import numpy as np
 
-from .compute import count_to_prune, salt_from_seed
+from .compute import (
+    _prunable_above_floor,
+    _respect_caps,
+    check_min_layer_density,
+    count_to_prune,
+    salt_from_seed,
+)
 from .io import save_state
 from .report import LayerSparsity, SparsityReport
-from .selection import ElementwiseScores, RandomScores, ScoreSource, keep_after_pruning_smallest
+from .selection import (
+    ElementwiseScores,
+    RandomScores,
+    ScoreSource,
+    keep_after_pruning_smallest,
+    keep_after_pruning_smallest_capped,
+)
 from .strategies import Strategy, resolve_strategy
 from .validation import check_fraction
 
@@ -520,6 +532,7 @@ def masks_from_shards(
     initial: Sequence[str | os.PathLike[str]] | None = None,
     include: str | Callable[[DiskArray], bool] | None = None,
     seed: int | None = None,
+    min_layer_density: float = 0.0,
 ) -> ShardMasks:
     """Compute masks for tensors stored in shard files, streaming, with bounded memory.
 
@@ -535,12 +548,22 @@ def masks_from_shards(
         include: Which tensors to prune: a regular expression matched against tensor names, or
             a predicate. Default: every tensor with two or more dimensions.
         seed: Seed for tie-breaking and ``random``.
+        min_layer_density: Share of each tensor's weights that must survive, ``0 <= d < 1``,
+            as in :func:`ltp_core.compute_masks`: a global selection still prunes exactly
+            ``floor(fraction * n)`` weights, taking the next-ranked weights of other tensors
+            instead of a tensor's last ``ceil(d * size)``; an impossible request is an error
+            raised before the scoring pass.
 
     Returns:
         The bit-packed masks of the included tensors.
+
+    Raises:
+        ValueError: A strategy that cannot stream, missing initial shards, or a
+            ``min_layer_density`` outside ``[0, 1)`` or impossible to meet.
     """
     resolved = resolve_strategy(strategy, "strategy")
     fraction = check_fraction(fraction, "fraction")
+    min_density = check_min_layer_density(min_layer_density)
     criterion = resolved.criterion
     if criterion.pooled is not None:
         raise ValueError(
@@ -582,17 +605,26 @@ def masks_from_shards(
                 _DiskScores(i, inputs, criterion.elementwise, None, tensor.name, criterion.signed)
             )
     groups = [sources] if resolved.scope == "global" else [[s] for s in sources]
+    plans = []
+    for group in groups:  # every count and floor is checked before any scoring pass
+        n_alives = [s.n_alive for s in group]
+        k = count_to_prune(fraction, sum(n_alives))
+        names = [selected[s.array_id].name for s in group]
+        sizes = [s.size for s in group]
+        caps = _prunable_above_floor(n_alives, sizes, min_density, k, fraction, 1.0, names)
+        plans.append((group, n_alives, k, caps))
     packed: list[np.ndarray] = []
-    for group in groups:
-        k = count_to_prune(fraction, sum(s.n_alive for s in group))
+    for group, n_alives, k, caps in plans:
         if criterion.layer_counts is not None:  # random_erk: per-layer counts, then per layer
-            counts = criterion.layer_counts(
-                [t.shape for t in selected], [s.n_alive for s in group], k
-            )
+            counts = criterion.layer_counts([t.shape for t in selected], n_alives, k)
+            if caps is not None:
+                counts = _respect_caps(counts, caps)
             for source, count in zip(group, counts, strict=True):
                 packed += keep_after_pruning_smallest([source], count, salt, packed=True)
-            continue
-        packed += keep_after_pruning_smallest(group, k, salt, packed=True)
+        elif caps is not None:
+            packed += keep_after_pruning_smallest_capped(group, k, salt, caps, packed=True)
+        else:
+            packed += keep_after_pruning_smallest(group, k, salt, packed=True)
     for tensor in selected:
         tensor.close()
     layers = tuple(

@@ -399,3 +399,69 @@ def test_a_level_that_prunes_nothing_warns_and_is_marked_in_the_table(
     assert rows[1].startswith("| 1 | 100.00% (nothing pruned) |")
     assert rows[2].startswith("| 2 | 100.00% (nothing pruned) |")
     assert "(nothing pruned)" in out
+
+
+def test_min_layer_density_keeps_every_layer_and_is_part_of_the_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("sklearn")
+    numpy_framework(monkeypatch)
+    argv = ["imp", *FAST, "--levels", "2", "--rate", "0.9", "--scope", "global", "--no-plots"]
+    argv += ["--controls", "--out", str(tmp_path / "plain")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert "min_layer_density" not in plain["config"]  # old folders resume unchanged
+    argv[-1] = str(tmp_path / "floor")
+    code, _, err = run_cli([*argv, "--min-layer-density", "0.009"], capsys)
+    assert code == 0, err
+    document = json.loads((tmp_path / "floor" / "results.json").read_text())
+    assert document["config"]["min_layer_density"] == 0.009
+    last = next(r for r in document["records"] if r["level"] == 2)
+    unfloored = next(r for r in plain["records"] if r["level"] == 2)
+    assert min(unfloored["layer_density"]) < 0.009  # without the floor a layer falls below it
+    assert min(last["layer_density"]) >= 0.009
+    assert last["weights_remaining"] == pytest.approx(unfloored["weights_remaining"])
+    for other in (["--min-layer-density", "0.005"], []):  # a resumed run must not change it
+        code, _, err = run_cli([*argv, *other], capsys)
+        assert code == 1
+        assert "min_layer_density" in one_error_line(err)
+
+
+FLOOR_TOO_HIGH = ["--rate", "0.9", "--levels", "3", "--min-layer-density", "0.01"]
+MIN_LAYER_DENSITY_ERRORS = [
+    (["imp", "--min-layer-density", "0.1"], "--min-layer-density"),  # layer scope
+    (["imp", "--scope", "global", "--min-layer-density", "1.0"], "[0, 1)"),
+    (["imp", "--scope", "global", "--min-layer-density", "nan"], "[0, 1)"),
+    (
+        ["imp", "--scope", "global", *FLOOR_TOO_HIGH],
+        "--min-layer-density cannot be met at level 3",
+    ),
+    (["oneshot", "--min-layer-density", "0.001"], "drop the layer-scope ones"),
+    (
+        ["oneshot", "--strategies", "large_final_global", "--min-layer-density", "0.01"],
+        "cannot be met at level 4",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "mentions"),
+    MIN_LAYER_DENSITY_ERRORS,
+    ids=[" ".join(a) for a, _ in MIN_LAYER_DENSITY_ERRORS],
+)
+def test_min_layer_density_errors_are_one_line_before_any_work(
+    argv: list[str],
+    mentions: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("sklearn")
+    numpy_framework(monkeypatch)
+    out = tmp_path / "out"
+    code, _, err = run_cli([*argv, *FAST, "--out", str(out)], capsys)
+    assert code == 2, err
+    line = one_error_line(err)
+    assert mentions in line and "--min-layer-density" in line
+    assert not out.exists()

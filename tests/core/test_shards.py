@@ -14,6 +14,7 @@ import pytest
 
 from ltp_core import compute_masks, load_masks
 from ltp_core.cli import main
+from ltp_core.io import load_state
 from ltp_core.shards import masks_from_shards, open_shards, save_packed_masks
 
 SAFETENSORS_CODES = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64"}
@@ -381,3 +382,70 @@ def test_disk_array_reads_slices_and_sorted_gathers(tmp_path: Path) -> None:
     with pytest.raises(IndexError, match=r"\[0, 100000\)"):
         disk[np.array([100_000])]
     disk.close()
+
+
+def collapsing_weights() -> dict[str, np.ndarray]:
+    """Three tensors, one of them 1000x smaller: a global selection at 0.9 empties it."""
+    rng = np.random.default_rng(3)
+    return {
+        "a.w": rng.normal(size=(24, 20)).astype(np.float32),
+        "small.w": (rng.normal(size=(10, 9)) * 1e-3).astype(np.float32),
+        "b.w": rng.normal(size=(20, 30)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("strategy", ["large_final_global", "random_erk", "random_global"])
+def test_shard_masks_with_min_layer_density_equal_in_memory_masks(
+    tmp_path: Path, strategy: str, selection_path: str
+) -> None:
+    w = collapsing_weights()
+    write_safetensors(tmp_path / "w.safetensors", w)
+    result = masks_from_shards(
+        [tmp_path / "w.safetensors"], strategy, 0.9, seed=2, min_layer_density=0.05
+    )
+    expected = compute_masks(
+        strategy, 0.9, trained=list(w.values()), seed=2, min_layer_density=0.05
+    )
+    got = result.unpacked()
+    for mask, want in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mask, want)
+    total = sum(a.size for a in w.values())
+    assert result.report.kept == total - int(0.9 * total)  # the exact global count
+    for mask, array in zip(got, w.values(), strict=True):
+        assert mask.sum() >= int(np.ceil(0.05 * array.size))
+    if strategy == "large_final_global":  # without the floor, the small tensor is emptied
+        plain = masks_from_shards([tmp_path / "w.safetensors"], strategy, 0.9, seed=2)
+        assert plain.unpacked()[1].sum() == 0
+
+
+def test_shard_min_layer_density_errors_before_reading(tmp_path: Path) -> None:
+    w = collapsing_weights()
+    write_safetensors(tmp_path / "w.safetensors", w)
+    shards = [tmp_path / "w.safetensors"]
+    with pytest.raises(ValueError, match=r"cannot be met.*min_layer_density=0.2"):
+        masks_from_shards(shards, "large_final_global", 0.9, min_layer_density=0.2)
+    with pytest.raises(ValueError, match=r"Received: min_layer_density=1.0"):
+        masks_from_shards(shards, "large_final_global", 0.5, min_layer_density=1.0)
+    with pytest.raises(ValueError, match="cannot be met"):  # layer scope: its own count
+        masks_from_shards(shards, "large_final", 0.9, min_layer_density=0.2)
+
+
+def test_cli_mask_min_layer_density(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = collapsing_weights()
+    np.savez(tmp_path / "w.npz", **w)
+    out = tmp_path / "masks.npz"
+    argv = ["mask", str(tmp_path / "w.npz"), "--fraction", "0.9", "--out", str(out)]
+    assert main([*argv, "--min-layer-density", "0.05"]) == 0
+    masks, names = load_masks(out)
+    assert names == list(w) and min(int(m.sum()) for m in masks) == 5  # ceil(0.05 * 90)
+    assert load_state(out)["min_layer_density"] == 0.05
+    for bad, says in [
+        (["--strategy", "large_final"], "applies to global strategies, not 'large_final'"),
+        (["--min-layer-density", "1"], "expected a number in [0, 1)"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main([*argv, "--min-layer-density", "0.05", *bad])
+        assert info.value.code == 2
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"ltp: error: `min_layer_density` cannot be met"):
+        main([*argv, "--min-layer-density", "0.5"])

@@ -20,7 +20,7 @@ from .backend import (
 )
 from .config import CONTROLS, ImpConfig, OneShotConfig
 from .driver import ImpPlan, RunBackend, RunSpec, plan_level, run_levels
-from .imp import layer_rates_for, random_masks_like, run_imp
+from .imp import check_layer_floors_for, layer_rates_for, random_masks_like, run_imp
 from .models import MODEL_SPECS, ModelSpec, model_spec
 from .oneshot import run_oneshot
 from .results import ResultStore, RunRecord, load_results, summarize, summary_table
@@ -42,6 +42,7 @@ __all__ = [
     "TrainOutcome",
     "TrainSettings",
     "TrainingBackend",
+    "check_layer_floors_for",
     "layer_rates_for",
     "load_backend",
     "load_results",

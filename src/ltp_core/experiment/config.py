@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..compute import check_min_layer_density
 from ..strategies import STRATEGIES, strategy_name
 from ..validation import check_fraction
 from .backend import TrainSettings
@@ -86,6 +87,8 @@ class ImpConfig(TrainingDefaults):
     ``sequential=True`` trains the runs of a level one after another; by default a backend that
     can train them together does (PyTorch, models without dropout), with the same results up to
     float32 rounding. It is not part of the experiment's identity (not in :meth:`to_dict`).
+    ``min_layer_density`` (global scope only) keeps at least ``ceil(d * size)`` weights of every
+    layer at every level; it is part of the identity when not ``0``.
     """
 
     framework: str = "torch"
@@ -109,6 +112,7 @@ class ImpConfig(TrainingDefaults):
     validation_fraction: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     sequential: bool = False
+    min_layer_density: float = 0.0
 
     def __post_init__(self) -> None:
         model_spec(self.model)  # unknown model names fail here
@@ -125,6 +129,13 @@ class ImpConfig(TrainingDefaults):
                 f"Received: strategy={self.strategy!r}"
             )
         strategy_name(self.strategy, "global" if self.scope == "global" else "layer")
+        if check_min_layer_density(self.min_layer_density) and self.scope != "global":
+            raise ValueError(
+                "`min_layer_density` applies to global selection (scope='global'): in layer "
+                "scope every layer loses the same share of itself and nothing can take the "
+                f"place of a floor. Received: min_layer_density={self.min_layer_density!r} "
+                f"with scope={self.scope!r}"
+            )
         for name in ("levels", "seeds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -182,6 +193,8 @@ class ImpConfig(TrainingDefaults):
         # How runs are scheduled is not part of the experiment: batched and sequential runs
         # give the same results, so either may resume the other's folder.
         del data["sequential"]
+        if not self.min_layer_density:  # folders written before the option resume unchanged
+            del data["min_layer_density"]
         data["controls"] = list(self.controls)
         data["resolved"] = {
             "dense_fraction": self.dense_fraction,
@@ -207,7 +220,11 @@ class ImpConfig(TrainingDefaults):
 
 @dataclass(frozen=True)
 class OneShotConfig(TrainingDefaults):
-    """Settings of the old package's one-shot experiment (``ltp oneshot``)."""
+    """Settings of the old package's one-shot experiment (``ltp oneshot``).
+
+    ``min_layer_density`` (every strategy global) keeps at least ``ceil(d * size)`` weights of
+    every layer at every sparsity; it is part of the identity when not ``0``.
+    """
 
     framework: str = "torch"
     model: str = "mnist_cnn"
@@ -222,6 +239,7 @@ class OneShotConfig(TrainingDefaults):
     optimizer: str | None = None
     eval_every: int | None = None
     validation_fraction: float | None = None
+    min_layer_density: float = 0.0
 
     def __post_init__(self) -> None:
         model_spec(self.model)
@@ -238,10 +256,21 @@ class OneShotConfig(TrainingDefaults):
                     f"`sparsities` must be increasing. Received: sparsities={list(self.sparsities)}"
                 )
             previous = s
+        if check_min_layer_density(self.min_layer_density):
+            layer = [name for name in self.strategies if STRATEGIES[name].scope != "global"]
+            if layer:
+                raise ValueError(
+                    "`min_layer_density` applies to global strategies; drop the layer-scope "
+                    f"ones {layer} from `strategies` (in layer scope every layer loses the same "
+                    "share of itself and nothing can take the place of a floor). "
+                    f"Received: min_layer_density={self.min_layer_density!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict."""
         data = asdict(self)
+        if not self.min_layer_density:  # folders written before the option resume unchanged
+            del data["min_layer_density"]
         data["strategies"] = list(self.strategies)
         data["sparsities"] = list(self.sparsities)
         return data

@@ -161,6 +161,8 @@ class ImpPlan:
         rewind_iteration: ``0`` rewinds to initialization, ``K`` to the weights after ``K``
             optimizer steps of the dense run.
         layer_rates: ``layer_rates(names, kinds) -> {name or index: multiplier}``.
+        min_layer_density: Share of each layer's weights every level keeps (global scope;
+            ``0``: no floor), see :func:`ltp_core.compute_masks`.
     """
 
     levels: int
@@ -170,6 +172,7 @@ class ImpPlan:
     controls: tuple[str, ...] = ARMS[1:]
     rewind_iteration: int = 0
     layer_rates: LayerRates | None = None
+    min_layer_density: float = 0.0
 
 
 def random_masks_like(masks: Sequence[np.ndarray], seed: int) -> list[np.ndarray]:
@@ -314,7 +317,11 @@ def plan_level(
                 raise RuntimeError("pruner state lacks the trained weights of the previous level")
             start = time.perf_counter()
             pruner.calc_prune_mask(
-                pretrained, plan.fraction, plan.strategy, layer_rates=state.rates or None
+                pretrained,
+                plan.fraction,
+                plan.strategy,
+                layer_rates=state.rates or None,
+                min_layer_density=plan.min_layer_density,
             )
             state.prune_seconds = time.perf_counter() - start
             state.pruner_level = level

@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ..compute import check_layer_floors
 from ..datasets import Dataset
+from ..schedule import fractions_for_cumulative_sparsities
 from ..strategies import strategy_name
 from .backend import BoundBackend, Reporter, TrainingBackend
-from .config import ImpConfig
+from .config import ImpConfig, OneShotConfig
 from .driver import ImpPlan, random_masks_like, run_levels
 from .results import ResultStore
 from .results import data_identity as _data_identity
 
-__all__ = ["layer_rates_for", "random_masks_like", "run_imp"]
+__all__ = ["check_layer_floors_for", "layer_rates_for", "random_masks_like", "run_imp"]
 
 
 def layer_rates_for(config: ImpConfig, kinds: Sequence[str]) -> dict[str | int, float]:
@@ -42,6 +44,35 @@ def layer_rates_for(config: ImpConfig, kinds: Sequence[str]) -> dict[str | int, 
         if target != base:
             rates[i] = target / base if base > 0 else 0.0
     return rates
+
+
+def check_layer_floors_for(
+    config: ImpConfig | OneShotConfig, backend: TrainingBackend, data: Dataset
+) -> None:
+    """Refuse a ``min_layer_density`` that some level of the experiment cannot meet.
+
+    Builds the model once (seed ``first_seed``) for its layer sizes and replays the counts of
+    every level (see :func:`ltp_core.compute.check_layer_floors`), before anything trains or is
+    written. Nothing to do when ``config.min_layer_density`` is ``0``.
+
+    Raises:
+        ValueError: The level that cannot keep every layer at its floor, and how many work.
+    """
+    if not config.min_layer_density:
+        return
+    model = backend.build(config.model, data.input_shape, data.num_classes, config.first_seed)
+    names = backend.layer_names(model)
+    sizes = [int(w.size) for w in backend.get_prunable(model)]
+    if isinstance(config, ImpConfig):
+        fractions = [config.dense_fraction] * config.levels
+        rates = layer_rates_for(config, backend.layer_kinds(model))
+        multipliers = [float(rates.get(i, 1.0)) for i in range(len(sizes))]
+    else:
+        fractions = fractions_for_cumulative_sparsities(config.sparsities)
+        multipliers = None
+    check_layer_floors(
+        sizes, fractions, config.min_layer_density, multipliers=multipliers, names=names
+    )
 
 
 def run_imp(
@@ -63,6 +94,7 @@ def run_imp(
     Returns:
         The result store with every record.
     """
+    check_layer_floors_for(config, backend, data)
     store = ResultStore(
         out_dir, "imp", {**config.to_dict(), **_data_identity(data)}, backend.versions()
     )
@@ -74,6 +106,7 @@ def run_imp(
         controls=tuple(config.controls),
         rewind_iteration=config.rewind_iteration,
         layer_rates=lambda names, kinds: layer_rates_for(config, kinds),
+        min_layer_density=config.min_layer_density,
     )
     bound = BoundBackend(
         backend, config.model, data, config.train_settings, sequential=config.sequential

@@ -20,6 +20,7 @@ from ..pruner import LotteryTicketPruner
 from ..schedule import fractions_for_cumulative_sparsities
 from .backend import Reporter, TrainingBackend, TrainSettings
 from .config import OneShotConfig
+from .imp import check_layer_floors_for
 from .results import ResultStore, RunRecord
 from .results import data_identity as _data_identity
 
@@ -34,6 +35,7 @@ def run_oneshot(
     reporter: Reporter | None = None,
 ) -> ResultStore:
     """Run (or resume, per seed) the one-shot experiment, writing results to ``out_dir``."""
+    check_layer_floors_for(config, backend, data)
     store = ResultStore(
         out_dir, "oneshot", {**config.to_dict(), **_data_identity(data)}, backend.versions()
     )
@@ -77,7 +79,9 @@ def run_oneshot(
             pruner = LotteryTicketPruner(initial, names=names, seed=seed)
             pruner.set_pretrained_weights(trained)
             for level, fraction in enumerate(fractions, start=1):
-                pruner.calc_prune_mask(initial, fraction, strategy)
+                pruner.calc_prune_mask(
+                    initial, fraction, strategy, min_layer_density=config.min_layer_density
+                )
                 masks = pruner.masks
                 backend.restore(model, init)
                 backend.set_prunable(model, apply_masks(initial, masks))
