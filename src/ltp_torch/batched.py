@@ -28,6 +28,7 @@ train sequentially.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,12 @@ from torch.nn import functional
 
 from ltp_core.experiment.backend import EvalPoint, ProgressFn, TrainOutcome, TrainSettings
 
-__all__ = ["stackable", "train_stacked"]
+__all__ = ["ReplicasStoppedError", "stackable", "train_stacked"]
+
+
+class ReplicasStoppedError(RuntimeError):
+    """A group of replicas stopped early because a group trained beside it failed."""
+
 
 _Layer = nn.Linear | nn.Conv2d | nn.ReLU | nn.MaxPool2d | nn.Flatten | nn.Dropout
 
@@ -84,7 +90,9 @@ class _Stack:
     """``R`` replicas of one sequential model as stacked parameters."""
 
     layers: list[nn.Module]
-    weights: list[torch.Tensor | None]  # per layer: [R, *weight.shape]
+    # per layer: Linear [R, in, out] (the transposed weight, so the batched product reads it
+    # contiguously), Conv2d [R, *weight.shape]
+    weights: list[torch.Tensor | None]
     biases: list[torch.Tensor | None]  # per layer: [R, out]
     replicas: int
 
@@ -118,11 +126,16 @@ class _Stack:
                     r,
                 )
             elif isinstance(layer, nn.Linear):
-                if shared:
-                    h = h.reshape(h.shape[0], -1).expand(r, -1, -1)
+                w = cast(torch.Tensor, weight)
+                if shared:  # one input for every replica: one matrix product for them all
+                    h = h.reshape(h.shape[0], -1)
+                    wide = w.permute(1, 0, 2).reshape(w.shape[1], -1)  # [in, R*out]
+                    h = (h @ wide).reshape(h.shape[0], r, -1).transpose(0, 1)
+                    if bias is not None:
+                        h = h + bias.unsqueeze(1)
                     shared = False
-                w = cast(torch.Tensor, weight).transpose(1, 2)
-                h = torch.bmm(h, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, w)
+                else:
+                    h = torch.bmm(h, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, w)
             elif isinstance(layer, nn.Flatten):
                 if grouped:
                     n = h.shape[0]
@@ -154,7 +167,10 @@ def _stack(models: Sequence[nn.Module]) -> _Stack:
         for index, layer in enumerate(layers):
             if isinstance(layer, nn.Linear | nn.Conv2d):
                 replicas = [m[index] for m in models]
-                weights.append(torch.stack([m.weight.detach() for m in replicas]).requires_grad_())
+                stacked = torch.stack([m.weight.detach() for m in replicas])
+                if isinstance(layer, nn.Linear):
+                    stacked = stacked.transpose(1, 2).contiguous()
+                weights.append(stacked.requires_grad_())
                 biases.append(
                     None
                     if layer.bias is None
@@ -174,7 +190,7 @@ def _write_back(stack: _Stack, models: Sequence[nn.Module], replica: int | None 
         for r in targets:
             layer = models[r][index]
             if weight is not None:
-                layer.weight.copy_(weight[r])
+                layer.weight.copy_(weight[r].T if isinstance(layer, nn.Linear) else weight[r])
             if bias is not None:
                 layer.bias.copy_(bias[r])
 
@@ -196,6 +212,8 @@ def _bit_masks(
         for r, replica_masks in enumerate(masks):
             if replica_masks is not None:
                 mask = torch.from_numpy(np.array(replica_masks[position], dtype=bool))
+                if isinstance(stack.layers[layer_index], nn.Linear):
+                    mask = mask.T
                 bits[r].masked_fill_(~mask.to(weight.device), 0)
         pairs.append((weight, bits))
     return pairs
@@ -211,12 +229,15 @@ def train_stacked(
     make_optimizer: Callable[[list[torch.Tensor], TrainSettings], torch.optim.Optimizer],
     snapshot: Callable[[nn.Module], list[np.ndarray]],
     progress: Sequence[ProgressFn | None],
+    stop: threading.Event | None = None,
 ) -> list[TrainOutcome]:
     """Train ``models`` (replicas of one :func:`stackable` architecture) together, in place.
 
     ``settings`` may differ only in ``seed`` and ``capture_at``; ``masks[r]`` (``None``: dense)
     is held at exactly zero in replica ``r`` after every step. Returns one outcome per model;
     each reports the batch's wall time divided by the number of replicas as its ``seconds``.
+    When ``stop`` is set (another group failed), raises :class:`ReplicasStoppedError` at the next
+    step without writing the models back.
     Called by :meth:`ltp_torch.experiment.TorchBackend.train_batched`, which validates the input.
     """
     start = time.perf_counter()
@@ -244,6 +265,8 @@ def train_stacked(
     evaluations: list[list[EvalPoint]] = [[] for _ in models]
     captured: list[list[np.ndarray] | None] = [None] * replicas
     for step in range(1, first.iterations + 1):
+        if stop is not None and stop.is_set():
+            raise ReplicasStoppedError(f"stopped at step {step}: another group of replicas failed")
         if cursor + batch_size > n_train:
             orders, cursor = [new_order(r) for r in range(replicas)], 0
         batch = torch.from_numpy(np.stack([o[cursor : cursor + batch_size] for o in orders]))

@@ -16,8 +16,12 @@ without autograd in large batches.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +38,7 @@ from ltp_core.experiment.backend import (
     TrainOutcome,
     TrainSettings,
 )
+from ltp_torch.batched import ReplicasStoppedError
 from ltp_torch.hook import PrunerHook
 from ltp_torch.models import build_model
 from ltp_torch.parameters import describe_selection, find_prunable_parameters, unwrap_module
@@ -129,6 +134,12 @@ class TorchBackend:
             ``None`` leaves torch's setting alone. The default ``1`` is fastest for these small
             models on a CPU shared with other work (measured: see ``docs/torch.md``).
         eval_batch_size: Examples per forward pass when evaluating.
+        parallel_groups: For :meth:`train_batched` on a CPU: the replicas are split into this
+            many stacked groups, each trained by its own Python thread (one torch thread each;
+            torch releases the interpreter lock inside its kernels, so the groups run on separate
+            cores). ``None`` (the default) uses one group per CPU core this process may run on,
+            at most one per replica; ``1`` trains every replica in one program. Other devices
+            always use one group.
 
     Example:
         >>> import numpy as np
@@ -157,8 +168,18 @@ class TorchBackend:
         device: str | torch.device = "cpu",
         num_threads: int | None = 1,
         eval_batch_size: int = 2048,
+        parallel_groups: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        if parallel_groups is not None and (
+            isinstance(parallel_groups, bool)
+            or not isinstance(parallel_groups, int)
+            or parallel_groups < 1
+        ):
+            raise ValueError(
+                "`parallel_groups` must be a positive integer or None. "
+                f"Received: parallel_groups={parallel_groups!r}"
+            )
         if num_threads is not None and (
             isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
         ):
@@ -177,6 +198,7 @@ class TorchBackend:
             )
         self.num_threads = num_threads
         self.eval_batch_size = eval_batch_size
+        self.parallel_groups = parallel_groups
         self._cache: tuple[Dataset, _Tensors] | None = None
 
     # -- models and weights ------------------------------------------------------------------
@@ -361,24 +383,52 @@ class TorchBackend:
                 if split == "val"
                 else (tensors.x_test, tensors.y_test)
             )
-            return self._evaluate_stacked(stack, x, y, count)
+            return self._evaluate_stacked(stack, x, y, stack.replicas)
 
-        with self._threads():
-            outcomes = train_stacked(
-                models,
-                masks,
+        callbacks = _serialized(list(progress) if progress is not None else [None] * count)
+        groups = _split(count, self._group_count(count))
+
+        stop = threading.Event()  # set when any group fails, so the others end at their next step
+
+        def train_group(members: range) -> list[TrainOutcome]:
+            if len(groups) > 1:  # one torch thread per group: the groups fill the cores
+                torch.set_num_threads(1)
+            return train_stacked(
+                [models[i] for i in members],
+                [masks[i] for i in members],
                 tensors.x_train,
                 tensors.y_train,
                 evaluate,
-                settings,
+                [settings[i] for i in members],
                 _make_optimizer_for,
                 self.snapshot,
-                list(progress) if progress is not None else [None] * count,
+                [callbacks[i] for i in members],
+                stop,
             )
+
+        with self._threads():
+            if len(groups) == 1:
+                outcomes = train_group(groups[0])
+            else:
+                outcomes = _run_groups(train_group, groups, stop)
         threads = torch.get_num_threads() if self.num_threads is None else self.num_threads
         for outcome in outcomes:
-            outcome.extra.update({"device": str(self.device), "threads": threads})
+            outcome.extra.update(
+                {
+                    "device": str(self.device),
+                    "threads": threads,
+                    "batched_replicas": count,
+                    "batched_groups": len(groups),
+                }
+            )
         return outcomes
+
+    def _group_count(self, replicas: int) -> int:
+        """How many stacked groups train in parallel (see ``parallel_groups``)."""
+        if self.device.type != "cpu":
+            return 1
+        wanted = self.parallel_groups if self.parallel_groups is not None else _usable_cores()
+        return max(1, min(wanted, replicas))
 
     def evaluate(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """``(mean cross-entropy, accuracy)`` on NHWC images ``x`` and labels ``y``.
@@ -466,6 +516,56 @@ class TorchBackend:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(1, len(affinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _run_groups(
+    train_group: Callable[[range], list[TrainOutcome]], groups: list[range], stop: threading.Event
+) -> list[TrainOutcome]:
+    """Train the groups in parallel threads; the first real failure stops them all and is raised.
+
+    An interrupt of the waiting thread (Ctrl-C) stops the groups at their next step too.
+    """
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="ltp-replicas") as pool:
+        futures = [pool.submit(train_group, g) for g in groups]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            if not all(f.done() and f.exception() is None for f in futures):
+                stop.set()
+        wait(futures)
+    failures = [e for f in futures if (e := f.exception()) is not None]
+    real = [e for e in failures if not isinstance(e, ReplicasStoppedError)]
+    if failures:
+        raise (real or failures)[0]
+    return [outcome for f in futures for outcome in f.result()]
+
+
+def _split(count: int, groups: int) -> list[range]:
+    """``range(count)`` in ``groups`` consecutive parts whose sizes differ by at most one."""
+    bounds = [round(i * count / groups) for i in range(groups + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _serialized(callbacks: list[ProgressFn | None]) -> list[ProgressFn | None]:
+    """The progress callbacks, each behind one shared lock (groups report from threads)."""
+    lock = threading.Lock()
+
+    def locked(callback: ProgressFn) -> ProgressFn:
+        def call(step: int, total: int, metrics: dict[str, float]) -> None:
+            with lock:
+                callback(step, total, metrics)
+
+        return call
+
+    return [None if c is None else locked(c) for c in callbacks]
 
 
 def _images(x: np.ndarray, device: torch.device) -> torch.Tensor:
