@@ -2,10 +2,13 @@
 
 The runs of an IMP level (the ticket, the controls, every seed) are independent trainings of the
 same architecture. Small paper models leave the CPU idle between tiny kernels, so training them
-one after another mostly pays per-step overhead. Here ``R`` replicas become one program: every
-parameter is stacked along a new first axis, linear layers run as one batched matrix product
-(``torch.baddbmm``) and convolutions as one grouped convolution (``groups=R``), and the loss is
-the sum of the replicas' own mean losses. The gradient of a sum of independent losses is each
+one after another mostly pays per-step overhead and uses one core. Here ``R`` replicas become
+one program: every parameter is stacked along a new first axis (a linear layer's weight as
+``[R, in, out]``, so the batched product reads it contiguously), linear layers run as one batched
+matrix product (``torch.baddbmm``; one plain product when every replica gets the same input, as
+in evaluation) and convolutions as one grouped convolution (``groups=R``), and the loss is the
+sum of the replicas' own mean losses. :class:`ltp_torch.experiment.TorchBackend` splits a
+level's replicas into one such program per CPU core and trains them in parallel threads. The gradient of a sum of independent losses is each
 replica's own gradient, and Adam and SGD are per-entry updates, so every replica follows exactly
 the math of its sequential run:
 
