@@ -8,9 +8,9 @@ one program: every parameter is stacked along a new first axis (a linear layer's
 matrix product (``torch.baddbmm``; one plain product when every replica gets the same input, as
 in evaluation) and convolutions as one grouped convolution (``groups=R``), and the loss is the
 sum of the replicas' own mean losses. :class:`ltp_torch.experiment.TorchBackend` splits a
-level's replicas into one such program per CPU core and trains them in parallel threads. The gradient of a sum of independent losses is each
-replica's own gradient, and Adam and SGD are per-entry updates, so every replica follows exactly
-the math of its sequential run:
+level's replicas into one such program per CPU core and trains them in parallel threads.
+The gradient of a sum of independent losses is each replica's own gradient, and Adam and SGD
+are per-entry updates, so every replica follows exactly the math of its sequential run:
 
 * its own initialization and masks (pruned weights are set to exactly ``+0.0`` after every step,
   with the same bit mask as :class:`ltp_torch.PrunerHook`),
