@@ -121,6 +121,8 @@ class ScoreSource(Protocol):
     A source may also set ``sample_run`` (an int, default 1): the threshold is then bracketed
     from runs of that many neighbouring entries rather than scattered ones (as many entries in
     all), so a source that reads from disk makes a few small reads instead of one per entry.
+    It may set ``chunk_scale`` (an int, default 1): streaming passes then ask it for chunks of
+    ``chunk_scale * CHUNK_SIZE`` entries.
     """
 
     array_id: int
@@ -519,6 +521,14 @@ def _bracket_width(sample: np.ndarray, lo: float, hi: float) -> float:
     return float(inside) / sample.size if math.isfinite(lo) and math.isfinite(hi) else 1.0
 
 
+def _chunk_size(source: ScoreSource) -> int:
+    """Entries per chunk: ``CHUNK_SIZE`` times the source's ``chunk_scale`` (default 1).
+
+    Sources that read from disk use longer chunks (fewer reads and hand-overs per pass).
+    """
+    return CHUNK_SIZE * int(getattr(source, "chunk_scale", 1))
+
+
 def _fused_pass(
     sources: Sequence[ScoreSource],
     k: int,
@@ -532,13 +542,15 @@ def _fused_pass(
     outs: list[np.ndarray] = []
     candidates = _Candidates([], [])
     kept_at_or_above_lo = 0
-    inside = np.empty(CHUNK_SIZE, dtype=bool)
-    scratch = np.empty(CHUNK_SIZE, dtype=bool) if packed else None
+    longest = max(_chunk_size(source) for source in sources)
+    inside = np.empty(longest, dtype=bool)
+    scratch = np.empty(longest, dtype=bool) if packed else None
     for source in sources:
         out = _new_mask(source.size, packed)
         outs.append(out)
-        for start in range(0, source.size, CHUNK_SIZE):
-            stop = min(start + CHUNK_SIZE, source.size)
+        step = _chunk_size(source)
+        for start in range(0, source.size, step):
+            stop = min(start + step, source.size)
             scores, alive = source.chunk(start, stop)
             kept = out[start:stop] if scratch is None else scratch[: stop - start]
             np.greater_equal(scores, lo, out=kept)
@@ -576,14 +588,15 @@ def _smallest_candidates(candidates: _Candidates, count: int, salt: int) -> np.n
     values = np.concatenate(candidates.values)
     keys = np.concatenate(candidates.keys)
     threshold = np.partition(values, count - 1)[count - 1]
-    strictly_below = values < threshold
-    chosen = [keys[strictly_below]]
-    missing = count - int(np.count_nonzero(strictly_below))
+    chosen = values < threshold
+    missing = count - int(np.count_nonzero(chosen))
     if missing:
-        tied_keys = keys[values == threshold]
+        tied = np.flatnonzero(values == threshold)
+        tied_keys = keys[tied]
         order = np.lexsort((tied_keys, hash_positions(tied_keys, salt)))
-        chosen.append(tied_keys[order[:missing]])
-    return np.concatenate(chosen)
+        chosen[tied[order[:missing]]] = True
+    result: np.ndarray = keys[chosen]  # in the order collected (sorted when passes go by key)
+    return result
 
 
 def _clear_positions(
@@ -592,7 +605,8 @@ def _clear_positions(
     keys: np.ndarray,
     packed: bool = False,
 ) -> None:
-    keys = np.sort(keys)
+    if keys.size > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+        keys = np.sort(keys)
     ids = np.array([source.array_id for source in sources], dtype=np.uint64)
     bounds = np.searchsorted(keys, ids << np.uint64(_POSITION_BITS))
     ends = np.searchsorted(keys, (ids + np.uint64(1)) << np.uint64(_POSITION_BITS))

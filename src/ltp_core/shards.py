@@ -27,9 +27,11 @@ import math
 import os
 import re
 import struct
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,7 @@ _MAX_HEADER = 100_000_000  # bytes; the safetensors format's own limit
 _READ_BLOCK = 1 << 22  # bytes: most one read gathers when sampling
 _GAP = 4096  # bytes: sampled entries closer than this are read together (one page)
 _SAMPLE_RUN = 16  # neighbouring entries per sampled run (see ScoreSource.sample_run)
+_CHUNK_SCALE = 4  # streaming chunks of 4 x CHUNK_SIZE entries (2 MiB of float32) from disk
 
 
 class DiskArray:
@@ -104,6 +107,7 @@ class DiskArray:
         crc: tuple[int, int] | None = None,
     ) -> None:
         self._fd: int | None = None
+        self._lock = threading.Lock()
         self.path = os.fspath(path)
         self.offset = offset
         self.stored = np.dtype(stored)
@@ -118,15 +122,17 @@ class DiskArray:
         self._crc_value = 0 if crc is None else crc[1]
 
     def _file(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd
+        with self._lock:  # the read-ahead thread and the caller may open it at once
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            return self._fd
 
     def close(self) -> None:
         """Close the file descriptor (reopened on the next read)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def __del__(self) -> None:
         self.close()
@@ -232,31 +238,66 @@ class DiskArray:
 
 
 class _Streamed:
-    """A :class:`DiskArray` as the selection reads it: chunks land in one reused buffer.
+    """A :class:`DiskArray` as the selection reads it: chunks land in two reused buffers.
 
-    Each role (trained, initial, current) gets its own view, hence its own buffer, so a
-    criterion reading one tensor twice never sees one read overwrite the other.
+    Consecutive chunk reads alternate between the two buffers, so the chunk the selection
+    works on stays intact while the next one is read ahead (see :class:`_DiskScores`): a pass
+    is done with a chunk once it asks for the one after the next. A whole-tensor read gets its
+    own memory (callers may hold several whole tensors at once). Each role (trained, initial,
+    current) gets its own view, hence its own buffers, so a criterion reading one tensor twice
+    never sees one read overwrite the other.
     """
 
     def __init__(self, disk: DiskArray) -> None:
         self.disk = disk
         self.size = disk.size
-        self._buffer = bytearray()
+        self._buffers = [bytearray(), bytearray()]
+        self._turn = 0
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, slice):
             return self.disk[key]
         start, stop, _ = key.indices(self.size)
+        if start == 0 and stop == self.size:
+            return self.disk.read_into(start, stop)
         nbytes = max(0, stop - start) * self.disk.stored.itemsize
-        if len(self._buffer) < nbytes:
-            self._buffer = bytearray(nbytes)
-        return self.disk.read_into(start, stop, self._buffer)
+        self._turn ^= 1
+        if len(self._buffers[self._turn]) < nbytes:
+            self._buffers[self._turn] = bytearray(nbytes)
+        return self.disk.read_into(start, stop, self._buffers[self._turn])
 
 
 class _DiskScores(ElementwiseScores):
-    """Elementwise scores of tensors on disk: the threshold is sampled in short runs."""
+    """Elementwise scores of tensors on disk, read ahead: the threshold is sampled in short runs.
+
+    While the selection works on one chunk, a worker thread reads the next one (``preadv`` and
+    ``zlib.crc32`` release the GIL, and so do NumPy's loops), checks its CRC and computes its
+    scores; the chunk is handed over when the selection asks for it, with any error raised there.
+    """
 
     sample_run = _SAMPLE_RUN
+    chunk_scale = _CHUNK_SCALE
+    pool: ThreadPoolExecutor | None = None
+    _ahead: tuple[int, int, Future[tuple[np.ndarray, np.ndarray | None]]] | None = None
+
+    def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (start, stop):
+            result = ahead[2].result()
+        else:
+            if ahead is not None:  # another pass began: let the read-ahead finish, drop it
+                wait([ahead[2]])
+            result = super().chunk(start, stop)
+        if self.pool is not None and 0 < stop < self.size:
+            after = min(self.size, 2 * stop - start)
+            self._ahead = (stop, after, self.pool.submit(super().chunk, stop, after))
+        return result
+
+    def finish(self) -> None:
+        """Wait for a pending read-ahead and drop it."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            wait([ahead[2]])
 
 
 def _bad_file(path: Path, kind: str, why: str) -> ValueError:
@@ -516,11 +557,16 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 def _count_bits(packed: np.ndarray, chunk: int = 1 << 22) -> int:
     """Number of set bits, in chunks (``np.bitwise_count`` on NumPy 2, a table before)."""
     bitwise_count = getattr(np, "bitwise_count", None)
-    total = 0
-    for i in range(0, packed.size, chunk):
-        part = packed[i : i + chunk]
-        counts = bitwise_count(part) if bitwise_count is not None else _POPCOUNT[part]
-        total += int(counts.sum(dtype=np.int64))
+    if bitwise_count is None:
+        return sum(
+            int(_POPCOUNT[packed[i : i + chunk]].sum(dtype=np.int64))
+            for i in range(0, packed.size, chunk)
+        )
+    whole = packed.size - packed.size % 8  # count 8 bytes at a time, then the tail
+    words = packed[:whole].view(np.uint64)
+    total = int(bitwise_count(packed[whole:]).sum(dtype=np.int64))
+    for i in range(0, words.size, chunk):
+        total += int(bitwise_count(words[i : i + chunk]).sum(dtype=np.int64))
     return total
 
 
@@ -593,18 +639,49 @@ def masks_from_shards(
                 )
         by_role["initial"] = matched
     salt = salt_from_seed(seed)
+    # One worker thread reads (and scores) the chunk after the one being selected on.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltp-read-ahead")
     sources: list[ScoreSource] = []
-    for i, tensor in enumerate(selected):
-        if criterion.random:
-            sources.append(RandomScores(i, tensor.size, None, salt))
-        else:
+    try:
+        for i, tensor in enumerate(selected):
+            if criterion.random:
+                sources.append(RandomScores(i, tensor.size, None, salt))
+                continue
             if criterion.elementwise is None:  # pragma: no cover - pooled handled above
                 raise ValueError(f"Strategy {resolved.name!r} cannot stream")
             inputs: list[Any] = [_Streamed(by_role[role][i]) for role in criterion.needs]
-            sources.append(
-                _DiskScores(i, inputs, criterion.elementwise, None, tensor.name, criterion.signed)
+            disk = _DiskScores(
+                i, inputs, criterion.elementwise, None, tensor.name, criterion.signed
             )
-    groups = [sources] if resolved.scope == "global" else [[s] for s in sources]
+            disk.pool = pool
+            sources.append(disk)
+        packed = _packed_masks(sources, resolved, selected, fraction, min_density, salt)
+    finally:
+        for source in sources:
+            if isinstance(source, _DiskScores):
+                source.finish()
+        pool.shutdown(wait=True)
+        for tensor in [*selected, *by_role.get("initial", [])]:
+            tensor.close()
+    layers = tuple(
+        LayerSparsity(t.name, t.shape, t.size, _count_bits(p))
+        for t, p in zip(selected, packed, strict=True)
+    )
+    return ShardMasks(
+        [t.name for t in selected], [t.shape for t in selected], packed, SparsityReport(layers)
+    )
+
+
+def _packed_masks(
+    sources: list[ScoreSource],
+    strategy: Strategy,
+    selected: list[DiskArray],
+    fraction: float,
+    min_density: float,
+    salt: int,
+) -> list[np.ndarray]:
+    criterion = strategy.criterion
+    groups = [sources] if strategy.scope == "global" else [[s] for s in sources]
     plans = []
     for group in groups:  # every count and floor is checked before any scoring pass
         n_alives = [s.n_alive for s in group]
@@ -625,15 +702,7 @@ def masks_from_shards(
             packed += keep_after_pruning_smallest_capped(group, k, salt, caps, packed=True)
         else:
             packed += keep_after_pruning_smallest(group, k, salt, packed=True)
-    for tensor in selected:
-        tensor.close()
-    layers = tuple(
-        LayerSparsity(t.name, t.shape, t.size, _count_bits(p))
-        for t, p in zip(selected, packed, strict=True)
-    )
-    return ShardMasks(
-        [t.name for t in selected], [t.shape for t in selected], packed, SparsityReport(layers)
-    )
+    return packed
 
 
 def _select(

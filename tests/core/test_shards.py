@@ -449,3 +449,82 @@ def test_cli_mask_min_layer_density(tmp_path: Path, capsys: pytest.CaptureFixtur
         assert says in capsys.readouterr().err
     with pytest.raises(SystemExit, match=r"ltp: error: `min_layer_density` cannot be met"):
         main([*argv, "--min-layer-density", "0.5"])
+
+
+def _read_ahead_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("ltp-read-ahead")]
+
+
+def test_read_ahead_keeps_chunks_intact_across_abandoned_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores that are views of the read buffers (an identity criterion on float32) stay
+    intact while the next chunk is read ahead, and a pass given up half-way (its read-ahead
+    still pending) leaves the next pass correct; no worker thread outlives the call."""
+    from ltp_core import Strategy, selection
+
+    w = weights()
+    names = ["embed", "block.0.w", "block.1.w"]
+    identity = Strategy.from_score_fn("identity", lambda x: x, scope="global", elementwise=True)
+    expected = compute_masks(identity, 0.3, trained=[w[n] for n in names], seed=2)
+    write_safetensors(tmp_path / "w.safetensors", w)
+    for name, value in [
+        ("PARTITION_MAX", 0),
+        ("SMALL_ALIVE", 8),
+        ("MIN_SAMPLE", 8),
+        ("SAMPLE_SIZE", 64),
+        ("CHUNK_SIZE", 16),
+    ]:
+        monkeypatch.setattr(selection, name, value)
+    fused_pass = selection._fused_pass
+    budgets: list[int | None] = []
+
+    def give_up_first(*args: object, **kwargs: object) -> object:
+        budgets.append(None)
+        if len(budgets) == 1:  # budget 0: stops at the first chunk holding a candidate
+            return fused_pass(*args[:5], 0, *args[6:], **kwargs)  # type: ignore[arg-type]
+        return fused_pass(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(selection, "_fused_pass", give_up_first)
+    from concurrent.futures import wait
+
+    from ltp_core import shards
+
+    chunk = shards._DiskScores.chunk
+
+    def chunk_read_ahead_done(self: shards._DiskScores, start: int, stop: int) -> object:
+        result = chunk(self, start, stop)
+        if self._ahead is not None:  # the next chunk is read before this one is used
+            wait([self._ahead[2]])
+        return result
+
+    monkeypatch.setattr(shards._DiskScores, "chunk", chunk_read_ahead_done)
+    result = masks_from_shards([tmp_path / "w.safetensors"], identity, 0.3, seed=2)
+    assert len(budgets) >= 2
+    for got, want in zip(result.unpacked(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert _read_ahead_threads() == []
+
+
+def test_a_corrupt_member_found_by_the_read_ahead_is_raised_and_no_thread_remains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltp_core import selection
+
+    monkeypatch.setattr(selection, "CHUNK_SIZE", 16)  # many chunks: later ones are read ahead
+    import zipfile
+
+    np.savez(tmp_path / "w.npz", **weights())
+    data = bytearray((tmp_path / "w.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "w.npz") as archive:
+        info = archive.getinfo("block.1.w.npy")
+    end = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size
+    data[end - 3] ^= 0x01  # in the member's last chunk
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"bad\.npz is corrupt: member 'block\.1\.w'.*CRC-32"):
+        masks_from_shards(
+            [tmp_path / "bad.npz"], "movement_global", 0.3, initial=[tmp_path / "w.npz"]
+        )
+    assert _read_ahead_threads() == []
