@@ -6,9 +6,9 @@ one array, global scope with all of them.
 
 How it works, without sorting all ``N`` scores and without a concatenated copy:
 
-1. Draw a random sample of alive scores and read off a bracket ``[lo, hi]`` that contains the
-   k-th smallest score with overwhelming probability (a few standard errors of the sample
-   quantile on each side).
+1. Draw a stratified random sample of alive scores (about ``2 * n ** (2/3)`` of ``n``) and read
+   off a bracket ``[lo, hi]`` that contains the k-th smallest score with high probability (three
+   standard errors of the sample quantile on each side; a miss costs one more pass).
 2. One chunked pass writes the new masks (entries below ``lo`` pruned, the rest kept) and
    collects the few entries inside the bracket (about 1-2 % of the weights) with their positions.
 3. The ``k - n_below`` smallest of those candidates are pruned exactly (``np.partition`` on the
@@ -18,7 +18,7 @@ Ties are broken by a hash of each entry's position mixed with a salt: reproducib
 every platform and framework, and independent of chunking. When the sample shows that the
 threshold sits on one heavily repeated value (for example all weights equal), the entries equal
 to it are resolved by a second selection over their hash keys, so exactly ``k`` entries are pruned
-and memory stays bounded. If a bracket misses (probability ~1e-9), a wider one is tried, and as a
+and memory stays bounded. If a bracket misses (probability ~0.3 %), a wider one is tried, and as a
 last resort all alive scores are collected.
 
 Extra memory beyond the output masks: one chunk of temporaries plus the candidates (12 bytes
@@ -60,17 +60,24 @@ SMALL_ALIVE = 1 << 16
 """With at most this many alive entries, all of them are collected and selected in memory."""
 
 MIN_SAMPLE = 1024
-
-MIN_SAMPLE_TARGET = 1 << 14
-"""Smallest target sample: scopes under ``32 * SAMPLE_SIZE`` alive entries sample 1/32 of them,
-at least this many (the bracket stays narrow; sampling costs less on mid-sized layers)."""
 """Fewer alive entries in the sample than this (very sparse masks): select in memory."""
 
-PARTITION_MAX = 1 << 20
-"""Single arrays (layer scope) of more than ``SMALL_ALIVE`` and at most this many entries are
-selected with one ``np.partition`` over their alive scores (4-8 bytes per weight of temporaries):
-below about a million weights that is faster than sampling a bracket first (measured in
-``benchmarks/bench_global_mask.py --scopes``)."""
+MIN_SAMPLE_TARGET = 1 << 12
+"""Smallest target sample. A scope of ``n`` alive entries samples ``_SAMPLE_FACTOR * n ** (2/3)``
+of them, between this and ``SAMPLE_SIZE``: the sample's cost grows with its size, the
+candidates' (the bracket's width times ``n``) with ``n / sqrt(sample)``, and ``n ** (2/3)``
+balances the two (measured in ``benchmarks/bench_global_mask.py --scopes``)."""
+
+_SAMPLE_FACTOR = 2.0  # the n ** (2/3) above, times this (measured best of 1, 2, 4, 8)
+
+_SUBSAMPLE = 2048  # a sample over 8x this is first narrowed with a sub-sample this size
+
+PARTITION_MAX = 1 << 16
+"""Single arrays (layer scope) of at most this many entries are selected with one
+``np.partition`` over their alive scores (4-8 bytes per weight of temporaries): up to about
+65,000 weights that is faster than collecting every entry as a candidate (9x at 65,536) or
+sampling a bracket first; above it the sampled bracket and one fused pass win (1.2x at 100,000
+weights, 2.5x at 800,000, in process CPU time)."""
 
 _POSITION_BITS = 40  # flat index bits in a position key; array index goes above
 
@@ -311,12 +318,12 @@ def keep_after_pruning_smallest(
         return [_alive_copy(source, packed) for source in sources]
     if k == n_alive:
         return [_new_mask(source.size, packed, fill=0) for source in sources]
-    if len(sources) == 1 and SMALL_ALIVE < sources[0].size <= PARTITION_MAX:
+    if len(sources) == 1 and sources[0].size <= PARTITION_MAX:
         return _partition_in_memory(sources, k, salt, packed)
     if n_alive > SMALL_ALIVE:
         sample = _sample_alive_scores(sources, n_alive, salt)
         if sample.size >= MIN_SAMPLE:
-            for sigmas in (5.0, 20.0):
+            for sigmas in (3.0, 20.0):
                 lo, hi = _bracket(sample, k / n_alive, sigmas)
                 if lo == hi:
                     tied = _prune_at_tied_value(sources, k, lo, salt, packed)
@@ -479,12 +486,22 @@ def _alive_copy(source: ScoreSource, packed: bool = False) -> np.ndarray:
 
 
 def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int) -> np.ndarray:
+    """Alive scores at stratified random positions (unsorted; see :func:`_bracket`).
+
+    The positions are drawn one per stratum of ``total / draws`` neighbouring entries, so they
+    come out sorted (no sort, reads in memory order), and the count of sampled scores below any
+    value varies no more than with independent draws (a sum of independent Bernoulli trials with
+    the same mean and at most the binomial variance), so the brackets keep their coverage.
+    """
     sizes = np.array([source.size for source in sources], dtype=np.int64)
     total = int(sizes.sum())
-    target = min(SAMPLE_SIZE, max(MIN_SAMPLE_TARGET, n_alive // 32))
-    draws = min(total, int(target * min(total / n_alive, 8.0)))
+    target = min(SAMPLE_SIZE, max(MIN_SAMPLE_TARGET, int(_SAMPLE_FACTOR * n_alive ** (2.0 / 3.0))))
+    draws = max(1, min(total, int(target * min(total / n_alive, 8.0))))
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
-    index = np.sort(rng.integers(0, total, size=draws, dtype=np.int64))
+    spots = rng.random(draws)
+    spots += np.arange(draws, dtype=np.float64)
+    spots *= total / draws
+    index = np.minimum(spots.astype(np.int64), total - 1)  # strictly increasing: strata >= 1
     offsets = np.concatenate(([0], np.cumsum(sizes)))
     bounds = np.searchsorted(index, offsets)
     parts: list[np.ndarray] = []
@@ -499,26 +516,71 @@ def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int
             local = (starts[:, None] + np.arange(run)).reshape(-1)  # sorted, no repeats
             local = local[local < source.size]
         scores, alive = source.take(local)
-        parts.append(np.asarray(scores if alive is None else scores[alive], dtype=np.float64))
+        part = np.asarray(scores if alive is None else scores[alive])
+        parts.append(part if part.dtype.kind == "f" else part.astype(np.float64))
     if not parts:
         return np.empty(0)
-    return np.sort(np.concatenate(parts))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _bracket(sample: np.ndarray, quantile: float, sigmas: float) -> tuple[float, float]:
+    """Scores around the ``quantile`` of ``sample`` (which it may reorder)."""
     m = sample.size
     center = quantile * m
     margin = sigmas * math.sqrt(max(m * quantile * (1.0 - quantile), 1.0)) + 4.0
     lo_i = math.floor(center - margin)
     hi_i = math.ceil(center + margin)
-    lo = -math.inf if lo_i < 0 else float(sample[lo_i])
-    hi = math.inf if hi_i >= m else float(sample[hi_i])
+    kth = [i for i in (lo_i, hi_i) if 0 <= i < m]
+    values = dict(zip(kth, _order_statistics(sample, kth), strict=True))
+    lo = -math.inf if lo_i < 0 else values[lo_i]
+    hi = math.inf if hi_i >= m else values[hi_i]
     return lo, hi
 
 
+def _order_statistics(sample: np.ndarray, kth: list[int]) -> list[float]:
+    """The values at sorted positions ``kth`` of ``sample`` (reordered in place).
+
+    A large sample is first narrowed with a sub-sample of it (every ``step``-th entry, itself a
+    stratified sample): only the entries between two loose bounds are partitioned. When the
+    bounds miss (rare) or sit on one repeated value, the whole sample is partitioned.
+    """
+    m = sample.size
+    if not kth:
+        return []
+    if m > 8 * _SUBSAMPLE:
+        sub = sample[:: m // _SUBSAMPLE].copy()
+        s = sub.size
+        edges = []
+        for i, side in ((min(kth), -1.0), (max(kth), 1.0)):
+            q = i / m
+            j = q * s + side * (6.0 * math.sqrt(max(s * q * (1.0 - q), 1.0)) + 2.0)
+            edges.append(math.floor(j) if side < 0 else math.ceil(j))
+        inner = [j for j in edges if 0 <= j < s]
+        if inner:
+            sub.partition(inner)
+        low = float(sub[edges[0]]) if 0 <= edges[0] < s else -math.inf
+        high = float(sub[edges[1]]) if 0 <= edges[1] < s else math.inf
+        if low < high:
+            inside = sample <= high
+            if low > -math.inf:
+                at_least_low = sample >= low
+                below = m - int(np.count_nonzero(at_least_low))
+                inside &= at_least_low
+            else:
+                below = 0
+            part = sample[inside]
+            if all(below <= i < below + part.size for i in kth):
+                part.partition([i - below for i in kth])
+                return [float(part[i - below]) for i in kth]
+    sample.partition(kth)
+    return [float(sample[i]) for i in kth]
+
+
 def _bracket_width(sample: np.ndarray, lo: float, hi: float) -> float:
-    inside = np.searchsorted(sample, hi, side="right") - np.searchsorted(sample, lo, side="left")
-    return float(inside) / sample.size if math.isfinite(lo) and math.isfinite(hi) else 1.0
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 1.0
+    inside = np.count_nonzero((sample >= lo) & (sample <= hi))
+    return float(inside) / sample.size
 
 
 def _chunk_size(source: ScoreSource) -> int:
@@ -605,15 +667,19 @@ def _clear_positions(
     keys: np.ndarray,
     packed: bool = False,
 ) -> None:
-    if keys.size > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
-        keys = np.sort(keys)
-    ids = np.array([source.array_id for source in sources], dtype=np.uint64)
-    bounds = np.searchsorted(keys, ids << np.uint64(_POSITION_BITS))
-    ends = np.searchsorted(keys, (ids + np.uint64(1)) << np.uint64(_POSITION_BITS))
     low_bits = np.uint64((1 << _POSITION_BITS) - 1)
-    for out, start, stop in zip(outs, bounds, ends, strict=True):
-        if stop > start:
-            flat = (keys[start:stop] & low_bits).astype(np.intp)
+    if len(sources) == 1:  # every key is in the one source's range: no sort needed
+        spans = [(outs[0], keys)]
+    else:
+        if keys.size > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+            keys = np.sort(keys)
+        ids = np.array([source.array_id for source in sources], dtype=np.uint64)
+        bounds = np.searchsorted(keys, ids << np.uint64(_POSITION_BITS))
+        ends = np.searchsorted(keys, (ids + np.uint64(1)) << np.uint64(_POSITION_BITS))
+        spans = [(out, keys[a:b]) for out, a, b in zip(outs, bounds, ends, strict=True)]
+    for out, mine in spans:
+        if mine.size:
+            flat = (mine & low_bits).astype(np.intp)
             if packed:
                 bits = (0x80 >> (flat & 7)).astype(np.uint8)
                 np.bitwise_and.at(out, flat >> 3, ~bits)
