@@ -520,7 +520,8 @@ def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int
         parts.append(part if part.dtype.kind == "f" else part.astype(np.float64))
     if not parts:
         return np.empty(0)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    sample = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return sample if sample.flags.owndata else sample.copy()  # reordered in place later
 
 
 def _bracket(sample: np.ndarray, quantile: float, sigmas: float) -> tuple[float, float]:
