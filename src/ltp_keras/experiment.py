@@ -28,6 +28,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -114,6 +115,8 @@ class KerasBackend:
         self.cached_models = cached_models
         self._runners: OrderedDict[Any, _Runner] = OrderedDict()
         self._data_cache: tuple[np.ndarray, np.ndarray, Any] | None = None
+        self._sequential_reasons: set[str] = set()
+        self._trainers: OrderedDict[Any, Any] = OrderedDict()  # ltp_keras.batched trainers
 
     # ------------------------------------------------------------------ models and weights
     def build(
@@ -286,6 +289,149 @@ class KerasBackend:
                 "steps_per_second": total / train_seconds if train_seconds > 0 else 0.0,
             },
         )
+
+    def train_batched(
+        self,
+        models: Sequence[keras.Model],
+        masks: Sequence[Sequence[np.ndarray] | None],
+        data: Dataset,
+        settings: Sequence[TrainSettings],
+        progress: Sequence[ProgressFn | None] | None = None,
+    ) -> list[TrainOutcome] | None:
+        """Train independent replicas of one architecture together (see :mod:`ltp_keras.batched`).
+
+        Each model trains as :meth:`train` would train it alone (its own masks, batch order from
+        its ``settings.seed``, optimizer state, evaluations and ``capture_at`` snapshot), up to
+        float32 rounding; the models are updated in place.
+
+        Returns:
+            One outcome per model (``extra["batched_replicas"]`` is the number trained
+            together), or ``None`` when these models cannot train together (an architecture
+            :func:`ltp_keras.batched.unstackable_reason` refuses, models of different
+            shapes, or settings that differ in more than ``seed`` and ``capture_at``; the reason
+            is logged once): the caller then trains them one by one with :meth:`train`.
+
+        Raises:
+            ValueError: As :meth:`train`.
+        """
+        from .batched import make_trainer, unstackable_reason
+
+        count = len(models)
+        if len(masks) != count or len(settings) != count:
+            raise ValueError(
+                "`models`, `masks` and `settings` must have the same length. Received: "
+                f"{count} models, {len(masks)} masks, {len(settings)} settings"
+            )
+        if count == 0:
+            return []
+        for model in models:
+            if not isinstance(model, keras.Model):
+                raise TypeError(
+                    "`models` must hold keras.Model instances. Received: model of type "
+                    f"{type(model).__name__}"
+                )
+        for item in settings:
+            _check_settings(item)
+        reason = unstackable_reason(models[0])
+        keys = [_architecture_key(m) for m in models]
+        common = [replace(s, seed=0, capture_at=None) for s in settings]
+        if reason is None and (keys[0] is None or any(k != keys[0] for k in keys)):
+            reason = "the models differ in architecture"
+        if reason is None and any(c != common[0] for c in common):
+            reason = "the runs' settings differ in more than seed and capture_at"
+        if reason is not None:
+            if reason not in self._sequential_reasons:
+                self._sequential_reasons.add(reason)
+                logger.info("training the runs one at a time: %s", reason)
+            return None
+        prunable = default_prunable_variables(models[0])
+        checked = []
+        for replica_masks in masks:
+            if replica_masks is not None:
+                _check_arrays(prunable, replica_masks, "masks")
+                replica_masks = [np.asarray(m, dtype=bool) for m in replica_masks]
+            checked.append(replica_masks)
+        first = settings[0]
+        orders = [BatchOrder(len(data.y_train), s.batch_size, s.seed) for s in settings]
+        start = time.perf_counter()
+        name = keras.backend.backend()
+        jit = self.jit_compile
+        if jit == "auto":
+            jit = "conv" not in self.layer_kinds(models[0])
+        key = ("batched", keys[0], count, name, bool(jit))
+        trainer = self._trainers.get(key)
+        if trainer is None:
+            trainer = make_trainer(models[0], count, self.eval_batch_size, bool(jit))
+            self._trainers[key] = trainer
+            while len(self._trainers) > self.cached_models:
+                self._trainers.popitem(last=False)
+        else:
+            self._trainers.move_to_end(key)
+        callbacks = list(progress) if progress is not None else [None] * count
+        total = first.iterations
+        stops = set(range(first.eval_every, total + 1, first.eval_every)) | {total}
+        captures = [s.capture_at for s in settings]
+        stops |= {c for c in captures if c is not None and 0 < c < total}
+        evaluations: list[list[EvalPoint]] = [[] for _ in models]
+        captured: list[list[np.ndarray] | None] = [None] * count
+        train_seconds = 0.0
+        threads = self._torch_threads()
+        try:
+            trainer.begin(models, checked, first, self._training_data(data))
+            try:
+                for r, capture in enumerate(captures):
+                    if capture == 0:
+                        trainer.store(models, r)
+                        captured[r] = self.snapshot(models[r])
+                step = 0
+                for stop in sorted(stops):
+                    chunk_start = time.perf_counter()
+                    indices = np.stack([o.take(stop - step) for o in orders], axis=1)
+                    trainer.run(indices)
+                    step = stop
+                    train_seconds += time.perf_counter() - chunk_start
+                    for r, capture in enumerate(captures):
+                        if step == capture:
+                            trainer.store(models, r)
+                            captured[r] = self.snapshot(models[r])
+                    if step % first.eval_every == 0 or step == total:
+                        val = self._evaluate_stacked(trainer, data.x_val, data.y_val)
+                        test = self._evaluate_stacked(trainer, data.x_test, data.y_test)
+                        for r in range(count):
+                            point = EvalPoint(step, val[r][0], val[r][1], test[r][1])
+                            evaluations[r].append(point)
+                            callback = callbacks[r]
+                            if callback is not None:
+                                callback(step, total, {"val_acc": val[r][1]})
+            finally:
+                trainer.end(models)
+        finally:
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+        seconds = (time.perf_counter() - start) / count
+        rate = count * total / train_seconds if train_seconds > 0 else 0.0
+        logger.debug("trained %d replicas x %d steps (%.0f replica steps/s)", count, total, rate)
+        extra = {
+            "keras_backend": name,
+            "steps_per_second": rate / count,
+            "batched_replicas": count,
+        }
+        return [
+            TrainOutcome(evaluations[r], seconds, captured[r], extra=dict(extra))
+            for r in range(count)
+        ]
+
+    def _evaluate_stacked(
+        self, trainer: Any, x: np.ndarray, y: np.ndarray
+    ) -> list[tuple[float, float]]:
+        """Per-replica ``(loss, accuracy)`` of a :class:`ltp_keras.batched.StackedTrainer`."""
+        if len(y) == 0:
+            return [(float("nan"), float("nan"))] * trainer.replicas
+        logits = trainer.logits(np.ascontiguousarray(x, dtype=np.float32))
+        labels = np.asarray(y)
+        return [_log_softmax_metrics(replica, labels) for replica in logits]
 
     def _schedule(
         self,
