@@ -18,7 +18,8 @@ with this one, so before/after ratios come from the same run on the same page ca
 Run: ``python benchmarks/bench_shards.py`` (1.2 GB of shards by default; ``--gigabytes 0.3`` for
 a quick look). Targets (issue 14): in-process time <= 5x the warm read, extra RSS <= 300 MB.
 Wall-clock ratios need an otherwise idle machine; the CPU-time ratios (``time.process_time``,
-user + system) in brackets hold up better on a busy one.
+user + system, of every thread: the read-ahead thread's work counts too) in brackets hold up
+better on a busy one. The load average is printed with the results.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ _MEASURE = textwrap.dedent("""
     result["movement"], result["movement_cpu"] = timed(
         lambda: masks_from_shards(trained, "movement_global", 0.2, initial=initial)
     )
+    result["load"] = os.getloadavg()[0]
     print(json.dumps(result))
 """)
 
@@ -166,6 +168,10 @@ def main() -> None:
         (
             "extra resident memory (goal <= 300 MB)",
             [f"{statistics.median(r['rss'] for r in runs[n]):.0f} MB" for n in names],
+        ),
+        (
+            "load average (1 min) at the end of each run",
+            [", ".join(f"{r['load']:.1f}" for r in runs[n]) for n in names],
         ),
     ]
     for label, cells in rows:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from . import selection as _selection
 from .compute import (
     _prunable_above_floor,
     _respect_caps,
@@ -273,11 +274,13 @@ class _DiskScores(ElementwiseScores):
     While the selection works on one chunk, a worker thread reads the next one (``preadv`` and
     ``zlib.crc32`` release the GIL, and so do NumPy's loops), checks its CRC and computes its
     scores; the chunk is handed over when the selection asks for it, with any error raised there.
+    After a tensor's last chunk comes the first chunk of the ``following`` one.
     """
 
     sample_run = _SAMPLE_RUN
     chunk_scale = _CHUNK_SCALE
     pool: ThreadPoolExecutor | None = None
+    following: _DiskScores | None = None
     _ahead: tuple[int, int, Future[tuple[np.ndarray, np.ndarray | None]]] | None = None
 
     def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -288,10 +291,17 @@ class _DiskScores(ElementwiseScores):
             if ahead is not None:  # another pass began: let the read-ahead finish, drop it
                 wait([ahead[2]])
             result = super().chunk(start, stop)
-        if self.pool is not None and 0 < stop < self.size:
-            after = min(self.size, 2 * stop - start)
-            self._ahead = (stop, after, self.pool.submit(super().chunk, stop, after))
+        if 0 < stop < self.size:
+            self._read_ahead(stop, min(self.size, 2 * stop - start))
+        elif stop == self.size and self.following is not None:
+            after = self.following
+            if after._ahead is None:
+                after._read_ahead(0, min(after.size, _selection.CHUNK_SIZE * after.chunk_scale))
         return result
+
+    def _read_ahead(self, start: int, stop: int) -> None:
+        if self.pool is not None:
+            self._ahead = (start, stop, self.pool.submit(super().chunk, start, stop))
 
     def finish(self) -> None:
         """Wait for a pending read-ahead and drop it."""
@@ -654,6 +664,8 @@ def masks_from_shards(
                 i, inputs, criterion.elementwise, None, tensor.name, criterion.signed
             )
             disk.pool = pool
+            if sources and isinstance(sources[-1], _DiskScores):
+                sources[-1].following = disk
             sources.append(disk)
         packed = _packed_masks(sources, resolved, selected, fraction, min_density, salt)
     finally:
