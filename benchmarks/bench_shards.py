@@ -8,6 +8,9 @@ process:
   ``masks_from_shards`` must at least read every byte);
 * ``masks_from_shards(..., "large_final_global", 0.2)``: the in-process time of ``ltp mask``;
 * ``movement_global`` (reads the trained and the initial shards), against reading both;
+
+each call right after a warm read of the files it reads, the ratio taken per pair (the two see
+the same load), the median over every pair of every run;
 * the peak extra resident memory of the ``large_final_global`` call (``VmHWM`` minus ``VmRSS``
   before the call, from ``/proc/self/status``).
 
@@ -34,6 +37,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,33 +88,35 @@ _MEASURE = textwrap.dedent("""
                 pass
             os.close(fd)
 
-    def timed(fn):
-        times, cpu = [], []
-        for _ in range(repeats):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        return statistics.median(times), statistics.median(cpu)
+    def once(fn):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
+    calls = {
+        "final": (trained, lambda: masks_from_shards(trained, "large_final_global", 0.2)),
+        "movement": (
+            trained + initial,
+            lambda: masks_from_shards(trained, "movement_global", 0.2, initial=initial),
+        ),
+    }
     base = kb("VmRSS:")
     masks_from_shards(trained, "large_final_global", 0.2)
     rss = (kb("VmHWM:") - base) / 1024
     result = {"rss": rss}
-    result["read"], result["read_cpu"] = timed(lambda: warm_read(trained))
-    result["final"], result["final_cpu"] = timed(
-        lambda: masks_from_shards(trained, "large_final_global", 0.2)
-    )
-    result["read_both"], result["read_both_cpu"] = timed(lambda: warm_read(trained + initial))
-    result["movement"], result["movement_cpu"] = timed(
-        lambda: masks_from_shards(trained, "movement_global", 0.2, initial=initial)
-    )
+    # each call right after a warm read of what it reads: the pair sees the same load
+    for key, (paths, call) in calls.items():
+        pairs = [(once(lambda: warm_read(paths)), once(call)) for _ in range(repeats)]
+        result[key + "_read"] = statistics.median(r[0] for r, _ in pairs)
+        result[key] = statistics.median(c[0] for _, c in pairs)
+        result[key + "_ratio"] = [c[0] / r[0] for r, c in pairs]
+        result[key + "_cpu_ratio"] = [c[1] / r[1] for r, c in pairs]
     result["load"] = os.getloadavg()[0]
     print(json.dumps(result))
 """)
 
 
-def measure(src: Path, trained: list[str], initial: list[str], repeats: int) -> dict[str, float]:
+def measure(src: Path, trained: list[str], initial: list[str], repeats: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         [sys.executable, "-c", _MEASURE, json.dumps([trained, initial, repeats])],
@@ -125,7 +131,7 @@ def measure(src: Path, trained: list[str], initial: list[str], repeats: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="read + call pairs per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternations before/after")
     parser.add_argument("--before", type=Path, default=None, help="src folder to compare with")
     parser.add_argument("--folder", type=Path, default=None, help="where to write the shards")
@@ -134,40 +140,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         trained = write_shards(Path(folder) / "trained", int(args.gigabytes * 1e9), seed=0)
         initial = write_shards(Path(folder) / "initial", int(args.gigabytes * 1e9), seed=1)
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkouts}
         for _ in range(args.rounds):
             for name, src in checkouts.items():
                 runs[name].append(measure(src, trained, initial, args.repeats))
 
-    def ratio(name: str, key: str, base: str) -> str:
-        values = [run[key] / run[base] for run in runs[name]]
-        return f"{statistics.median(values):.1f}x"
+    def median(name: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs[name])
 
-    def seconds(name: str, key: str) -> str:
-        return f"{statistics.median(run[key] for run in runs[name]):.2f} s"
+    def pooled(name: str, key: str) -> float:  # over every pair of every round
+        return statistics.median(value for run in runs[name] for value in run[key])
+
+    def both(name: str, key: str) -> str:
+        return (
+            f"{median(name, key):.2f} s = {pooled(name, key + '_ratio'):.1f}x "
+            f"(CPU {pooled(name, key + '_cpu_ratio'):.1f}x)"
+        )
 
     names = list(checkouts)
     print(f"{args.gigabytes:g} GB of float32 shards (3 safetensors + 1 npz), medians")
     print("| measurement | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
-
-    def both(name: str, key: str, base: str) -> str:
-        return (
-            f"{seconds(name, key)} = {ratio(name, key, base)} "
-            f"(CPU {ratio(name, key + '_cpu', base + '_cpu')})"
-        )
-
     rows = [
-        ("warm read, trained shards", [seconds(n, "read") for n in names]),
-        ("large_final_global (x warm read; goal <= 5x)", [both(n, "final", "read") for n in names]),
-        ("warm read, trained + initial", [seconds(n, "read_both") for n in names]),
-        (
-            "movement_global (x warm read of both)",
-            [both(n, "movement", "read_both") for n in names],
-        ),
+        ("warm read, trained shards", [f"{median(n, 'final_read'):.2f} s" for n in names]),
+        ("large_final_global (x warm read; goal <= 5x)", [both(n, "final") for n in names]),
+        ("warm read, trained + initial", [f"{median(n, 'movement_read'):.2f} s" for n in names]),
+        ("movement_global (x warm read of both)", [both(n, "movement") for n in names]),
         (
             "extra resident memory (goal <= 300 MB)",
-            [f"{statistics.median(r['rss'] for r in runs[n]):.0f} MB" for n in names],
+            [f"{median(n, 'rss'):.0f} MB" for n in names],
         ),
         (
             "load average (1 min) at the end of each run",

@@ -271,37 +271,42 @@ class _Streamed:
 class _DiskScores(ElementwiseScores):
     """Elementwise scores of tensors on disk, read ahead: the threshold is sampled in short runs.
 
-    While the selection works on one chunk, a worker thread reads the next one (``preadv`` and
-    ``zlib.crc32`` release the GIL, and so do NumPy's loops), checks its CRC and computes its
-    scores; the chunk is handed over when the selection asks for it, with any error raised there.
-    After a tensor's last chunk comes the first chunk of the ``following`` one.
+    While the selection scores and selects one chunk, a worker thread reads the next one
+    (``preadv`` and ``zlib.crc32`` release the GIL) and checks its CRC; the chunk is handed over
+    when the selection asks for it, with any error raised there. After a tensor's last chunk
+    comes the first chunk of the ``following`` one. Scoring stays on the calling thread: on
+    the worker it cost about a quarter more CPU time (contention for the GIL) for no shorter
+    wall time (measured with ``benchmarks/bench_shards.py``).
     """
 
     sample_run = _SAMPLE_RUN
     chunk_scale = _CHUNK_SCALE
     pool: ThreadPoolExecutor | None = None
     following: _DiskScores | None = None
-    _ahead: tuple[int, int, Future[tuple[np.ndarray, np.ndarray | None]]] | None = None
+    _ahead: tuple[int, int, Future[list[np.ndarray]]] | None = None
+
+    def _parts(self, start: int, stop: int) -> list[np.ndarray]:
+        return [x[start:stop] for x in self.inputs]
 
     def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[:2] == (start, stop):
-            result = ahead[2].result()
+            parts = ahead[2].result()
         else:
             if ahead is not None:  # another pass began: let the read-ahead finish, drop it
                 wait([ahead[2]])
-            result = super().chunk(start, stop)
+            parts = self._parts(start, stop)
         if 0 < stop < self.size:
             self._read_ahead(stop, min(self.size, 2 * stop - start))
         elif stop == self.size and self.following is not None:
             after = self.following
             if after._ahead is None:
                 after._read_ahead(0, min(after.size, _selection.CHUNK_SIZE * after.chunk_scale))
-        return result
+        return self._read(parts), None if self.alive is None else self.alive[start:stop]
 
     def _read_ahead(self, start: int, stop: int) -> None:
         if self.pool is not None:
-            self._ahead = (start, stop, self.pool.submit(super().chunk, start, stop))
+            self._ahead = (start, stop, self.pool.submit(self._parts, start, stop))
 
     def finish(self) -> None:
         """Wait for a pending read-ahead and drop it."""
@@ -649,7 +654,7 @@ def masks_from_shards(
                 )
         by_role["initial"] = matched
     salt = salt_from_seed(seed)
-    # One worker thread reads (and scores) the chunk after the one being selected on.
+    # One worker thread reads the chunk after the one being scored and selected on.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltp-read-ahead")
     sources: list[ScoreSource] = []
     try:
