@@ -43,6 +43,7 @@ __all__ = [
     "ScoreSource",
     "TieBreakScores",
     "check_input_finite",
+    "count_set_bits",
     "hash_positions",
     "keep_after_pruning_smallest",
     "keep_after_pruning_smallest_capped",
@@ -584,6 +585,32 @@ def _bracket_width(sample: np.ndarray, lo: float, hi: float) -> float:
     return float(inside) / sample.size
 
 
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def count_set_bits(packed: np.ndarray, chunk: int = 1 << 22) -> int:
+    """Number of set bits in a 1-d ``uint8`` array (``np.packbits`` masks: weights kept).
+
+    Counts 8 bytes at a time with ``np.bitwise_count`` (NumPy 2), with a table before.
+
+    Example:
+        >>> count_set_bits(np.packbits([True, False, True, True, False, False, False, True, True]))
+        5
+    """
+    bitwise_count = getattr(np, "bitwise_count", None)
+    if bitwise_count is None:
+        return sum(
+            int(_POPCOUNT[packed[i : i + chunk]].sum(dtype=np.int64))
+            for i in range(0, packed.size, chunk)
+        )
+    whole = packed.size - packed.size % 8
+    words = packed[:whole].view(np.uint64)
+    total = int(bitwise_count(packed[whole:]).sum(dtype=np.int64))
+    for i in range(0, words.size, chunk):
+        total += int(bitwise_count(words[i : i + chunk]).sum(dtype=np.int64))
+    return total
+
+
 def _chunk_size(source: ScoreSource) -> int:
     """Entries per chunk: ``CHUNK_SIZE`` times the source's ``chunk_scale`` (default 1).
 
@@ -604,7 +631,6 @@ def _fused_pass(
     """Write masks keeping scores >= lo, collect candidates in [lo, hi], resolve exactly."""
     outs: list[np.ndarray] = []
     candidates = _Candidates([], [])
-    kept_at_or_above_lo = 0
     longest = max(_chunk_size(source) for source in sources)
     inside = np.empty(longest, dtype=bool)
     scratch = np.empty(longest, dtype=bool) if packed else None
@@ -619,7 +645,6 @@ def _fused_pass(
             np.greater_equal(scores, lo, out=kept)
             if alive is not None:
                 kept &= alive
-            kept_at_or_above_lo += int(np.count_nonzero(kept))
             if math.isinf(hi):
                 in_bracket = kept
             else:
@@ -635,6 +660,9 @@ def _fused_pass(
                 candidates.count += found.size
                 if budget is not None and candidates.count > budget:
                     return None
+    kept_at_or_above_lo = sum(  # counted once at the end: 1 bit per weight when packed
+        count_set_bits(out) if packed else int(np.count_nonzero(out)) for out in outs
+    )
     n_alive = sum(source.n_alive for source in sources)
     below = n_alive - kept_at_or_above_lo
     still_to_prune = k - below

@@ -52,6 +52,7 @@ from .selection import (
     ElementwiseScores,
     RandomScores,
     ScoreSource,
+    count_set_bits,
     keep_after_pruning_smallest,
     keep_after_pruning_smallest_capped,
 )
@@ -566,25 +567,6 @@ class ShardMasks:
         ]
 
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def _count_bits(packed: np.ndarray, chunk: int = 1 << 22) -> int:
-    """Number of set bits, in chunks (``np.bitwise_count`` on NumPy 2, a table before)."""
-    bitwise_count = getattr(np, "bitwise_count", None)
-    if bitwise_count is None:
-        return sum(
-            int(_POPCOUNT[packed[i : i + chunk]].sum(dtype=np.int64))
-            for i in range(0, packed.size, chunk)
-        )
-    whole = packed.size - packed.size % 8  # count 8 bytes at a time, then the tail
-    words = packed[:whole].view(np.uint64)
-    total = int(bitwise_count(packed[whole:]).sum(dtype=np.int64))
-    for i in range(0, words.size, chunk):
-        total += int(bitwise_count(words[i : i + chunk]).sum(dtype=np.int64))
-    return total
-
-
 def masks_from_shards(
     trained: Sequence[str | os.PathLike[str]],
     strategy: str | Strategy,
@@ -681,7 +663,7 @@ def masks_from_shards(
         for tensor in [*selected, *by_role.get("initial", [])]:
             tensor.close()
     layers = tuple(
-        LayerSparsity(t.name, t.shape, t.size, _count_bits(p))
+        LayerSparsity(t.name, t.shape, t.size, count_set_bits(p))
         for t, p in zip(selected, packed, strict=True)
     )
     return ShardMasks(

@@ -528,3 +528,17 @@ def test_a_corrupt_member_found_by_the_read_ahead_is_raised_and_no_thread_remain
             [tmp_path / "bad.npz"], "movement_global", 0.3, initial=[tmp_path / "w.npz"]
         )
     assert _read_ahead_threads() == []
+
+
+@pytest.mark.parametrize("numpy_1", [False, True])
+def test_count_set_bits_matches_unpacked_counts(
+    numpy_1: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltp_core.selection import count_set_bits
+
+    if numpy_1:  # the table used before np.bitwise_count (NumPy < 2)
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 8, 9, 63, 64, 1000, 4099):
+        packed = rng.integers(0, 256, size, dtype=np.uint8)
+        assert count_set_bits(packed, chunk=64) == int(np.unpackbits(packed).sum()), size
