@@ -146,6 +146,117 @@ def _lamp_scores(
     return scores
 
 
+_LAMP_BLOCK = 1024  # entries between two stored suffix sums of a layer's sorted magnitudes
+_LAMP_PASS = 1 << 16  # entries per vectorized step of the top-down running sum (a multiple)
+
+
+class _LampLayer:
+    """One layer's alive magnitudes, sorted, with the running sum of squares from the top.
+
+    The LAMP score of the ``j``-th smallest magnitude ``a_j`` is ``a_j**2 / S_j``, where
+    ``S_j`` is the running sum of ``a_l**2`` from the largest down to ``a_j``, accumulated in
+    float64 one term at a time exactly as ``np.cumsum`` over the reversed squares does (so the
+    scores are bit for bit those of :func:`_lamp_ranked`). Only the sorted magnitudes (4 bytes
+    per weight for float32 weights) and every ``_LAMP_BLOCK``-th ``S_j`` are kept: the scores of
+    one block are recomputed from the block's end on demand, continuing the same sequence of
+    additions. Scores never decrease along the sorted order, so counting the scores at most a
+    value is a search over the stored ones and then over one block.
+    """
+
+    def __init__(self, flat: np.ndarray, alive: np.ndarray | None) -> None:
+        values = flat if alive is None else flat[alive]
+        if values.dtype == np.float64:
+            magnitudes = np.abs(values)
+        else:  # like _lamp_ranked: float32 bits order float32 and narrower weights
+            magnitudes = np.abs(values.astype(np.float32, copy=False))
+        # non-negative floats sort like their bits, and NumPy sorts unsigned integers faster
+        magnitudes.view(np.uint64 if magnitudes.dtype == np.float64 else np.uint32).sort()
+        self.sorted = magnitudes
+        size = magnitudes.size
+        blocks = -(-size // _LAMP_BLOCK)
+        self.suffix = np.zeros(blocks + 1)  # suffix[i] = S at entry i * _LAMP_BLOCK; S_size = 0
+        self.marks = np.zeros(blocks)  # score at entry i * _LAMP_BLOCK
+        carry = 0.0
+        running = np.empty(_LAMP_PASS + 1)
+        top = size
+        while top > 0:  # from the largest magnitudes down, one vectorized step at a time
+            bottom = max(((top - 1) // _LAMP_PASS) * _LAMP_PASS, 0)
+            steps = running[: top - bottom + 1]
+            steps[0] = carry
+            np.square(magnitudes[bottom:top][::-1], out=steps[1:], dtype=np.float64)
+            np.cumsum(steps, out=steps)  # steps[m] = S at entry top - m
+            at = np.arange(bottom, top, _LAMP_BLOCK)  # bottom is a multiple of _LAMP_BLOCK
+            sums = steps[top - at]
+            self.suffix[at // _LAMP_BLOCK] = sums
+            marks = np.square(magnitudes[at], dtype=np.float64)
+            np.divide(marks, sums, out=marks, where=sums > 0)
+            self.marks[at // _LAMP_BLOCK] = marks
+            carry = float(steps[top - bottom])
+            top = bottom
+        if size and (size - 1) % _LAMP_BLOCK == 0:
+            self.marks[-1] = 1.0
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def block_scores(self, block: int) -> np.ndarray:
+        """Scores of sorted entries ``[block * _LAMP_BLOCK, (block + 1) * _LAMP_BLOCK)``."""
+        if self._cached is not None and self._cached[0] == block:
+            return self._cached[1]
+        start = block * _LAMP_BLOCK
+        stop = min(start + _LAMP_BLOCK, self.sorted.size)
+        squares: np.ndarray = np.square(self.sorted[start:stop], dtype=np.float64)
+        steps = np.empty(stop - start + 1)
+        steps[0] = self.suffix[block + 1] if stop < self.sorted.size else 0.0
+        steps[1:] = squares[::-1]
+        np.cumsum(steps, out=steps)
+        sums = steps[:0:-1]  # S at entries start .. stop - 1
+        np.divide(squares, sums, out=squares, where=sums > 0)
+        if stop == self.sorted.size:
+            squares[-1] = 1.0
+        self._cached = (block, squares)
+        return squares
+
+    def count(self, value: float, side: Literal["left", "right"]) -> int:
+        """How many scores are below ``value`` (``"left"``) or at most ``value`` (``"right"``)."""
+        block = int(np.searchsorted(self.marks, value, side)) - 1
+        if block < 0:
+            return 0
+        scores = self.block_scores(block)
+        return block * _LAMP_BLOCK + int(np.searchsorted(scores, value, side))
+
+    def positions(
+        self, flat: np.ndarray, alive: np.ndarray | None, start: int, stop: int
+    ) -> tuple[float, np.ndarray]:
+        """Magnitude of sorted entry ``start`` and the flat positions of sorted ``[start, stop)``.
+
+        Equal magnitudes are in position order, as in :func:`_lamp_ranked`.
+        """
+        low = self.sorted[start]
+        if stop <= start:
+            return float(low), np.empty(0, dtype=np.int64)
+        high = self.sorted[stop - 1]
+        parts: list[np.ndarray] = []
+        for begin in range(0, flat.size, _LAMP_PASS):
+            end = min(begin + _LAMP_PASS, flat.size)
+            chunk = flat[begin:end]
+            magnitude = np.abs(chunk if chunk.dtype == np.float64 else chunk.astype(np.float32))
+            inside = (magnitude >= low) & (magnitude <= high)
+            if alive is not None:
+                inside &= alive[begin:end]
+            parts.append(np.flatnonzero(inside) + begin)
+        found = np.concatenate(parts)
+        magnitudes = np.abs(
+            flat[found] if flat.dtype == np.float64 else flat[found].astype(np.float32)
+        )
+        first_low = int(np.searchsorted(self.sorted, low, "left"))
+        first_high = int(np.searchsorted(self.sorted, high, "left"))
+        if low == high:
+            return float(low), found[start - first_low : stop - first_low]
+        at_low = found[magnitudes == low][start - first_low :]
+        between = found[(magnitudes > low) & (magnitudes < high)]
+        at_high = found[magnitudes == high][: stop - first_high]
+        return float(low), np.concatenate([at_low, between, at_high])
+
+
 def _lamp_select(
     trained: Sequence[np.ndarray],
     alive: Sequence[np.ndarray | None],
@@ -153,30 +264,28 @@ def _lamp_select(
     k: int,
     salt: int,
 ) -> list[np.ndarray]:
-    """Exact-k LAMP selection without scattering scores back: each layer's scores are sorted.
+    """Exact-k LAMP selection over sorted magnitudes, without score or position arrays.
 
-    The ``k``-th smallest score over all layers is found by bisection on its float bits
-    (``np.searchsorted`` in each sorted layer); every layer then loses its weights below it,
-    and the entries tied at it are chosen by position hash, as in every other selection.
-    Same result as ranking :func:`_lamp_scores` with :mod:`ltp_core.selection`.
+    Each layer keeps its alive magnitudes sorted (:class:`_LampLayer`: 4 bytes per float32
+    weight, sorted with NumPy's float sort) and every 1024th running sum; the ``k``-th smallest
+    score over all layers is found by bisection on its float bits, counting in each layer by a
+    search over its stored scores and one recomputed block. Every layer then loses its weights
+    scored below it (all magnitudes below one value, and the first of the equal ones in
+    position order), and the entries tied at it are chosen by position hash, as in every other
+    selection. Same result as ranking :func:`_lamp_scores` with :mod:`ltp_core.selection`.
     """
     from .selection import hash_positions, position_keys
 
-    layers = []
-    for flat, mask in zip(trained, alive, strict=True):
-        index = None if mask is None else np.flatnonzero(mask)
-        order, ranked = _lamp_ranked(flat if index is None else flat[index])
-        positions = order if index is None else index[order]
-        layers.append((positions, ranked))
     keeps = [
         np.ones(flat.size, dtype=bool) if mask is None else np.array(mask, dtype=bool)
         for flat, mask in zip(trained, alive, strict=True)
     ]
     if k == 0:
         return keeps
+    layers = [_LampLayer(flat, mask) for flat, mask in zip(trained, alive, strict=True)]
 
     def count_at_most(value: float) -> int:
-        return sum(int(np.searchsorted(ranked, value, "right")) for _, ranked in layers)
+        return sum(layer.count(value, "right") for layer in layers)
 
     low, high = 0, int(np.float64(1.0).view(np.uint64))  # bits of non-negative floats sort
     while low < high:
@@ -188,19 +297,42 @@ def _lamp_select(
     threshold = float(np.uint64(low).view(np.float64))
     tied_keys = []
     below_total = 0
-    for keep, array_id, (positions, ranked) in zip(keeps, array_ids, layers, strict=True):
-        below = int(np.searchsorted(ranked, threshold, "left"))
-        upto = int(np.searchsorted(ranked, threshold, "right"))
-        keep[positions[:below]] = False
+    for keep, flat, mask, array_id, layer in zip(
+        keeps, trained, alive, array_ids, layers, strict=True
+    ):
+        below = layer.count(threshold, "left")
+        upto = layer.count(threshold, "right")
         below_total += below
-        tied_keys.append(position_keys(array_id, positions[below:upto].astype(np.int64)))
-    keys = np.concatenate(tied_keys)
-    chosen = keys[np.lexsort((keys, hash_positions(keys, salt)))[: k - below_total]]
-    low_bits = np.uint64((1 << 40) - 1)
-    for keep, array_id in zip(keeps, array_ids, strict=True):
-        mine = chosen[(chosen >> np.uint64(40)) == np.uint64(array_id)]
-        keep[(mine & low_bits).astype(np.intp)] = False
+        if below == layer.sorted.size:  # pragma: no cover - the top weight scores 1 >= threshold
+            keep[:] = False
+            continue
+        if below:
+            # the kept entries are those from sorted entry `below` on: magnitudes above its
+            # magnitude, and the equal ones after the first `below - first` in position order
+            first = int(np.searchsorted(layer.sorted, layer.sorted[below], "left"))
+            value, equal = layer.positions(flat, mask, first, below)
+            _keep_at_least(keep, flat, value)
+            keep[equal] = False
+        if upto > below:
+            _, tied = layer.positions(flat, mask, below, upto)
+            tied_keys.append(position_keys(array_id, tied.astype(np.int64)))
+    if tied_keys:
+        keys = np.concatenate(tied_keys)
+        chosen = keys[np.lexsort((keys, hash_positions(keys, salt)))[: k - below_total]]
+        low_bits = np.uint64((1 << 40) - 1)
+        for keep, array_id in zip(keeps, array_ids, strict=True):
+            mine = chosen[(chosen >> np.uint64(40)) == np.uint64(array_id)]
+            keep[(mine & low_bits).astype(np.intp)] = False
     return keeps
+
+
+def _keep_at_least(keep: np.ndarray, flat: np.ndarray, value: float) -> None:
+    """Clear ``keep`` where ``|flat| < value`` (float32 magnitudes for narrower weights)."""
+    for begin in range(0, flat.size, _LAMP_PASS):
+        end = min(begin + _LAMP_PASS, flat.size)
+        chunk = flat[begin:end]
+        magnitude = np.abs(chunk if chunk.dtype == np.float64 else chunk.astype(np.float32))
+        keep[begin:end] &= magnitude >= value
 
 
 def erk_counts(shapes: Sequence[tuple[int, ...]], alive: Sequence[int], k: int) -> list[int]:

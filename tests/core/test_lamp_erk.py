@@ -278,3 +278,116 @@ def test_lamp_direct_selection_equals_ranking_the_pooled_scores(dtype: type) -> 
             )
             direct = lamp.select(trained, alive, [0, 1, 2], k, salt)
             assert all(np.array_equal(a, b) for a, b in zip(reference, direct, strict=True))
+
+
+def reference_lamp_keep(
+    trained: list[np.ndarray], alive: list[np.ndarray], k: int, salt: int
+) -> list[np.ndarray]:
+    """``lamp`` written out in plain Python: the definition the fast selection must match.
+
+    Per layer, the alive weights in ascending ``|w|`` (float32 magnitudes for float32 and
+    narrower weights), equal magnitudes in position order; ``S`` is the running float64 sum of
+    squares from the largest down, one addition at a time; the score is ``w**2 / S`` (``0`` if
+    ``S`` is ``0``) and the largest weight scores ``1``. The ``k`` smallest scores over all
+    layers are pruned, ties ordered by the hash of the position key, then the key.
+    """
+    from ltp_core.selection import hash_positions, position_keys
+
+    entries: list[tuple[float, int, int]] = []  # score, hash, key
+    for array_id, (w, m) in enumerate(zip(trained, alive, strict=True)):
+        flat = w.reshape(-1)
+        if flat.dtype != np.float64:
+            flat = flat.astype(np.float32)
+        live = np.flatnonzero(m.reshape(-1))
+        order = sorted(live.tolist(), key=lambda i: (abs(float(flat[i])), i))
+        total = 0.0
+        scores: dict[int, float] = {}
+        for rank in range(len(order) - 1, -1, -1):
+            i = order[rank]
+            square = float(np.square(abs(flat[i]), dtype=np.float64))
+            total = total + square
+            scores[i] = 1.0 if rank == len(order) - 1 else (square / total if total > 0 else 0.0)
+        for i, score in scores.items():
+            key = int(position_keys(array_id, np.array([i]))[0])
+            hashed = int(hash_positions(np.array([key], dtype=np.uint64), salt)[0])
+            entries.append((score, hashed, key))
+    entries.sort()
+    keeps = [m.reshape(-1).copy() for m in alive]
+    for _, _, key in entries[:k]:
+        keeps[key >> 40][key & ((1 << 40) - 1)] = False
+    return [keep.reshape(m.shape) for keep, m in zip(keeps, alive, strict=True)]
+
+
+@pytest.mark.parametrize("block", [2, 5, 1024])
+@SETTINGS
+@given(problem=problems(), dtype=st.sampled_from([np.float32, np.float64, np.float16]))
+def test_lamp_selection_equals_the_plain_python_reference(
+    block: int, problem: dict[str, object], dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltp_core import strategies
+
+    # small blocks and steps: the stored running sums, the block recomputation and the
+    # vectorized steps of the top-down sum are all crossed by every layer
+    monkeypatch.setattr(strategies, "_LAMP_BLOCK", block)
+    monkeypatch.setattr(strategies, "_LAMP_PASS", block * 3)
+    trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
+    masks = problem["masks"]
+    alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
+    n_alive = sum(int(m.sum()) for m in alive)
+    k = count_to_prune(float(problem["fraction"]), n_alive)  # type: ignore[arg-type]
+    salt = int(problem["seed"]) % (1 << 32)  # type: ignore[call-overload]
+    lamp = STRATEGIES["lamp"].criterion
+    assert lamp.select is not None
+    flats = [w.reshape(-1) for w in trained]
+    got = lamp.select(flats, [m.reshape(-1) for m in alive], list(range(len(flats))), k, salt)
+    expected = reference_lamp_keep(trained, alive, k, salt)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b.reshape(-1))
+
+
+def test_lamp_selection_on_many_blocks_with_ties_equals_the_reference() -> None:
+    # 3 layers of up to 5,000 weights (several 1024-entry blocks), rounded so that magnitudes
+    # repeat, with zeros and a dead part; the reference is the plain Python definition
+    from ltp_core import strategies
+
+    rng = np.random.default_rng(11)
+    trained = [
+        np.round(rng.standard_normal(5000), 1).astype(np.float32),
+        np.concatenate([np.zeros(1500), rng.standard_normal(1500)]).astype(np.float32),
+        rng.standard_normal(2100).astype(np.float64) * 1e-3,
+    ]
+    alive = [rng.random(w.size) > 0.15 for w in trained]
+    n_alive = sum(int(m.sum()) for m in alive)
+    for fraction, salt in ((0.2, 0), (0.5, 3), (0.9, 12345)):
+        k = count_to_prune(fraction, n_alive)
+        got = strategies._lamp_select(trained, alive, [0, 1, 2], k, salt)
+        for a, b in zip(got, reference_lamp_keep(trained, alive, k, salt), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("block", [1, 3, 1024])
+@SETTINGS
+@given(
+    values=hnp.arrays(
+        st.sampled_from([np.float32, np.float64]),
+        st.integers(1, 300),
+        elements=st.one_of(
+            st.sampled_from([0.0, 0.5, -1.0]), st.floats(-1e3, 1e3, allow_nan=False, width=32)
+        ),
+    )
+)
+def test_lamp_layer_scores_are_bit_for_bit_the_sorted_scores(
+    block: int, values: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the stored running sums and the blocks recomputed from them give exactly the scores of
+    # one np.cumsum over the whole sorted layer (_lamp_ranked), not just close ones
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_BLOCK", block)
+    monkeypatch.setattr(strategies, "_LAMP_PASS", block * 2)
+    _, expected = strategies._lamp_ranked(values)
+    layer = strategies._LampLayer(values, None)
+    blocks = -(-values.size // block)
+    got = np.concatenate([layer.block_scores(b) for b in range(blocks)])
+    assert got.tobytes() == expected.tobytes()
+    assert layer.marks.tobytes() == expected[::block].tobytes()
