@@ -419,7 +419,7 @@ class Criterion:
             that leaves fewer weights than layers is refused.
         select: An exact selection of its own for a scope without floors:
             ``f(flat weights, flat alive masks, array ids, k, salt) -> flat keep masks``
-            (``lamp``: sorted scores per layer, no scattered score arrays). ``pooled`` must
+            (``lamp``: sorted magnitudes per layer, no score arrays). ``pooled`` must
             give the same ranking, for scopes with ``min_layer_density`` floors.
     """
 
