@@ -322,10 +322,11 @@ def keep_after_pruning_smallest(
     if len(sources) == 1 and sources[0].size <= PARTITION_MAX:
         return _partition_in_memory(sources, k, salt, packed)
     if n_alive > SMALL_ALIVE:
-        sample = _sample_alive_scores(sources, n_alive, salt)
+        sample, groups = _sample_alive_scores(sources, n_alive, salt)
         if sample.size >= MIN_SAMPLE:
+            spread = math.sqrt(_design_effect(sample, groups, k / n_alive))
             for sigmas in (3.0, 20.0):
-                lo, hi = _bracket(sample, k / n_alive, sigmas)
+                lo, hi = _bracket(sample, k / n_alive, sigmas * spread)
                 if lo == hi:
                     tied = _prune_at_tied_value(sources, k, lo, salt, packed)
                     if tied is not None:
@@ -486,13 +487,20 @@ def _alive_copy(source: ScoreSource, packed: bool = False) -> np.ndarray:
     return out
 
 
-def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int) -> np.ndarray:
+def _sample_alive_scores(
+    sources: Sequence[ScoreSource], n_alive: int, salt: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Alive scores at stratified random positions (unsorted; see :func:`_bracket`).
 
     The positions are drawn one per stratum of ``total / draws`` neighbouring entries, so they
     come out sorted (no sort, reads in memory order), and the count of sampled scores below any
     value varies no more than with independent draws (a sum of independent Bernoulli trials with
     the same mean and at most the binomial variance), so the brackets keep their coverage.
+
+    Returns:
+        The sample, and for sources sampled in runs of neighbours (``sample_run``) the run of
+        each sampled score (``None`` when every score was drawn on its own): neighbours can be
+        alike, see :func:`_design_effect`.
     """
     sizes = np.array([source.size for source in sources], dtype=np.int64)
     total = int(sizes.sum())
@@ -506,23 +514,62 @@ def _sample_alive_scores(sources: Sequence[ScoreSource], n_alive: int, salt: int
     offsets = np.concatenate(([0], np.cumsum(sizes)))
     bounds = np.searchsorted(index, offsets)
     parts: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    in_runs = False
     for i, source in enumerate(sources):
         local = index[bounds[i] : bounds[i + 1]] - offsets[i]
         if local.size == 0 or source.n_alive == 0:
             continue
         run = int(getattr(source, "sample_run", 1))
+        group = np.arange(local.size)
         if run > 1:  # as many entries, in runs of `run` neighbours: a few reads, not one per entry
-            starts = local[::run]
+            # One run per stratum `run` times wider, anywhere in it: taking every run-th of the
+            # positions above would start runs only in the first narrow stratum of each group,
+            # at a fixed phase that aliases with the row length (a column trend then biases
+            # the sample and the bracket misses).
+            count = max(1, local.size // run)
+            width = source.size / count
+            starts = ((np.arange(count) + rng.random(count)) * width).astype(np.int64)
             starts = starts[np.diff(starts, prepend=-run) >= run]  # runs must not overlap
             local = (starts[:, None] + np.arange(run)).reshape(-1)  # sorted, no repeats
-            local = local[local < source.size]
+            inside = local < source.size
+            local = local[inside]
+            group = np.repeat(np.arange(starts.size), run)[inside]
+            in_runs = True
         scores, alive = source.take(local)
         part = np.asarray(scores if alive is None else scores[alive])
         parts.append(part if part.dtype.kind == "f" else part.astype(np.float64))
+        groups.append((group if alive is None else group[alive]) + sum(g.size for g in groups))
     if not parts:
-        return np.empty(0)
+        return np.empty(0), None
     sample = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return sample if sample.flags.owndata else sample.copy()  # reordered in place later
+    if not sample.flags.owndata:
+        sample = sample.copy()  # reordered in place later
+    return sample, np.concatenate(groups) if in_runs else None
+
+
+def _design_effect(sample: np.ndarray, groups: np.ndarray | None, quantile: float) -> float:
+    """How much more the sampled quantile varies than with independent draws (at least 1).
+
+    Runs of neighbours can be alike (weights whose scale trends along a row): the count of
+    sampled scores below the quantile then varies more than a binomial count, and the bracket's
+    margin must grow by the square root of this ratio (the cluster-sampling estimate of the
+    variance of a proportion, from the runs' counts) to keep its coverage.
+    """
+    m = sample.size
+    if groups is None or m < 2:
+        return 1.0
+    value = np.partition(sample, min(m - 1, int(quantile * m)))[min(m - 1, int(quantile * m))]
+    below = (sample < value).astype(np.float64)
+    p = float(below.sum()) / m
+    sizes = np.bincount(groups).astype(np.float64)
+    used = sizes > 0
+    counts, sizes = np.bincount(groups, weights=below)[used], sizes[used]
+    runs = counts.size
+    if runs < 2 or not 0.0 < p < 1.0:
+        return 1.0
+    between = runs / (runs - 1) * float(np.sum((counts - p * sizes) ** 2)) / m**2
+    return max(1.0, between / (p * (1.0 - p) / m))
 
 
 def _bracket(sample: np.ndarray, quantile: float, sigmas: float) -> tuple[float, float]:

@@ -542,3 +542,45 @@ def test_count_set_bits_matches_unpacked_counts(
     for size in (0, 1, 7, 8, 9, 63, 64, 1000, 4099):
         packed = rng.integers(0, 256, size, dtype=np.uint8)
         assert count_set_bits(packed, chunk=64) == int(np.unpackbits(packed).sum()), size
+
+
+def test_sampled_runs_see_every_column_of_a_tensor_with_a_column_trend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights whose scale grows along each row (a feature-scale trend): the sampled runs of
+    neighbours must cover every column, or the bracket is biased and a second pass is needed."""
+    from ltp_core import selection
+
+    rng = np.random.default_rng(0)
+    rows, cols = 4096, 4096
+    scale = np.exp(np.linspace(-1.5, 1.5, cols, dtype=np.float32))
+    w = {"w": rng.standard_normal((rows, cols), dtype=np.float32) * scale}
+    write_safetensors(tmp_path / "w.safetensors", w)
+    fused_pass = selection._fused_pass
+    passes: list[bool] = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        result = fused_pass(*args, **kwargs)  # type: ignore[arg-type]
+        passes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(selection, "_fused_pass", counting)
+    for seed, fraction in enumerate([0.2, 0.5, 0.8]):
+        result = masks_from_shards(
+            [tmp_path / "w.safetensors"], "large_final_global", fraction, seed=seed
+        )
+        assert result.report.kept == w["w"].size - int(fraction * w["w"].size)
+    assert passes == [True] * 3, passes  # one pass each: the first bracket held
+
+
+def test_design_effect_of_runs_of_alike_neighbours() -> None:
+    from ltp_core.selection import _design_effect
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4096), 16)
+    independent = rng.random(groups.size)
+    assert _design_effect(independent, groups, 0.3) == pytest.approx(1.0, abs=0.1)
+    assert _design_effect(independent, None, 0.3) == 1.0
+    # each run shares a scale: the runs' counts vary far more than binomial counts
+    alike = rng.random(groups.size) * np.exp(2 * rng.standard_normal(4096))[groups]
+    assert _design_effect(alike, groups, 0.3) > 4.0
