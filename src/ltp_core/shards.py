@@ -636,8 +636,13 @@ def masks_from_shards(
                 )
         by_role["initial"] = matched
     salt = salt_from_seed(seed)
-    # One worker thread reads the chunk after the one being scored and selected on.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltp-read-ahead")
+    # One worker thread reads the chunk after the one being scored and selected on (with one
+    # usable core it could not run beside the selection: chunks are then read when asked for).
+    pool = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltp-read-ahead")
+        if _usable_cores() > 1
+        else None
+    )
     sources: list[ScoreSource] = []
     try:
         for i, tensor in enumerate(selected):
@@ -659,7 +664,8 @@ def masks_from_shards(
         for source in sources:
             if isinstance(source, _DiskScores):
                 source.finish()
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
         for tensor in [*selected, *by_role.get("initial", [])]:
             tensor.close()
     layers = tuple(
@@ -669,6 +675,11 @@ def masks_from_shards(
     return ShardMasks(
         [t.name for t in selected], [t.shape for t in selected], packed, SparsityReport(layers)
     )
+
+
+def _usable_cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core counts
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _packed_masks(

@@ -584,3 +584,23 @@ def test_design_effect_of_runs_of_alike_neighbours() -> None:
     # each run shares a scale: the runs' counts vary far more than binomial counts
     alike = rng.random(groups.size) * np.exp(2 * rng.standard_normal(4096))[groups]
     assert _design_effect(alike, groups, 0.3) > 4.0
+
+
+def test_one_usable_core_reads_without_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltp_core import selection, shards
+
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("no worker thread with one usable core")
+
+    monkeypatch.setattr(shards, "_usable_cores", lambda: 1)
+    monkeypatch.setattr(shards, "ThreadPoolExecutor", no_thread)
+    monkeypatch.setattr(selection, "CHUNK_SIZE", 16)
+    w = weights()
+    np.savez(tmp_path / "w.npz", **w)
+    names = ["embed", "block.0.w", "block.1.w"]
+    result = masks_from_shards([tmp_path / "w.npz"], "large_final_global", 0.3, seed=1)
+    expected = compute_masks("large_final_global", 0.3, trained=[w[n] for n in names], seed=1)
+    for got, want in zip(result.unpacked(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
