@@ -1,6 +1,8 @@
-"""``ltp imp --framework torch``: a level's runs trained together vs ``--sequential`` (goal: >= 3x).
+"""``ltp imp``: a level's runs trained together vs ``--sequential`` (goal: >= 3x), per framework.
 
-Runs the real command in this process (``ltp_core.cli.main``), LeNet-300-100, 2 seeds x 3 arms
+Runs the real command in this process (``ltp_core.cli.main``) for each of ``--frameworks``
+(default ``torch,keras``; Keras on the backend ``KERAS_BACKEND`` names, TensorFlow when unset,
+set before Keras is imported), LeNet-300-100, 2 seeds x 3 arms
 (ticket, random_reinit, random_prune) per level, on digits and, when its files are in
 ``--fashion-dir`` (default ``/usr/share/datasets/fashion-mnist``), on Fashion-MNIST. Batched and
 sequential alternate within each round so machine noise hits both; each run writes to a fresh
@@ -12,6 +14,7 @@ Usage::
 
     python benchmarks/bench_imp.py                          # 3 rounds, 3 levels, 1000 steps
     python benchmarks/bench_imp.py --rounds 1 --levels 2 --iterations 300
+    python benchmarks/bench_imp.py --frameworks keras --rounds 1 --levels 2 --iterations 500
 """
 
 from __future__ import annotations
@@ -26,16 +29,20 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before anything imports Keras
+
 from ltp_core.cli import main as ltp
 
 
-def _run(args: argparse.Namespace, dataset: list[str], sequential: bool) -> tuple[float, float]:
+def _run(
+    args: argparse.Namespace, dataset: list[str], sequential: bool, framework: str = "torch"
+) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as out:
         argv = [
             "imp",
             *dataset,
             "--framework",
-            "torch",
+            framework,
             "--model",
             "lenet300_100",
             "--levels",
@@ -65,7 +72,14 @@ def main() -> None:
     parser.add_argument(
         "--fashion-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist")
     )
+    parser.add_argument(
+        "--frameworks", default="torch,keras", help="comma-separated: torch, keras (default both)"
+    )
     args = parser.parse_args()
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    unknown = sorted(set(frameworks) - {"torch", "keras"})
+    if unknown or not frameworks:
+        parser.error(f"--frameworks takes torch and/or keras. Received: {args.frameworks!r}")
     logging.disable(logging.WARNING)
     datasets = {"digits": ["--dataset", "digits"]}
     if args.fashion_dir.is_dir():
@@ -79,23 +93,27 @@ def main() -> None:
     runs = 2 * (1 + 3 * args.levels)
     print(
         f"ltp imp lenet300_100, 2 seeds, {args.levels} levels x 3 arms ({runs} trainings of "
-        f"{args.iterations} steps), {args.rounds} rounds, torch threads 1"
+        f"{args.iterations} steps), {args.rounds} rounds, torch threads 1, "
+        f"Keras backend {os.environ['KERAS_BACKEND']}"
     )
-    for name, dataset in datasets.items():
+    for framework, (name, dataset) in (
+        (framework, item) for framework in frameworks for item in datasets.items()
+    ):
         warm = argparse.Namespace(**{**vars(args), "levels": 1, "iterations": 10})
-        _run(warm, dataset, sequential=False)  # imports, data loading: paid once, not timed
+        # imports, data loading, compilation of the warm-up's shapes: paid once, not timed
+        _run(warm, dataset, False, framework)
         times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         loads = []
         for _ in range(args.rounds):
             for sequential in (True, False):
-                times[sequential].append(_run(args, dataset, sequential))
+                times[sequential].append(_run(args, dataset, sequential, framework))
                 loads.append(os.getloadavg()[0])
         seq_wall = statistics.median(t[0] for t in times[True])
         bat_wall = statistics.median(t[0] for t in times[False])
         seq_cpu = statistics.median(t[1] for t in times[True])
         bat_cpu = statistics.median(t[1] for t in times[False])
         print(
-            f"{name}: sequential {seq_wall:.1f}s wall / {seq_cpu:.1f}s cpu, batched "
+            f"{framework} {name}: sequential {seq_wall:.1f}s wall / {seq_cpu:.1f}s cpu, batched "
             f"{bat_wall:.1f}s wall / {bat_cpu:.1f}s cpu; sequential/batched wall "
             f"{seq_wall / bat_wall:.2f}x, cpu {seq_cpu / bat_cpu:.2f}x "
             f"(load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores)"
