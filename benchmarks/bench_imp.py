@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_imp.py                          # 3 rounds, 3 levels, 1000 steps
     python benchmarks/bench_imp.py --rounds 1 --levels 2 --iterations 300
     python benchmarks/bench_imp.py --frameworks keras --rounds 1 --levels 2 --iterations 500
+    KERAS_BACKEND=torch python benchmarks/bench_imp.py --frameworks keras --rounds 1
 """
 
 from __future__ import annotations
@@ -75,7 +76,21 @@ def main() -> None:
     parser.add_argument(
         "--frameworks", default="torch,keras", help="comma-separated: torch, keras (default both)"
     )
+    parser.add_argument(
+        "--keras-batched",
+        choices=["auto", "always"],
+        default="auto",
+        help="'always': KerasBackend(batched=True), stacked replicas on TensorFlow and JAX too "
+        "(by default only the torch backend of Keras batches)",
+    )
     args = parser.parse_args()
+    if args.keras_batched == "always" and "keras" in args.frameworks:
+        import functools
+
+        import ltp_keras.experiment
+
+        backend = functools.partial(ltp_keras.experiment.KerasBackend, batched=True)
+        ltp_keras.experiment.KerasBackend = backend  # type: ignore[misc]  # what load_backend finds
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     unknown = sorted(set(frameworks) - {"torch", "keras"})
     if unknown or not frameworks:
@@ -94,7 +109,7 @@ def main() -> None:
     print(
         f"ltp imp lenet300_100, 2 seeds, {args.levels} levels x 3 arms ({runs} trainings of "
         f"{args.iterations} steps), {args.rounds} rounds, torch threads 1, "
-        f"Keras backend {os.environ['KERAS_BACKEND']}"
+        f"Keras backend {os.environ['KERAS_BACKEND']} (batched: {args.keras_batched})"
     )
     for framework, (name, dataset) in (
         (framework, item) for framework in frameworks for item in datasets.items()

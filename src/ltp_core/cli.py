@@ -390,8 +390,8 @@ def _add_imp(commands: Any) -> None:
         "--sequential",
         action="store_true",
         help="train the runs of a level one after another (the reference path); by default "
-        "--framework torch trains a level's arms and seeds together when the model has no "
-        "dropout (same results up to float32 rounding)",
+        "a level's arms and seeds train together (torch and every Keras backend) when the model "
+        "has no dropout (same results up to float32 rounding)",
     )
 
 

@@ -73,6 +73,12 @@ class KerasBackend:
         torch_threads: Intra-op threads while training on the torch backend (restored after;
             ``None`` leaves torch's setting). One thread is as fast for these small models and
             does not collapse when other processes share the cores, as ``ltp_torch`` does.
+        batched: Whether :meth:`train_batched` trains a level's runs together
+            (:mod:`ltp_keras.batched`): ``True``, ``False`` or ``"auto"``, which batches on the
+            torch backend only. There the eager per-step overhead dominates and batching
+            measured 3x less time; the compiled single-run programs of TensorFlow and JAX
+            already run at the arithmetic floor of these models, and stacked replicas measured
+            0.75x (TensorFlow) and 0.8x (JAX) of their speed (``benchmarks/bench_imp.py``).
 
     Example:
         >>> import numpy as np
@@ -96,6 +102,7 @@ class KerasBackend:
         jit_compile: bool | str = "auto",
         cached_models: int = 4,
         torch_threads: int | None = 1,
+        batched: bool | str = "auto",
     ) -> None:
         for arg, value in (
             ("eval_batch_size", eval_batch_size),
@@ -112,6 +119,11 @@ class KerasBackend:
                 f"Received: jit_compile={jit_compile!r}"
             )
         self.jit_compile = jit_compile
+        if not isinstance(batched, bool) and batched != "auto":
+            raise ValueError(
+                f"`batched` must be True, False or 'auto'. Received: batched={batched!r}"
+            )
+        self.batched = batched
         self.cached_models = cached_models
         self._runners: OrderedDict[Any, _Runner] = OrderedDict()
         self._data_cache: tuple[np.ndarray, np.ndarray, Any] | None = None
@@ -306,7 +318,8 @@ class KerasBackend:
 
         Returns:
             One outcome per model (``extra["batched_replicas"]`` is the number trained
-            together), or ``None`` when these models cannot train together (an architecture
+            together), or ``None`` when these models do not train together (``batched``
+            declines for this Keras backend, an architecture
             :func:`ltp_keras.batched.unstackable_reason` refuses, models of different
             shapes, or settings that differ in more than ``seed`` and ``capture_at``; the reason
             is logged once): the caller then trains them one by one with :meth:`train`.
@@ -332,7 +345,16 @@ class KerasBackend:
                 )
         for item in settings:
             _check_settings(item)
-        reason = unstackable_reason(models[0])
+        name = keras.backend.backend()
+        if self.batched is False:
+            reason: str | None = "KerasBackend(batched=False)"
+        elif self.batched == "auto" and name != "torch":
+            reason = (
+                f"on the {name} backend one run's compiled program is as fast per run as "
+                "stacked replicas (KerasBackend(batched=True) trains them together anyway)"
+            )
+        else:
+            reason = unstackable_reason(models[0])
         keys = [_architecture_key(m) for m in models]
         common = [replace(s, seed=0, capture_at=None) for s in settings]
         if reason is None and (keys[0] is None or any(k != keys[0] for k in keys)):
@@ -354,7 +376,6 @@ class KerasBackend:
         first = settings[0]
         orders = [BatchOrder(len(data.y_train), s.batch_size, s.seed) for s in settings]
         start = time.perf_counter()
-        name = keras.backend.backend()
         jit = self.jit_compile
         if jit == "auto":
             jit = "conv" not in self.layer_kinds(models[0])

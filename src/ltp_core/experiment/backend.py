@@ -279,8 +279,8 @@ class BoundBackend:
         """Train independent runs together, or ``None`` to have the driver train them one by one.
 
         Uses the backend's optional ``train_batched(models, masks, data, settings, progress)``
-        (``ltp_torch``'s stacks the replicas; a backend without it, an architecture it cannot
-        stack, or ``sequential=True`` gives ``None``).
+        (``ltp_torch``'s and ``ltp_keras``'s stack the replicas; a backend without it, an
+        architecture it cannot stack, or ``sequential=True`` gives ``None``).
         """
         batched = getattr(self.backend, "train_batched", None)
         if not self.trains_together or batched is None or len(runs) < 2:

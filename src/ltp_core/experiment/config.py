@@ -85,8 +85,9 @@ class ImpConfig(TrainingDefaults):
 
     ``None`` fields take the model's paper defaults (see :mod:`ltp_core.experiment.models`).
     ``sequential=True`` trains the runs of a level one after another; by default a backend that
-    can train them together does (PyTorch, models without dropout), with the same results up to
-    float32 rounding. It is not part of the experiment's identity (not in :meth:`to_dict`).
+    can train them together does (PyTorch and Keras, models without dropout), with the same
+    results up to float32 rounding. It is not part of the experiment's identity (not in
+    :meth:`to_dict`).
     ``min_layer_density`` (global scope only) keeps at least ``ceil(d * size)`` weights of every
     layer at every level; it is part of the identity when not ``0``.
     """

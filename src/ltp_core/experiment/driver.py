@@ -589,7 +589,7 @@ def run_levels(
     Every level is planned first (:func:`plan_level`: the masks of every seed, then one
     :class:`RunSpec` per seed and arm not yet recorded) and its runs are then trained: together
     as one program when the backend has a ``train_together(models, runs, progress)`` method that
-    accepts them (``BoundBackend`` for ``ltp imp --framework torch``), else one after another.
+    accepts them (``BoundBackend`` for ``ltp imp --framework torch|keras``), else one after another.
     Each finished run is recorded in ``store`` at once; the state needed to continue is in
     ``store.out_dir / "state"``, so calling this again with the same store continues after the
     last finished run with exactly the masks an uninterrupted run finds (trained together, the
