@@ -11,9 +11,12 @@ transposed convolution  ``(in, out/groups, *kernel)``  ``(*kernel, out, in)``
 anything else           unchanged                      unchanged
 ======================  =============================  =============================
 
-Some weights have no fixed counterpart in the other framework (PyTorch's recurrent weights, with
-another gate order than Keras's; its packed attention projections; Hugging Face ``Conv1D``): their
-kind is ``"native"``, and a mask file of one layout refuses to map them onto the other.
+LSTM and plain RNN weights are ``"dense"``: torch's ``weight_ih``/``weight_hh`` (``(gates x
+units, in)``) are Keras's ``kernel``/``recurrent_kernel`` transposed, with the same gate order.
+Some weights have no fixed counterpart in the other framework (GRU weights, whose gates torch
+orders reset, update, new and Keras update, reset, new; LSTM projections; torch's packed
+attention projections; Hugging Face ``Conv1D``): their kind is ``"native"``, and a mask file of
+one layout refuses to map them onto the other.
 
 All three kernel kinds map with one axis permutation: reverse the two channel axes and move them
 from the front (torch) to the back (Keras) or back again. A portable mask file records the
@@ -166,9 +169,9 @@ def map_saved_masks(
         if layout != saved_layout and "native" in (kind, kinds[i]):
             problems.append(
                 f"#{i}: {here} or {there} is stored in one framework's own layout (kind "
-                f"'native': recurrent weights, packed attention projections, Hugging Face "
-                f"Conv1D) and cannot be mapped from {saved_layout} to {layout} layout; leave it "
-                f"out with `prunable=` on one side"
+                f"'native': GRU or projected LSTM weights, packed attention projections, "
+                f"Hugging Face Conv1D) and cannot be mapped from {saved_layout} to {layout} "
+                f"layout; leave it out with `prunable=` on one side"
             )
             continue
         if layout != saved_layout and _kind_class(kind) != _kind_class(kinds[i]):

@@ -352,10 +352,12 @@ def _kernel_kind(layer: keras.layers.Layer, variable: keras.Variable) -> str:
 def variable_kinds(model: keras.layers.Layer, variables: Sequence[keras.Variable]) -> list[str]:
     """The weight layout kind of each variable, for portable mask files (see ltp_core.layout).
 
-    ``"dense"`` for Dense kernels, ``"conv"`` for Conv1D/2D/3D (and separable pointwise)
-    kernels, ``"conv_transpose"`` for ConvNDTranspose kernels and ``"other"`` for everything
-    else (EinsumDense, depthwise and recurrent kernels, biases, variables picked with
-    ``prunable=``). :func:`variable_roles` gives the finer role of each variable.
+    ``"dense"`` for Dense kernels and the kernel and recurrent kernel of ``LSTM`` and
+    ``SimpleRNN`` cells (torch's ``weight_ih``/``weight_hh`` transposed, same gate order),
+    ``"conv"`` for Conv1D/2D/3D (and separable pointwise) kernels, ``"conv_transpose"`` for
+    ConvNDTranspose kernels and ``"other"`` for everything else (EinsumDense, depthwise and GRU
+    kernels, biases, variables picked with ``prunable=``). :func:`variable_roles` gives the
+    finer role of each variable.
 
     Example:
         >>> import keras
@@ -367,7 +369,21 @@ def variable_kinds(model: keras.layers.Layer, variables: Sequence[keras.Variable
     for layer in _walk_layers(model):
         for kernel in _layer_kernels(layer):
             kinds.setdefault(id(kernel), _kernel_kind(layer, kernel))
+        if isinstance(layer, _TRANSPOSED_RECURRENT_CELLS):
+            # Keras (in, 4u) / (u, 4u) kernels are torch's weight_ih / weight_hh transposed,
+            # with the same gate order (LSTM: input, forget, cell, output).
+            for kernel in (
+                getattr(layer, "kernel", None),
+                getattr(layer, "recurrent_kernel", None),
+            ):
+                if isinstance(kernel, keras.Variable):
+                    kinds.setdefault(id(kernel), "dense")
     return [kinds.get(id(v), "other") for v in variables]
+
+
+#: Recurrent cells whose kernels map onto torch's ``nn.LSTM``/``nn.RNN`` weights by a transpose.
+#: Not GRU: torch orders its gates (reset, update, new), Keras (update, reset, new).
+_TRANSPOSED_RECURRENT_CELLS = (keras.layers.LSTMCell, keras.layers.SimpleRNNCell)
 
 
 def _check_lora_kernels(model: keras.layers.Layer, selected: Sequence[keras.Variable]) -> None:

@@ -113,8 +113,9 @@ class ParameterInfo:
         occurrences: Every ``(qualified_name, owning_module)`` pair, the first one first.
         role: A kind from :data:`PRUNABLE_KINDS`, or why it is not pruned by default.
         layout: Portable-mask layout: ``"dense"``, ``"conv"``, ``"conv_transpose"``,
-            ``"native"`` (recurrent weights, packed attention projections, Hugging Face
-            ``Conv1D``: not mapped to Keras layout) or ``"other"`` (see :mod:`ltp_core.layout`).
+            ``"native"`` (GRU and projected LSTM weights, packed attention projections,
+            Hugging Face ``Conv1D``: not mapped to Keras layout; LSTM and RNN weights are
+            ``"dense"``) or ``"other"`` (see :mod:`ltp_core.layout`).
         parametrization: ``"weight_norm"``, ``"spectral_norm"``, another parametrization's
             class name, or ``None``, when the parameter is the trained original of a
             parametrized weight.
@@ -178,6 +179,20 @@ def _is_hf_conv1d(module: nn.Module) -> bool:
     )
 
 
+def _recurrent_layout(owner: nn.Module, local: str) -> str:
+    """``"dense"`` for LSTM and plain RNN input/hidden weights: Keras's ``kernel`` and
+    ``recurrent_kernel`` transposed, with the same gate order (LSTM: input, forget, cell,
+    output). ``"native"`` for GRU (torch orders its gates reset, update, new; Keras update,
+    reset, new) and for an LSTM with ``proj_size`` (no Keras counterpart)."""
+    if isinstance(owner, (nn.GRU, nn.GRUCell)) or getattr(owner, "proj_size", 0):
+        return "native"
+    if isinstance(owner, (nn.LSTM, nn.RNN, nn.LSTMCell, nn.RNNCell)) and not local.startswith(
+        "weight_hr"
+    ):
+        return "dense"
+    return "native"
+
+
 def _layer_role(
     owner: nn.Module | None, local: str, parent: nn.Module | None
 ) -> _Occurrence | None:
@@ -196,9 +211,9 @@ def _layer_role(
     if isinstance(owner, nn.MultiheadAttention) and local in _MHA_WEIGHTS:
         return _Occurrence("attention", "native")
     if isinstance(owner, nn.RNNBase) and _RNN_WEIGHT.fullmatch(local):
-        return _Occurrence("recurrent", "native")
+        return _Occurrence("recurrent", _recurrent_layout(owner, local))
     if isinstance(owner, nn.RNNCellBase) and local in ("weight_ih", "weight_hh"):
-        return _Occurrence("recurrent", "native")
+        return _Occurrence("recurrent", _recurrent_layout(owner, local))
     if local == "weight" and _is_hf_conv1d(owner):
         return _Occurrence("hf_conv1d", "native")
     return None

@@ -164,3 +164,53 @@ def test_bad_layout_argument(tmp_path: Path) -> None:
     pruner = LotteryTicketPruner(make_mlp())
     with pytest.raises(ValueError, match=r"Received: layout='tf'"):
         pruner.load_masks(tmp_path / "x.npz", layout="tf")
+
+
+def test_keras_lstm_and_simple_rnn_masks_load_into_torch_with_the_same_meaning(
+    tmp_path: Path,
+) -> None:
+    torch = pytest.importorskip("torch")
+    import ltp_torch
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((5, 6)), layers.LSTM(4, return_sequences=True), layers.SimpleRNN(3)]
+    )
+    pruner = LotteryTicketPruner(model, seed=0)
+    assert pruner.kinds == ["dense"] * 4  # kernel, recurrent_kernel of each cell
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights_global")
+    pruner.apply_pruning(model)
+    path = tmp_path / "rnn.npz"
+    pruner.save_masks(path)
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = torch.nn.LSTM(6, 4, batch_first=True)
+            self.rnn = torch.nn.RNN(4, 3, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(self.lstm(x)[0])[0][:, -1]
+
+    net = Net()
+    target = ltp_torch.LotteryTicketPruner(net)
+    target.load_masks(path)
+    for theirs, ours in zip(target.masks, pruner.masks, strict=True):
+        np.testing.assert_array_equal(theirs, ours.T)
+    # Same gate order: the pruned Keras weights, transposed, give torch the same function.
+    weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    lstm_kernel, lstm_recurrent, lstm_bias, rnn_kernel, rnn_recurrent, rnn_bias = weights
+    with torch.no_grad():
+        for module, (kernel, recurrent, bias) in (
+            (net.lstm, (lstm_kernel, lstm_recurrent, lstm_bias)),
+            (net.rnn, (rnn_kernel, rnn_recurrent, rnn_bias)),
+        ):
+            module.weight_ih_l0.copy_(torch.from_numpy(kernel.T.copy()))
+            module.weight_hh_l0.copy_(torch.from_numpy(recurrent.T.copy()))
+            module.bias_ih_l0.copy_(torch.from_numpy(bias))
+            module.bias_hh_l0.zero_()
+    target.apply_pruning(net)  # a no-op: the copied weights are already zero where pruned
+    x = np.random.default_rng(1).normal(size=(2, 5, 6)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    got = net(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -429,17 +429,39 @@ def test_native_layout_masks_are_not_mapped_to_keras_layout(tmp_path: object) ->
 
     from ltp_core import io as core_io
 
-    # LSTM(16, 4): weight_ih is (16, 16) in torch and the Keras kernel is (16, 16) too, but the
-    # axes mean different things; a Keras-layout file must not be copied onto it.
-    model = nn.Sequential(nn.LSTM(16, 4))
+    # GRU(16, 4): torch orders the gates (reset, update, new), Keras (update, reset, new), so
+    # a transposed Keras kernel is not torch's weight_ih: a Keras-layout file must not be
+    # copied onto it.
+    model = nn.Sequential(nn.GRU(16, 4))
     pruner = LotteryTicketPruner(model)
     assert pruner.kinds == ["native", "native"]
     path = Path(str(tmp_path)) / "keras_masks.npz"
-    masks = [np.ones((16, 16), bool), np.ones((4, 16), bool)]
+    masks = [np.ones((16, 12), bool), np.ones((4, 12), bool)]
     core_io.save_masks(path, masks, ["kernel", "recurrent_kernel"], layout="keras",
                        kinds=["other", "other"])  # fmt: skip
     with pytest.raises(ValueError, match=r"kind 'native'.*cannot be mapped from keras to torch"):
         pruner.load_masks(path)
     assert pruner.level == 0 and all(m.all() for m in pruner.masks)
     pruner.save_masks(path)  # the same layout loads as before
-    LotteryTicketPruner(nn.Sequential(nn.LSTM(16, 4))).load_masks(path)
+    LotteryTicketPruner(nn.Sequential(nn.GRU(16, 4))).load_masks(path)
+    projected = LotteryTicketPruner(nn.LSTM(8, 4, proj_size=2))  # weight_hr: no Keras twin
+    assert projected.kinds == ["native", "native", "native"]
+
+
+def test_lstm_and_rnn_weights_are_keras_kernels_transposed(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from ltp_core import io as core_io
+
+    model = nn.Sequential(nn.LSTM(16, 4, num_layers=2, bidirectional=True), nn.RNN(8, 3))
+    pruner = LotteryTicketPruner(model)
+    assert pruner.kinds == ["dense"] * 10
+    assert LotteryTicketPruner(nn.LSTMCell(5, 2)).kinds == ["dense", "dense"]
+    rng = np.random.default_rng(0)
+    keras_masks = [rng.random(tuple(reversed(m.shape))) < 0.5 for m in pruner.masks]
+    path = Path(str(tmp_path)) / "keras_masks.npz"
+    names = [f"k{i}" for i in range(len(keras_masks))]
+    core_io.save_masks(path, keras_masks, names, layout="keras", kinds=["dense"] * 10)
+    pruner.load_masks(path)
+    for ours, theirs in zip(pruner.masks, keras_masks, strict=True):
+        np.testing.assert_array_equal(ours, theirs.T)
