@@ -39,7 +39,9 @@ def digits() -> Dataset:
 
 @pytest.fixture(scope="module")
 def backend() -> KerasBackend:
-    return KerasBackend(batched=True)  # on every Keras backend, not only torch ("auto")
+    # Batched on every Keras backend, not only torch ("auto"). TensorFlow: graph mode, whose
+    # programs compile much faster than XLA's; the SGD test compares XLA (the default) too.
+    return KerasBackend(batched=True, jit_compile=False)
 
 
 def _masks(backend: KerasBackend, model: keras.Model, seed: int) -> list[np.ndarray]:
@@ -114,6 +116,8 @@ def test_batched_sgd_equals_sequential_for_200_steps(
         iterations=200, eval_every=100, optimizer="sgd", learning_rate=0.05, batch_size=60
     )
     _compare(backend, digits, "lenet300_100", settings, atol=1e-5)
+    if keras.backend.backend() == "tensorflow":  # XLA, the default for dense models
+        _compare(KerasBackend(batched=True), digits, "lenet300_100", settings, atol=1e-5)
 
 
 def test_batched_conv_net_equals_sequential(backend: KerasBackend, digits: Dataset) -> None:
