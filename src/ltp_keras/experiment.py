@@ -20,6 +20,12 @@ with the masks as arguments, so one compilation serves every level.
 Each architecture is compiled once: a runner trains a private copy (a clone) of the model and
 copies weights in and out, so the fresh model that IMP builds for every ``random_reinit``
 control reuses the compiled functions and memory stays flat.
+
+:meth:`KerasBackend.train_batched` trains a level's independent runs together as stacked
+replicas (:mod:`ltp_keras.batched`), with each run's own masks, batch order and records; by
+default (``batched="auto"``) on the torch backend of Keras only, where it measured 2.9x less
+wall time, while TensorFlow's and JAX's compiled single-run programs measured faster than
+stacking.
 """
 
 from __future__ import annotations
