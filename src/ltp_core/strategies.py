@@ -9,6 +9,8 @@ Custom strategies are :class:`Strategy` objects built with :meth:`Strategy.from_
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .validation import short_repr
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CRITERIA",
@@ -257,7 +261,7 @@ class _LampLayer:
         return float(low), np.concatenate([at_low, between, at_high])
 
 
-def _lamp_select(
+def _lamp_select_sorted(
     trained: Sequence[np.ndarray],
     alive: Sequence[np.ndarray | None],
     array_ids: Sequence[int],
@@ -323,6 +327,336 @@ def _lamp_select(
         for keep, array_id in zip(keeps, array_ids, strict=True):
             mine = chosen[(chosen >> np.uint64(40)) == np.uint64(array_id)]
             keep[(mine & low_bits).astype(np.intp)] = False
+    return keeps
+
+
+_LAMP_SAMPLED_MIN = 1 << 20
+"""Scopes with at least this many alive weights select ``lamp`` from a sampled bracket (no sort
+of every layer, :func:`_lamp_select_sampled`); smaller ones sort every layer (exact path)."""
+
+_LAMP_CHUNK = 1 << 16  # entries per step of the sampled selection's passes
+_LAMP_ALL_CANDIDATES = 1 << 14  # layers with at most this many alive weights: all candidates
+_LAMP_SIGMAS = 3.0  # standard errors on each side of the sampled estimates
+_LAMP_SLACK = 1e-6  # relative slack on the magnitude bounds (the sampled sums are float32)
+_LAMP_MARGIN = 1e-9  # relative gap required between a bound and the exact threshold score
+
+
+def _lamp_select(
+    trained: Sequence[np.ndarray],
+    alive: Sequence[np.ndarray | None],
+    array_ids: Sequence[int],
+    k: int,
+    salt: int,
+) -> list[np.ndarray]:
+    """Exact-k LAMP selection: sampled bracket for large scopes, sorted layers for small ones.
+
+    Scopes of at least ``_LAMP_SAMPLED_MIN`` alive weights use :func:`_lamp_select_sampled`
+    (sums of squares in another order than the sequential running sum, so scores may differ
+    from :func:`_lamp_scores` in the last bits); if its bracket misses twice, or for smaller
+    scopes, :func:`_lamp_select_sorted` gives the bit-for-bit result of ranking
+    :func:`_lamp_scores`.
+    """
+    n_alive = sum(
+        flat.size if mask is None else int(np.count_nonzero(mask))
+        for flat, mask in zip(trained, alive, strict=True)
+    )
+    if k > 0 and n_alive >= _LAMP_SAMPLED_MIN:
+        for widen in (1.0, 4.0):
+            result = _lamp_select_sampled(trained, alive, array_ids, k, salt, widen)
+            if result is not None:
+                return result
+        logger.debug("lamp: sampled bracket missed twice; sorting every layer")
+    return _lamp_select_sorted(trained, alive, array_ids, k, salt)
+
+
+def _magnitude_order(magnitudes: np.ndarray) -> np.ndarray:
+    """Stable ascending order of non-negative ``magnitudes`` (one sort of 64-bit keys)."""
+    if magnitudes.dtype != np.float32 or magnitudes.size >= 1 << 32:
+        return np.argsort(magnitudes, kind="stable")
+    keys = magnitudes.view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(magnitudes.size, dtype=np.uint64)
+    keys.sort()
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
+def _sparse_flatnonzero(flags: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero`` of mostly false ``flags`` (length a multiple of 8), 8 flags a word."""
+    words = np.flatnonzero(flags.view(np.uint64))
+    if words.size * 4 > flags.size // 8:  # dense: the plain scan is as fast
+        return np.flatnonzero(flags)
+    hits = np.flatnonzero(flags.reshape(-1, 8)[words])
+    result: np.ndarray = words[hits >> 3] * 8 + (hits & 7)
+    return result
+
+
+def _lamp_magnitudes(chunk: np.ndarray) -> np.ndarray:
+    """``|chunk|`` in the score float: float64 for float64 weights, float32 otherwise."""
+    result: np.ndarray = np.abs(chunk if chunk.dtype == np.float64 else chunk.astype(np.float32))
+    return result
+
+
+@dataclass
+class _LampEstimate:
+    """One layer's sample: sorted magnitudes, prefix sums of squares, and their error bars."""
+
+    sample: np.ndarray  # sorted alive magnitudes (float64), or all of them when exact
+    weight: float  # alive weights per sampled one
+    total: float  # sum of squares of the layer's alive weights
+    prefix: np.ndarray  # weight * sum of squares of sample[:j], j = 0 .. m
+    error: np.ndarray  # sigmas * standard error of prefix (zero when exact)
+    exact: bool  # every alive weight is in the sample: all of them are candidates
+
+    def magnitude_bounds(self, s_a: float, s_b: float) -> tuple[float, float]:
+        """``(t_lo, t_hi)``: below ``t_lo`` scores are under ``s_a``, from ``t_hi`` over ``s_b``.
+
+        A weight ``a < t`` has ``S(a) >= total - B(t)`` (``B(t)``: squares below ``t``), so it
+        scores under ``t**2 / (total - B(t))``; a weight ``a >= t`` has ``S(a) <= total - B(t)``
+        and scores at least that. ``B`` is bounded from the sample at its points (upper bound
+        for ``t_lo``, lower bound for ``t_hi``), and the best ``t`` on each side is taken.
+        """
+        upper = np.minimum(self.prefix + self.error, self.total)  # B(t) for t <= sample[j]
+        lower = np.maximum(self.prefix - self.error, 0.0)  # B(t) for t > sample[j - 1]
+        ends = np.append(self.sample, math.inf)
+        reach = np.sqrt(s_a * np.maximum(self.total - upper, 0.0))
+        t_lo = float(np.max(np.minimum(ends, reach))) * (1.0 - _LAMP_SLACK)
+        starts = np.insert(self.sample, 0, 0.0)
+        need = np.sqrt(s_b * (self.total - lower))
+        t_hi = float(np.min(np.maximum(starts * (1.0 + _LAMP_SLACK), need))) * (1.0 + _LAMP_SLACK)
+        return t_lo, max(t_hi, t_lo)
+
+
+def _lamp_estimate(
+    flat: np.ndarray, mask: np.ndarray | None, n_alive: int, draws: int, rng: np.random.Generator
+) -> _LampEstimate:
+    exact = n_alive <= _LAMP_ALL_CANDIDATES or draws >= flat.size
+    if exact:
+        values = _lamp_magnitudes(flat if mask is None else flat[mask]).astype(np.float64)
+        values.sort()
+        squares = np.square(values)
+        prefix = np.concatenate(([0.0], np.cumsum(squares)))
+        return _LampEstimate(values, 1.0, float(prefix[-1]), prefix, np.zeros(prefix.size), True)
+    spots = rng.random(draws)
+    spots += np.arange(draws, dtype=np.float64)
+    spots *= flat.size / draws
+    index = np.minimum(spots.astype(np.int64), flat.size - 1)
+    if mask is not None:
+        index = index[mask[index]]
+    sample = _lamp_magnitudes(flat[index]).astype(np.float64)
+    sample.sort()
+    weight = n_alive / max(sample.size, 1)
+    total = 0.0
+    for begin in range(0, flat.size, _LAMP_CHUNK):  # float32 dot: an estimate, widened later
+        chunk = flat[begin : begin + _LAMP_CHUNK]
+        if chunk.dtype != np.float64:
+            chunk = chunk.astype(np.float32, copy=False)
+        other = chunk if mask is None else chunk * mask[begin : begin + _LAMP_CHUNK]
+        total += float(np.dot(chunk, other))
+    squares = np.square(sample)
+    prefix = np.concatenate(([0.0], np.cumsum(squares))) * weight
+    error = np.concatenate(([0.0], np.cumsum(np.square(squares))))
+    np.sqrt(error, out=error)
+    error *= weight * _LAMP_SIGMAS
+    error += total * _LAMP_SLACK
+    return _LampEstimate(sample, weight, total, prefix, error, False)
+
+
+def _lamp_sample_scores(est: _LampEstimate, side: int) -> np.ndarray:
+    """Estimated scores of the sample (side -1: lower bounds, 0: central, +1: upper bounds)."""
+    squares = np.square(est.sample)
+    below = est.prefix[:-1] - side * est.error[:-1]
+    rest = est.total - np.clip(below, 0.0, est.total)
+    scores: np.ndarray = np.ones_like(squares)
+    np.divide(squares, rest, out=scores, where=rest > squares)
+    np.maximum.accumulate(scores, out=scores)
+    return scores
+
+
+def _score_at_count(curves: list[np.ndarray], weights: list[float], count: float) -> float:
+    """Smallest ``s`` whose estimated count ``sum(weight * #{curve < s})`` reaches ``count``.
+
+    Each curve is non-decreasing; bisection on the float bits of ``s`` in ``[0, 1]`` (``inf``
+    when even ``s = 1`` does not reach ``count``).
+    """
+    if count <= 0:
+        return 0.0
+
+    def reached(value: float) -> bool:
+        total = 0.0
+        for curve, weight in zip(curves, weights, strict=True):
+            total += weight * int(np.searchsorted(curve, value, "left"))
+        return total >= count
+
+    one = int(np.float64(1.0).view(np.uint64))
+    if not reached(float(np.nextafter(1.0, 2.0))):
+        return math.inf
+    low, high = 0, one + 1
+    while low < high:
+        middle = (low + high) // 2
+        if reached(float(np.uint64(middle).view(np.float64))):
+            high = middle
+        else:
+            low = middle + 1
+    return float(np.uint64(low).view(np.float64))
+
+
+def _lamp_select_sampled(
+    trained: Sequence[np.ndarray],
+    alive: Sequence[np.ndarray | None],
+    array_ids: Sequence[int],
+    k: int,
+    salt: int,
+    widen: float,
+) -> list[np.ndarray] | None:
+    """Exact-k LAMP selection from a sampled bracket, or ``None`` when the bracket misses.
+
+    The score of a weight is monotone in ``|w|`` inside its layer, so a global score threshold
+    is one magnitude threshold per layer. A stratified sample per layer (about ``2 n**(2/3)``
+    in all) and each layer's sum of squares bracket the global threshold score ``[s_a, s_b]``
+    (sampling error of the counts and of the sums of squares below, ``widen`` times
+    ``_LAMP_SIGMAS`` standard errors) and turn it into magnitude bounds ``[t_lo, t_hi)`` per
+    layer: a weight below ``t_lo`` scores below ``s_a``, one at or above ``t_hi`` above
+    ``s_b`` (``t**2 / S <= s`` with ``S`` bounded from the sums). One pass per layer prunes
+    the weights below ``t_lo``, sums the squares at or above it in float64, and collects the
+    candidates in between. Only the candidates are sorted; their exact scores use
+    ``S(t_hi)`` plus their own suffix sums, and the ``k - below`` smallest among all layers'
+    candidates are pruned, ties by position hash. The result is checked: every weight below a
+    ``t_lo`` must score below every kept one and every weight above a ``t_hi`` above every
+    pruned one (bounds from the exact sums); otherwise ``None``.
+    """
+    from .selection import hash_positions, position_keys
+
+    n_alives = [
+        flat.size if mask is None else int(np.count_nonzero(mask))
+        for flat, mask in zip(trained, alive, strict=True)
+    ]
+    n = sum(n_alives)
+    sizes = sum(flat.size for flat in trained)
+    target = min(widen * (1 << 18), max(1 << 12, 2.0 * n ** (2.0 / 3.0)))
+    rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
+    estimates = [
+        _lamp_estimate(flat, mask, count, max(64, math.ceil(target * flat.size / sizes)), rng)
+        if count
+        else None
+        for flat, mask, count in zip(trained, alive, n_alives, strict=True)
+    ]
+    used = [e for e in estimates if e is not None]
+    weights = [e.weight for e in used]
+    central = [_lamp_sample_scores(e, 0) for e in used]
+    s_est = _score_at_count(central, weights, k)
+    variance = 0.0
+    for used_one, scores, count in zip(used, central, [c for c in n_alives if c], strict=True):
+        if not used_one.exact:
+            share = int(np.searchsorted(scores, s_est, "left")) * used_one.weight / count
+            p = min(max(share, 0.0), 1.0)
+            variance += used_one.weight * count * p * (1.0 - p) + used_one.weight**2
+    delta = widen * (_LAMP_SIGMAS * math.sqrt(variance) + 4.0 * max(weights))
+    s_a = _score_at_count([_lamp_sample_scores(e, -1) for e in used], weights, k - delta)
+    s_b = _score_at_count([_lamp_sample_scores(e, 1) for e in used], weights, k + delta)
+
+    keeps: list[np.ndarray] = []
+    below_total = 0
+    scores_parts: list[np.ndarray] = []
+    keys_parts: list[np.ndarray] = []
+    low_bound = -math.inf  # every pruned-below weight scores under this
+    high_bound = math.inf  # every kept-above weight scores over this
+    for flat, mask, array_id, e in zip(trained, alive, array_ids, estimates, strict=True):
+        keep = np.empty(flat.size, dtype=bool) if e is not None else np.zeros(flat.size, bool)
+        keeps.append(keep)
+        if e is None:
+            continue
+        if e.exact or s_b >= 1.0:
+            t_lo, t_hi = 0.0, math.inf
+        else:
+            t_lo, t_hi = e.magnitude_bounds(s_a, s_b)
+        dtype = np.float64 if flat.dtype == np.float64 else np.float32
+        lo, hi = dtype(t_lo), dtype(min(t_hi, float(np.finfo(dtype).max)))
+        hi = max(hi, np.nextafter(dtype(0), dtype(1)))  # zeros (score 0) are never above
+        if t_hi == math.inf:
+            hi = dtype(np.inf)
+        kept_above = 0
+        above = 0.0
+        below = 0
+        positions: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        step = max(8, _LAMP_CHUNK // 8 * 8)
+        magnitude_buffer = np.empty(min(step, flat.size), dtype)
+        zeroed_buffer = np.empty_like(magnitude_buffer)
+        wide_buffer = np.empty(magnitude_buffer.size)
+        top_buffer = np.empty(magnitude_buffer.size, dtype=bool)
+        inside_buffer = np.zeros(-(-magnitude_buffer.size // 8) * 8, dtype=bool)
+        for begin in range(0, flat.size, step):
+            end = min(begin + step, flat.size)
+            size = end - begin
+            magnitude = magnitude_buffer[:size]
+            np.abs(flat[begin:end], out=magnitude)
+            part = keep[begin:end]
+            np.greater_equal(magnitude, lo, out=part)
+            if mask is not None:
+                np.logical_and(part, mask[begin:end], out=part)
+                below += int(np.count_nonzero(mask[begin:end])) - int(np.count_nonzero(part))
+            else:
+                below += size - int(np.count_nonzero(part))
+            inside = inside_buffer[:size]
+            if hi != np.inf:
+                top = top_buffer[:size]
+                np.greater_equal(magnitude, hi, out=top)
+                np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
+                zeroed = zeroed_buffer[:size]
+                np.multiply(magnitude, top, out=zeroed)
+                wide = wide_buffer[:size]
+                wide[...] = zeroed  # squares of float32 are exact in float64
+                above += float(np.dot(wide, wide))
+                kept_above += int(np.count_nonzero(top))
+                np.greater(part, top, out=inside)
+            else:
+                inside[...] = part
+            if size < inside_buffer.size:
+                inside_buffer[size:] = False
+            found = _sparse_flatnonzero(inside_buffer)
+            positions.append(found + begin)
+            values.append(magnitude[found])
+        found = np.concatenate(positions)
+        magnitudes = np.concatenate(values)
+        order = _magnitude_order(magnitudes)  # equal magnitudes in position order
+        squares = np.square(magnitudes[order], dtype=np.float64)
+        suffix = np.cumsum(squares[::-1])[::-1]
+        suffix += above
+        np.divide(squares, suffix, out=squares, where=suffix > 0)
+        if kept_above == 0 and squares.size:
+            squares[-1] = 1.0  # the layer's largest weight
+        candidates_sum = float(suffix[0]) if suffix.size else above
+        below_total += below
+        if below:
+            bound = float(lo) ** 2 / candidates_sum if candidates_sum > 0 else 0.0
+            low_bound = max(low_bound, bound * (1.0 + _LAMP_MARGIN))
+        if kept_above:
+            high_bound = min(high_bound, float(hi) ** 2 / above / (1.0 + _LAMP_MARGIN))
+        logger.debug("lamp layer %d: %d below, %d candidates", array_id, below, squares.size)
+        scores_parts.append(squares)
+        keys_parts.append(position_keys(array_id, found[order]))
+    need = k - below_total
+    scores = np.concatenate(scores_parts)
+    keys = np.concatenate(keys_parts)
+    if not 0 <= need <= scores.size or low_bound >= high_bound:
+        return None
+    chosen = np.zeros(scores.size, dtype=bool)
+    if need:
+        threshold = np.partition(scores, need - 1)[need - 1]
+        chosen = scores < threshold
+        missing = need - int(np.count_nonzero(chosen))
+        if missing:
+            tied = np.flatnonzero(scores == threshold)
+            order = np.lexsort((keys[tied], hash_positions(keys[tied], salt)))
+            chosen[tied[order[:missing]]] = True
+        if float(threshold) >= high_bound:
+            return None
+    if need < scores.size and float(np.min(scores, where=~chosen, initial=np.inf)) <= low_bound:
+        return None
+    pruned = keys[chosen]
+    low_bits = np.uint64((1 << 40) - 1)
+    for keep, array_id in zip(keeps, array_ids, strict=True):
+        mine = pruned[(pruned >> np.uint64(40)) == np.uint64(array_id)]
+        keep[(mine & low_bits).astype(np.intp)] = False
     return keeps
 
 

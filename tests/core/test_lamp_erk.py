@@ -391,3 +391,112 @@ def test_lamp_layer_scores_are_bit_for_bit_the_sorted_scores(
     got = np.concatenate([layer.block_scores(b) for b in range(blocks)])
     assert got.tobytes() == expected.tobytes()
     assert layer.marks.tobytes() == expected[::block].tobytes()
+
+
+def assert_lamp_matches_scores(
+    got: list[np.ndarray], scores: list[np.ndarray], alive: list[np.ndarray], k: int
+) -> None:
+    """Exact ``k``, monotone, and the ``k`` smallest ``scores`` pruned: masks may differ from
+    the reference only at entries whose score is within 1e-12 relative of the threshold."""
+    alive_flat = [a.reshape(-1) for a in alive]
+    got_flat = [g.reshape(-1) for g in got]
+    assert sum(int(a.sum() - g.sum()) for a, g in zip(alive_flat, got_flat, strict=True)) == k
+    assert all(not np.any(g & ~a) for g, a in zip(got_flat, alive_flat, strict=True))
+    live = np.concatenate([s.reshape(-1)[a] for s, a in zip(scores, alive_flat, strict=True)])
+    if k == 0 or live.size == 0:
+        return
+    threshold = np.partition(live, k - 1)[k - 1]
+    near = 1e-12 * max(abs(float(threshold)), 1e-300)
+    for s, a, g in zip(scores, alive_flat, got_flat, strict=True):
+        s = s.reshape(-1)
+        pruned = a & ~g
+        assert np.all(s[pruned] <= threshold + near)
+        assert np.all(s[g] >= threshold - near)
+    layers_alive = sum(1 for a in alive_flat if a.any())
+    if live.size - k >= layers_alive:  # every layer keeps its largest weight (score 1)
+        for s, a, g in zip(scores, alive_flat, got_flat, strict=True):
+            if a.any():
+                assert g[a][np.argmax(s.reshape(-1)[a])] or g.any()
+
+
+@pytest.mark.parametrize("all_candidates", [0, 3])
+@SETTINGS
+@given(problem=problems(), dtype=st.sampled_from([np.float32, np.float64, np.float16]))
+def test_sampled_lamp_selection_on_small_inputs(
+    all_candidates: int, problem: dict[str, object], dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the sampled path forced on tiny scopes: brackets, ties by hash, misses and the fallback
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_LAMP_ALL_CANDIDATES", all_candidates)
+    monkeypatch.setattr(strategies, "_LAMP_CHUNK", 8)
+    trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
+    masks = problem["masks"]
+    alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
+    n_alive = sum(int(m.sum()) for m in alive)
+    k = count_to_prune(float(problem["fraction"]), n_alive)  # type: ignore[arg-type]
+    salt = int(problem["seed"]) % (1 << 32)  # type: ignore[call-overload]
+    flats = [w.reshape(-1) for w in trained]
+    lamp = STRATEGIES["lamp"].criterion
+    assert lamp.select is not None and lamp.pooled is not None
+    got = lamp.select(flats, [m.reshape(-1) for m in alive], list(range(len(flats))), k, salt)
+    scores = lamp.pooled({"trained": flats}, [m.reshape(-1) for m in alive])
+    assert_lamp_matches_scores(got, scores, alive, k)
+    again = lamp.select(flats, [m.reshape(-1) for m in alive], list(range(len(flats))), k, salt)
+    assert all(np.array_equal(a, b) for a, b in zip(got, again, strict=True))
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.2, 0.6, 0.95])
+@pytest.mark.parametrize("case", ["normal", "ties", "masked", "float64", "float16"])
+def test_sampled_lamp_selection_brackets_large_layers(
+    case: str, fraction: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # layers larger than their samples: the bracket is sampled, not the whole layer
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_LAMP_CHUNK", 1 << 12)
+    rng = np.random.default_rng(7)
+    dtype = {"float64": np.float64, "float16": np.float16}.get(case, np.float32)
+    sizes = [60_000, 30_000, 9_000, 500]
+    scales = (1.0, 3.0, 0.1, 2.0)
+    trained = [
+        (rng.standard_normal(n) * c).astype(dtype) for n, c in zip(sizes, scales, strict=True)
+    ]
+    if case == "ties":
+        trained = [np.round(w, 1) for w in trained]
+        trained[1][:5000] = 0.0
+    alive = [np.ones(w.size, bool) for w in trained]
+    if case == "masked":
+        alive = [rng.random(w.size) > 0.3 for w in trained]
+    n_alive = sum(int(m.sum()) for m in alive)
+    k = count_to_prune(fraction, n_alive)
+    sampled = strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 5, 1.0)
+    if case != "ties" or fraction < 0.9:
+        assert sampled is not None  # the bracket holds: no fallback to sorting
+    got = strategies._lamp_select(trained, alive, [0, 1, 2, 3], k, 5)
+    if sampled is not None:
+        assert all(np.array_equal(a, b) for a, b in zip(got, sampled, strict=True))
+    scores = strategies._lamp_scores({"trained": trained}, alive)
+    assert_lamp_matches_scores(got, scores, alive, k)
+
+
+def test_sampled_lamp_selection_falls_back_when_the_bracket_misses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a bracket that always misses: the sorted selection answers, never a wrong mask
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_lamp_select_sampled", lambda *args: None)
+    rng = np.random.default_rng(3)
+    trained = [rng.standard_normal(5000).astype(np.float32), rng.standard_normal(300)]
+    alive = [np.ones(5000, bool), np.ones(300, bool)]
+    got = strategies._lamp_select(trained, alive, [0, 1], 2000, 0)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            got, strategies._lamp_select_sorted(trained, alive, [0, 1], 2000, 0), strict=True
+        )
+    )
