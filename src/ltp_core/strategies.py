@@ -379,16 +379,6 @@ def _magnitude_order(magnitudes: np.ndarray) -> np.ndarray:
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
 
 
-def _sparse_flatnonzero(flags: np.ndarray) -> np.ndarray:
-    """``np.flatnonzero`` of mostly false ``flags`` (length a multiple of 8), 8 flags a word."""
-    words = np.flatnonzero(flags.view(np.uint64))
-    if words.size * 4 > flags.size // 8:  # dense: the plain scan is as fast
-        return np.flatnonzero(flags)
-    hits = np.flatnonzero(flags.reshape(-1, 8)[words])
-    result: np.ndarray = words[hits >> 3] * 8 + (hits & 7)
-    return result
-
-
 def _lamp_magnitudes(chunk: np.ndarray) -> np.ndarray:
     """``|chunk|`` in the score float: float64 for float64 weights, float32 otherwise."""
     result: np.ndarray = np.abs(chunk if chunk.dtype == np.float64 else chunk.astype(np.float32))
@@ -570,20 +560,19 @@ def _lamp_select_sampled(
             t_lo, t_hi = e.magnitude_bounds(s_a, s_b)
         dtype = np.float64 if flat.dtype == np.float64 else np.float32
         lo, hi = dtype(t_lo), dtype(min(t_hi, float(np.finfo(dtype).max)))
-        hi = max(hi, np.nextafter(dtype(0), dtype(1)))  # zeros (score 0) are never above
+        # zeros (score 0) are never above hi, and squares above hi never underflow to 0
+        hi = max(hi, dtype(2.0**-500) if dtype == np.float64 else np.nextafter(dtype(0), dtype(1)))
         if t_hi == math.inf:
             hi = dtype(np.inf)
-        kept_above = 0
-        above = 0.0
+        above = 0.0  # squares at or above hi are positive: above > 0 when any is alive
         below = 0
         positions: list[np.ndarray] = []
         values: list[np.ndarray] = []
-        step = max(8, _LAMP_CHUNK // 8 * 8)
+        step = max(1, _LAMP_CHUNK)
         magnitude_buffer = np.empty(min(step, flat.size), dtype)
         zeroed_buffer = np.empty_like(magnitude_buffer)
         wide_buffer = np.empty(magnitude_buffer.size)
         top_buffer = np.empty(magnitude_buffer.size, dtype=bool)
-        inside_buffer = np.zeros(-(-magnitude_buffer.size // 8) * 8, dtype=bool)
         for begin in range(0, flat.size, step):
             end = min(begin + step, flat.size)
             size = end - begin
@@ -596,23 +585,20 @@ def _lamp_select_sampled(
                 below += int(np.count_nonzero(mask[begin:end])) - int(np.count_nonzero(part))
             else:
                 below += size - int(np.count_nonzero(part))
-            inside = inside_buffer[:size]
             if hi != np.inf:
                 top = top_buffer[:size]
                 np.greater_equal(magnitude, hi, out=top)
-                np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
+                if mask is not None:
+                    np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
                 zeroed = zeroed_buffer[:size]
                 np.multiply(magnitude, top, out=zeroed)
                 wide = wide_buffer[:size]
                 wide[...] = zeroed  # squares of float32 are exact in float64
                 above += float(np.dot(wide, wide))
-                kept_above += int(np.count_nonzero(top))
-                np.greater(part, top, out=inside)
+                np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
+                found = np.flatnonzero(top)
             else:
-                inside[...] = part
-            if size < inside_buffer.size:
-                inside_buffer[size:] = False
-            found = _sparse_flatnonzero(inside_buffer)
+                found = np.flatnonzero(part)
             positions.append(found + begin)
             values.append(magnitude[found])
         found = np.concatenate(positions)
@@ -622,14 +608,14 @@ def _lamp_select_sampled(
         suffix = np.cumsum(squares[::-1])[::-1]
         suffix += above
         np.divide(squares, suffix, out=squares, where=suffix > 0)
-        if kept_above == 0 and squares.size:
+        if above == 0.0 and squares.size:
             squares[-1] = 1.0  # the layer's largest weight
         candidates_sum = float(suffix[0]) if suffix.size else above
         below_total += below
         if below:
             bound = float(lo) ** 2 / candidates_sum if candidates_sum > 0 else 0.0
             low_bound = max(low_bound, bound * (1.0 + _LAMP_MARGIN))
-        if kept_above:
+        if above > 0.0:
             high_bound = min(high_bound, float(hi) ** 2 / above / (1.0 + _LAMP_MARGIN))
         logger.debug("lamp layer %d: %d below, %d candidates", array_id, below, squares.size)
         scores_parts.append(squares)
