@@ -462,31 +462,31 @@ def _lamp_sample_scores(est: _LampEstimate, side: int) -> np.ndarray:
 
 
 def _score_at_count(curves: list[np.ndarray], weights: list[float], count: float) -> float:
-    """Smallest ``s`` whose estimated count ``sum(weight * #{curve < s})`` reaches ``count``.
+    """Smallest curve value ``s`` with ``sum(weight * #{curve <= s}) >= count`` (``inf`` if none).
 
-    Each curve is non-decreasing; bisection on the float bits of ``s`` in ``[0, 1]`` (``inf``
-    when even ``s = 1`` does not reach ``count``).
+    Each curve is non-decreasing; bisection over the pooled sorted values (about 20 steps of one
+    search per curve).
     """
     if count <= 0:
         return 0.0
+    pooled = np.sort(np.concatenate(curves))
 
     def reached(value: float) -> bool:
         total = 0.0
         for curve, weight in zip(curves, weights, strict=True):
-            total += weight * int(np.searchsorted(curve, value, "left"))
+            total += weight * int(np.searchsorted(curve, value, "right"))
         return total >= count
 
-    one = int(np.float64(1.0).view(np.uint64))
-    if not reached(float(np.nextafter(1.0, 2.0))):
+    if not pooled.size or not reached(float(pooled[-1])):
         return math.inf
-    low, high = 0, one + 1
+    low, high = 0, pooled.size - 1
     while low < high:
         middle = (low + high) // 2
-        if reached(float(np.uint64(middle).view(np.float64))):
+        if reached(float(pooled[middle])):
             high = middle
         else:
             low = middle + 1
-    return float(np.uint64(low).view(np.float64))
+    return float(pooled[low])
 
 
 def _lamp_select_sampled(
