@@ -15,8 +15,8 @@ A second table (``--scopes``) compares, at 1M to 124M weights, layer scope
 ``min_layer_density=0.01`` and with ``lamp`` against the same read pass.
 
 Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM);
-``python benchmarks/bench_global_mask.py --scopes`` (a few minutes; ``lamp`` sorts each layer's
-magnitudes, about 0.7 GB over the weights at 124M weights; ``--only NAME`` runs one size).
+``python benchmarks/bench_global_mask.py --scopes`` (a few minutes; ``--only NAME`` runs one
+size: mlp1m, conv5m, resnet50, gpt2).
 Targets (issue 3): <= 6x one read pass at 124M, >= 10x faster than global_unstructured,
 <= 1.5 bytes/weight of extra memory. Issue 14: layer scope within 1.5x of global scope at every
 size. Issue 11: ``min_layer_density`` and ``lamp`` against the 6x bar.
