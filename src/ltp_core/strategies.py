@@ -335,9 +335,12 @@ _LAMP_SAMPLED_MIN = 1 << 20
 of every layer, :func:`_lamp_select_sampled`); smaller ones sort every layer (exact path)."""
 
 _LAMP_CHUNK = 1 << 16  # entries per step of the sampled selection's passes
+_LAMP_SAMPLE_FACTOR = 2.0  # a scope of n alive weights samples this times n ** (2/3)
+_LAMP_MIN_SAMPLE = 1 << 12  # smallest sample of a scope (draws over all its layers)
+_LAMP_MIN_DRAWS = 64  # smallest sample of one layer
 _LAMP_ALL_CANDIDATES = 1 << 14  # layers with at most this many alive weights: all candidates
 _LAMP_SIGMAS = 3.0  # standard errors on each side of the sampled estimates
-_LAMP_SLACK = 1e-6  # relative slack on the magnitude bounds (the sampled sums are float32)
+_LAMP_SLACK = 1e-4  # relative slack on the magnitude bounds (the sums read first are float32)
 _LAMP_MARGIN = 1e-9  # relative gap required between a bound and the exact threshold score
 
 
@@ -521,10 +524,12 @@ def _lamp_select_sampled(
     ]
     n = sum(n_alives)
     sizes = sum(flat.size for flat in trained)
-    target = min(widen * (1 << 18), max(1 << 12, 2.0 * n ** (2.0 / 3.0)))
+    target = min(widen * (1 << 18), max(_LAMP_MIN_SAMPLE, _LAMP_SAMPLE_FACTOR * n ** (2 / 3)))
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
     estimates = [
-        _lamp_estimate(flat, mask, count, max(64, math.ceil(target * flat.size / sizes)), rng)
+        _lamp_estimate(
+            flat, mask, count, max(_LAMP_MIN_DRAWS, math.ceil(target * flat.size / sizes)), rng
+        )
         if count
         else None
         for flat, mask, count in zip(trained, alive, n_alives, strict=True)

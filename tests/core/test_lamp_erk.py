@@ -431,6 +431,10 @@ def test_sampled_lamp_selection_on_small_inputs(
     monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
     monkeypatch.setattr(strategies, "_LAMP_ALL_CANDIDATES", all_candidates)
     monkeypatch.setattr(strategies, "_LAMP_CHUNK", 8)
+    # samples smaller than the layers: the brackets are sampled too (and often miss on ties)
+    monkeypatch.setattr(strategies, "_LAMP_MIN_SAMPLE", 8)
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLE_FACTOR", 0.2)
+    monkeypatch.setattr(strategies, "_LAMP_MIN_DRAWS", 4)
     trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
     masks = problem["masks"]
     alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
