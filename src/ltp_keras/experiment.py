@@ -23,9 +23,9 @@ control reuses the compiled functions and memory stays flat.
 
 :meth:`KerasBackend.train_batched` trains a level's independent runs together as stacked
 replicas (:mod:`ltp_keras.batched`), with each run's own masks, batch order and records; by
-default (``batched="auto"``) on the torch backend of Keras only, where it measured 2.9x less
-wall time, while TensorFlow's and JAX's compiled single-run programs measured faster than
-stacking.
+default (``batched="auto"``) on the torch backend of Keras only, where it measured 2.4-2.9x
+less wall time on digits, while TensorFlow's and JAX's compiled single-run programs measured
+faster than stacking.
 """
 
 from __future__ import annotations
@@ -82,9 +82,10 @@ class KerasBackend:
         batched: Whether :meth:`train_batched` trains a level's runs together
             (:mod:`ltp_keras.batched`): ``True``, ``False`` or ``"auto"``, which batches on the
             torch backend only. There the eager per-step overhead dominates and batching
-            measured 3x less time; the compiled single-run programs of TensorFlow and JAX
-            already run at the arithmetic floor of these models, and stacked replicas measured
-            0.75x (TensorFlow) and 0.8x (JAX) of their speed (``benchmarks/bench_imp.py``).
+            measured 2.4-2.9x less time (digits; 1.4x on Fashion-MNIST); the compiled
+            single-run programs of TensorFlow and JAX already run at the arithmetic floor of
+            these models, and stacked replicas measured 0.75x (TensorFlow) and 0.8x (JAX) of
+            their speed (``benchmarks/bench_imp.py``).
 
     Example:
         >>> import numpy as np
