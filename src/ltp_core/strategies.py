@@ -334,7 +334,7 @@ _LAMP_SAMPLED_MIN = 1 << 20
 """Scopes with at least this many alive weights select ``lamp`` from a sampled bracket (no sort
 of every layer, :func:`_lamp_select_sampled`); smaller ones sort every layer (exact path)."""
 
-_LAMP_CHUNK = 1 << 16  # entries per step of the sampled selection's passes
+_LAMP_CHUNK = 1 << 17  # entries per step of the sampled selection's passes
 _LAMP_SAMPLE_FACTOR = 2.0  # a scope of n alive weights samples this times n ** (2/3)
 _LAMP_MIN_SAMPLE = 1 << 12  # smallest sample of a scope (draws over all its layers)
 _LAMP_MIN_DRAWS = 64  # smallest sample of one layer
@@ -473,6 +473,14 @@ def _score_at_count(curves: list[np.ndarray], weights: list[float], count: float
     if count <= 0:
         return 0.0
     pooled = np.sort(np.concatenate(curves))
+    groups: dict[float, list[np.ndarray]] = {}
+    for curve, weight in zip(curves, weights, strict=True):
+        groups.setdefault(weight, []).append(curve)
+    # curves of equal weight count as one (all the small layers, whole, weigh 1)
+    weights = list(groups)
+    curves = [
+        group[0] if len(group) == 1 else np.sort(np.concatenate(group)) for group in groups.values()
+    ]
 
     def reached(value: float) -> bool:
         total = 0.0
@@ -516,7 +524,7 @@ def _lamp_select_sampled(
     ``t_lo`` must score below every kept one and every weight above a ``t_hi`` above every
     pruned one (bounds from the exact sums); otherwise ``None``.
     """
-    from .selection import hash_positions, position_keys
+    from .selection import hash_positions
 
     n_alives = [
         flat.size if mask is None else int(np.count_nonzero(mask))
@@ -551,7 +559,8 @@ def _lamp_select_sampled(
     keeps: list[np.ndarray] = []
     below_total = 0
     scores_parts: list[np.ndarray] = []
-    keys_parts: list[np.ndarray] = []
+    positions_parts: list[np.ndarray] = []  # flat positions of the candidates, score order
+    part_ids: list[int] = []
     low_bound = -math.inf  # every pruned-below weight scores under this
     high_bound = math.inf  # every kept-above weight scores over this
     for flat, mask, array_id, e in zip(trained, alive, array_ids, estimates, strict=True):
@@ -624,12 +633,13 @@ def _lamp_select_sampled(
             high_bound = min(high_bound, float(hi) ** 2 / above / (1.0 + _LAMP_MARGIN))
         logger.debug("lamp layer %d: %d below, %d candidates", array_id, below, squares.size)
         scores_parts.append(squares)
-        keys_parts.append(position_keys(array_id, found[order]))
+        positions_parts.append(found[order])
+        part_ids.append(len(keeps) - 1)
     need = k - below_total
     scores = np.concatenate(scores_parts)
-    keys = np.concatenate(keys_parts)
     if not 0 <= need <= scores.size or low_bound >= high_bound:
         return None
+    bounds = np.cumsum([0] + [part.size for part in scores_parts])
     chosen = np.zeros(scores.size, dtype=bool)
     if need:
         threshold = np.partition(scores, need - 1)[need - 1]
@@ -637,17 +647,22 @@ def _lamp_select_sampled(
         missing = need - int(np.count_nonzero(chosen))
         if missing:
             tied = np.flatnonzero(scores == threshold)
-            order = np.lexsort((keys[tied], hash_positions(keys[tied], salt)))
+            part_of = np.searchsorted(bounds, tied, "right") - 1
+            ids = np.asarray(array_ids)[np.asarray(part_ids)[part_of]]
+            flat_at = np.concatenate(positions_parts)[tied]
+            keys = np.bitwise_or(
+                ids.astype(np.uint64) << np.uint64(40), flat_at.astype(np.uint64)
+            )  # position_keys of each tied candidate
+            order = np.lexsort((keys, hash_positions(keys, salt)))
             chosen[tied[order[:missing]]] = True
         if float(threshold) >= high_bound:
             return None
     if need < scores.size and float(np.min(scores, where=~chosen, initial=np.inf)) <= low_bound:
         return None
-    pruned = keys[chosen]
-    low_bits = np.uint64((1 << 40) - 1)
-    for keep, array_id in zip(keeps, array_ids, strict=True):
-        mine = pruned[(pruned >> np.uint64(40)) == np.uint64(array_id)]
-        keep[(mine & low_bits).astype(np.intp)] = False
+    for index, at, start, stop in zip(
+        part_ids, positions_parts, bounds[:-1], bounds[1:], strict=True
+    ):
+        keeps[index][at[chosen[start:stop]]] = False
     return keeps
 
 
