@@ -222,6 +222,93 @@ def _bit_masks(
     return pairs
 
 
+def _fused_step(
+    optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]
+) -> Callable[[Sequence[torch.Tensor]], None] | None:
+    """``optimizer.step()`` as one direct call of torch's fused kernel, or ``None``.
+
+    For a fresh fused ``Adam`` or momentum ``SGD`` over ``parameters`` (one parameter group,
+    no AMSGrad, maximize, capturable or differentiable mode) this is the very kernel
+    ``optimizer.step()`` would call with the state it would create, so the numbers are the
+    same bit for bit; what it saves is the optimizer's per-step Python (grouping, state lookups,
+    hooks), which matters when several groups of replicas share one interpreter. Anything else
+    returns ``None`` and the caller steps the optimizer itself.
+    """
+    if len(optimizer.param_groups) != 1 or optimizer.state:
+        return None
+    group = optimizer.param_groups[0]
+    mine = list(group["params"])
+    if len(mine) != len(parameters) or any(a is not b for a, b in zip(mine, parameters, strict=True)):
+        return None
+    if not group.get("fused"):
+        return None
+    if any(group.get(flag) for flag in ("maximize", "capturable", "differentiable")):
+        return None
+    if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+        return None
+    lr = group["lr"]
+    if not isinstance(lr, float):
+        return None
+    if type(optimizer) is torch.optim.Adam:
+        if group["amsgrad"] or group.get("decoupled_weight_decay"):
+            return None
+        beta1, beta2 = (float(b) for b in group["betas"])
+        weight_decay, eps = float(group["weight_decay"]), float(group["eps"])
+        averages = [torch.zeros_like(p) for p in parameters]
+        squares = [torch.zeros_like(p) for p in parameters]
+        steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in parameters]
+
+        @torch.no_grad()
+        def adam(grads: Sequence[torch.Tensor]) -> None:
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                parameters,
+                list(grads),
+                averages,
+                squares,
+                [],
+                steps,
+                amsgrad=False,
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=weight_decay,
+                eps=eps,
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+
+        return adam
+    if type(optimizer) is torch.optim.SGD and float(group["momentum"]) != 0:
+        momentum, dampening = float(group["momentum"]), float(group["dampening"])
+        weight_decay, nesterov = float(group["weight_decay"]), bool(group["nesterov"])
+        buffers: list[torch.Tensor] = []
+
+        @torch.no_grad()
+        def sgd(grads: Sequence[torch.Tensor]) -> None:
+            first = not buffers
+            if first:
+                buffers.extend(torch.empty_like(g) for g in grads)
+            torch._fused_sgd_(
+                parameters,
+                list(grads),
+                buffers,
+                weight_decay=weight_decay,
+                momentum=momentum,
+                lr=lr,
+                dampening=dampening,
+                nesterov=nesterov,
+                maximize=False,
+                is_first_step=first,
+                grad_scale=None,
+                found_inf=None,
+            )
+
+        return sgd
+    return None
+
+
 def train_stacked(
     models: Sequence[nn.Module],
     masks: Sequence[Sequence[np.ndarray] | None],
@@ -263,26 +350,34 @@ def train_stacked(
     def new_order(r: int) -> np.ndarray:
         return rngs[r].permutation(n_train)
 
-    orders = [new_order(r) for r in range(replicas)]
+    def epoch_order() -> torch.Tensor:  # [R, n]: every replica's permutation of this epoch
+        return torch.from_numpy(np.stack([new_order(r) for r in range(replicas)])).to(device)
+
+    order = epoch_order()
     cursor = 0  # every replica draws the same batch size, so one cursor serves all
+    parameters = stack.parameters
+    step_fused = _fused_step(optimizer, parameters)
     evaluations: list[list[EvalPoint]] = [[] for _ in models]
     captured: list[list[np.ndarray] | None] = [None] * replicas
     for step in range(1, first.iterations + 1):
         if stop is not None and stop.is_set():
             raise ReplicasStoppedError(f"stopped at step {step}: another group of replicas failed")
         if cursor + batch_size > n_train:
-            orders, cursor = [new_order(r) for r in range(replicas)], 0
-        batch = torch.from_numpy(np.stack([o[cursor : cursor + batch_size] for o in orders]))
-        batch = batch.to(device)
+            order, cursor = epoch_order(), 0
+        batch = order[:, cursor : cursor + batch_size]
         cursor += batch_size
-        optimizer.zero_grad(set_to_none=True)
         logits = stack.forward(x_train[batch], shared=False)
         labels = y_train[batch]
         losses = functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
         )
-        losses.reshape(replicas, -1).mean(dim=1).sum().backward()
-        optimizer.step()
+        loss = losses.reshape(replicas, -1).mean(dim=1).sum()
+        if step_fused is not None:
+            step_fused(torch.autograd.grad(loss, parameters))
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
         apply_masks()
         for r, s in enumerate(settings):
             if step == s.capture_at:

@@ -26,7 +26,7 @@ from ltp_core.experiment.backend import TrainSettings
 from ltp_core.experiment.config import ImpConfig
 from ltp_core.experiment.imp import run_imp
 from ltp_core.pruner import LotteryTicketPruner
-from ltp_torch.batched import stackable
+from ltp_torch.batched import _fused_step, stackable
 from ltp_torch.experiment import TorchBackend
 
 
@@ -249,3 +249,42 @@ def test_imp_batched_equals_sequential_and_resumes(digits: Dataset, tmp_path: Pa
             _final_masks(tmp_path / "batched", seed, 2), _final_masks(out, seed, 2), strict=True
         ):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.Adam(p, lr=1e-2, fused=True),
+        lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=0.1, fused=True),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, fused=True),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, fused=True),
+    ],
+)
+def test_direct_fused_step_equals_the_optimizer_bit_for_bit(make) -> None:  # type: ignore[no-untyped-def]
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(3, 5, 4, generator=generator), torch.randn(3, 4, generator=generator)]
+    grads = [[torch.randn(t.shape, generator=generator) for t in start] for _ in range(4)]
+    by_optimizer = [t.clone().requires_grad_() for t in start]
+    direct = [t.clone().requires_grad_() for t in start]
+    optimizer = make(by_optimizer)
+    step = _fused_step(make(direct), direct)
+    assert step is not None
+    for g in grads:
+        for p, gp in zip(by_optimizer, g, strict=True):
+            p.grad = gp.clone()
+        optimizer.step()
+        step([gp.clone() for gp in g])
+    for a, b in zip(by_optimizer, direct, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_direct_fused_step_declines_what_it_does_not_reproduce() -> None:
+    params = [torch.zeros(2, 3, requires_grad=True)]
+    assert _fused_step(torch.optim.Adam(params, lr=1e-2), params) is None  # not fused
+    assert _fused_step(torch.optim.Adam(params, lr=1e-2, amsgrad=True, fused=True), params) is None
+    assert _fused_step(torch.optim.SGD(params, lr=0.1, fused=True), params) is None  # no momentum
+    other = [torch.zeros(2, 3, requires_grad=True)]
+    assert _fused_step(torch.optim.Adam(other, lr=1e-2, fused=True), params) is None
+    hooked = torch.optim.Adam(params, lr=1e-2, fused=True)
+    hooked.register_step_post_hook(lambda *args: None)
+    assert _fused_step(hooked, params) is None
