@@ -238,7 +238,9 @@ def _fused_step(
         return None
     group = optimizer.param_groups[0]
     mine = list(group["params"])
-    if len(mine) != len(parameters) or any(a is not b for a, b in zip(mine, parameters, strict=True)):
+    if len(mine) != len(parameters):
+        return None
+    if any(a is not b for a, b in zip(mine, parameters, strict=True)):
         return None
     if not group.get("fused"):
         return None
@@ -337,9 +339,12 @@ def train_stacked(
     optimizer = make_optimizer(stack.parameters, first)
     bit_masks = _bit_masks(stack, masks)
 
+    # int32 views of the stacked weights' storage, made once (the tensors are updated in place)
+    bit_views = [(weight.detach().view(torch.int32), bits) for weight, bits in bit_masks]
+
     def apply_masks() -> None:
-        for weight, bits in bit_masks:
-            weight.detach().view(torch.int32).bitwise_and_(bits)
+        for view, bits in bit_views:
+            view.bitwise_and_(bits)
 
     apply_masks()
     n_train = int(y_train.shape[0])
