@@ -34,7 +34,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import keras
@@ -47,6 +46,8 @@ from ltp_core.experiment.backend import (
     ProgressFn,
     TrainOutcome,
     TrainSettings,
+    check_batch_lengths,
+    settings_differ_beyond_seed,
 )
 
 from .models import build_model, output_layer
@@ -336,12 +337,7 @@ class KerasBackend:
         """
         from .batched import make_trainer, unstackable_reason
 
-        count = len(models)
-        if len(masks) != count or len(settings) != count:
-            raise ValueError(
-                "`models`, `masks` and `settings` must have the same length. Received: "
-                f"{count} models, {len(masks)} masks, {len(settings)} settings"
-            )
+        count = check_batch_lengths(models, masks, settings)
         if count == 0:
             return []
         for model in models:
@@ -363,10 +359,9 @@ class KerasBackend:
         else:
             reason = unstackable_reason(models[0])
         keys = [_architecture_key(m) for m in models]
-        common = [replace(s, seed=0, capture_at=None) for s in settings]
         if reason is None and (keys[0] is None or any(k != keys[0] for k in keys)):
             reason = "the models differ in architecture"
-        if reason is None and any(c != common[0] for c in common):
+        if reason is None and settings_differ_beyond_seed(settings):
             reason = "the runs' settings differ in more than seed and capture_at"
         if reason is not None:
             if reason not in self._sequential_reasons:

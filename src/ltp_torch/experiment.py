@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ from ltp_core.experiment.backend import (
     ProgressFn,
     TrainOutcome,
     TrainSettings,
+    check_batch_lengths,
+    settings_differ_beyond_seed,
 )
 from ltp_torch.batched import ReplicasStoppedError
 from ltp_torch.hook import PrunerHook
@@ -45,6 +48,8 @@ from ltp_torch.parameters import describe_selection, find_prunable_parameters, u
 from ltp_torch.pruner import LotteryTicketPruner
 
 __all__ = ["TorchBackend", "resolve_device"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,7 @@ class TorchBackend:
         self.num_threads = num_threads
         self.eval_batch_size = eval_batch_size
         self.parallel_groups = parallel_groups
+        self._sequential_reasons: set[str] = set()
         self._cache: tuple[Dataset, _Tensors] | None = None
 
     # -- models and weights ------------------------------------------------------------------
@@ -326,7 +332,8 @@ class TorchBackend:
 
         Each model trains as :meth:`train` would train it alone (its own masks, data order from
         its ``settings.seed``, optimizer state, evaluations and ``capture_at`` snapshot), up to
-        float32 rounding; the models are updated in place.
+        float32 rounding; the models are updated in place. Each outcome's ``seconds`` is the
+        call's wall time divided by the number of models.
 
         Returns:
             One outcome per model, or ``None`` when these models cannot train together (an
@@ -339,22 +346,22 @@ class TorchBackend:
         """
         from ltp_torch.batched import stackable, train_stacked
 
-        count = len(models)
-        if len(masks) != count or len(settings) != count:
-            raise ValueError(
-                "`models`, `masks` and `settings` must have the same length. Received: "
-                f"{count} models, {len(masks)} masks, {len(settings)} settings"
-            )
+        count = check_batch_lengths(models, masks, settings)
         if count == 0:
             return []
         shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
-        common = [replace(s, seed=0, capture_at=None) for s in settings]
-        if (
-            not all(stackable(m) for m in models)
-            or any(shape != shapes[0] for shape in shapes)
-            or any(c != common[0] for c in common)
-            or any(len(list(m.buffers())) for m in models)
-        ):
+        reason = None
+        if not all(stackable(m) for m in models) or any(len(list(m.buffers())) for m in models):
+            reason = (
+                "the model is not an nn.Sequential of Linear, Conv2d, ReLU, MaxPool2d, Flatten "
+                "and Dropout(p=0) without buffers"
+            )
+        elif any(shape != shapes[0] for shape in shapes):
+            reason = "the models differ in architecture"
+        elif settings_differ_beyond_seed(settings):
+            reason = "the runs' settings differ in more than seed and capture_at"
+        if reason is not None:
+            self._say_sequential(reason)
             return None
         first = settings[0]
         tensors = self._tensors(data)
@@ -374,7 +381,8 @@ class TorchBackend:
             if replica_masks is not None:
                 LotteryTicketPruner(models[0]).set_masks(replica_masks)  # validates shapes
         weights = [n for n, _ in models[0].named_parameters() if n.endswith("weight")]
-        if names != weights:  # the prunable weights are not every Linear/Conv2d weight
+        if names != weights:
+            self._say_sequential("the prunable weights are not every Linear/Conv2d weight")
             return None
 
         def evaluate(stack: Any, split: str) -> tuple[list[float], list[float]]:
@@ -406,13 +414,16 @@ class TorchBackend:
                 stop,
             )
 
+        start = time.perf_counter()
         with self._threads():
             if len(groups) == 1:
                 outcomes = train_group(groups[0])
             else:
                 outcomes = _run_groups(train_group, groups, stop)
+        seconds = (time.perf_counter() - start) / count  # the groups ran at the same time
         threads = torch.get_num_threads() if self.num_threads is None else self.num_threads
         for outcome in outcomes:
+            outcome.seconds = seconds
             outcome.extra.update(
                 {
                     "device": str(self.device),
@@ -422,6 +433,12 @@ class TorchBackend:
                 }
             )
         return outcomes
+
+    def _say_sequential(self, reason: str) -> None:
+        """Log once per reason that a level's runs train one at a time."""
+        if reason not in self._sequential_reasons:
+            self._sequential_reasons.add(reason)
+            logger.info("training the runs one at a time: %s", reason)
 
     def _group_count(self, replicas: int) -> int:
         """How many stacked groups train in parallel (see ``parallel_groups``)."""

@@ -139,6 +139,7 @@ def test_parallel_groups_give_the_same_results_as_one_program(digits: Dataset) -
     one, one_outcomes = _train_grouped(digits, 1)
     for groups in (2, 3):
         split, split_outcomes = _train_grouped(digits, groups)
+        assert len({o.seconds for o in split_outcomes}) == 1  # the call's wall time / models
         for r in range(5):
             for a, b in zip(backend.snapshot(one[r]), backend.snapshot(split[r]), strict=True):
                 np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)

@@ -8,8 +8,8 @@ framework-free and lives in :mod:`ltp_core.experiment`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence, Sized
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +27,9 @@ __all__ = [
     "TrainOutcome",
     "TrainSettings",
     "TrainingBackend",
+    "check_batch_lengths",
     "load_backend",
+    "settings_differ_beyond_seed",
 ]
 
 LayerKind = Literal["dense", "conv", "output"]
@@ -168,6 +170,37 @@ class TrainingBackend(Protocol):
     def versions(self) -> dict[str, str]:
         """Versions of the framework packages, for the results file."""
         ...
+
+
+def check_batch_lengths(models: Sized, masks: Sized, settings: Sized) -> int:
+    """The number of runs a backend's ``train_batched`` got, or a ``ValueError`` on a mismatch.
+
+    Example:
+        >>> check_batch_lengths([1, 2], [None, None], ["a", "b"])
+        2
+    """
+    count = len(models)
+    if len(masks) != count or len(settings) != count:
+        raise ValueError(
+            "`models`, `masks` and `settings` must have the same length. Received: "
+            f"{count} models, {len(masks)} masks, {len(settings)} settings"
+        )
+    return count
+
+
+def settings_differ_beyond_seed(settings: Sequence[TrainSettings]) -> bool:
+    """Whether the runs' settings differ in more than ``seed`` and ``capture_at``.
+
+    Runs that train together share everything else (steps, batch size, optimizer, evaluation).
+
+    Example:
+        >>> settings_differ_beyond_seed([TrainSettings(10, seed=1), TrainSettings(10, seed=2)])
+        False
+        >>> settings_differ_beyond_seed([TrainSettings(10), TrainSettings(20)])
+        True
+    """
+    common = [replace(s, seed=0, capture_at=None) for s in settings]
+    return any(c != common[0] for c in common)
 
 
 def load_backend(framework: str, **options: Any) -> TrainingBackend:
