@@ -45,7 +45,7 @@ import numpy as np
 
 from ltp_core.experiment.backend import TrainSettings
 
-from .runners import _loss, _new_optimizer, _reset_optimizer
+from .runners import _loss, _new_optimizer, _padded_batches, _reset_optimizer
 from .variables import default_prunable_variables
 
 __all__ = ["stackable", "unstackable_reason"]
@@ -326,15 +326,10 @@ class StackedTrainer:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits ``[R, n, classes]`` of ``x`` (inference), one fixed-size batch at a time."""
-        size = self.eval_batch_size
-        out = []
-        for start in range(0, len(x), size):
-            batch = x[start : start + size]
-            n = len(batch)
-            if n < size:  # pad so that every call has the compiled shape
-                pad = np.zeros((size - n, *batch.shape[1:]), dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
-            out.append(self._forward_batch(batch)[:, :n])
+        out = [
+            self._forward_batch(batch)[:, :n]
+            for batch, n in _padded_batches(x, self.eval_batch_size)
+        ]
         return np.concatenate(out, axis=1)
 
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
@@ -28,6 +28,24 @@ __all__ = ["BatchOrder"]
 logger = logging.getLogger(__name__)
 
 _OPTIMIZERS = ("adam", "sgd")
+
+
+def _padded_batches(x: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """``x`` in batches of exactly ``size`` rows (the last zero-padded) and each one's real rows.
+
+    Every call of a compiled forward pass then has the same shape.
+
+    Example:
+        >>> [(b.shape[0], n) for b, n in _padded_batches(np.ones((5, 2)), 2)]
+        [(2, 2), (2, 2), (2, 1)]
+    """
+    for start in range(0, len(x), size):
+        batch = x[start : start + size]
+        n = len(batch)
+        if n < size:
+            pad = np.zeros((size - n, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        yield batch, n
 
 
 class BatchOrder:
@@ -186,15 +204,9 @@ class _Runner:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits of ``x`` (inference mode), one fixed-size compiled batch at a time."""
-        size = self.eval_batch_size
-        out = []
-        for start in range(0, len(x), size):
-            batch = x[start : start + size]
-            n = len(batch)
-            if n < size:  # pad so that every call has the compiled shape
-                pad = np.zeros((size - n, *batch.shape[1:]), dtype=batch.dtype)
-                batch = np.concatenate([batch, pad])
-            out.append(self._forward_batch(batch)[:n])
+        out = [
+            self._forward_batch(batch)[:n] for batch, n in _padded_batches(x, self.eval_batch_size)
+        ]
         return np.concatenate(out)
 
     def _forward_batch(self, x: np.ndarray) -> np.ndarray:
