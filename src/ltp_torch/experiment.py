@@ -266,17 +266,8 @@ class TorchBackend:
         start = time.perf_counter()
         tensors = self._tensors(data)
         n_train = int(tensors.y_train.shape[0])
+        _check_steps(settings, n_train)
         batch_size = int(settings.batch_size)
-        if not 1 <= batch_size <= n_train:
-            raise ValueError(
-                f"`batch_size` must be between 1 and the number of training examples ({n_train}). "
-                f"Received: batch_size={settings.batch_size!r}"
-            )
-        if settings.iterations < 1 or settings.eval_every < 1:
-            raise ValueError(
-                "`iterations` and `eval_every` must be positive. Received: "
-                f"iterations={settings.iterations!r}, eval_every={settings.eval_every!r}"
-            )
         optimizer = _make_optimizer(model, settings)
         hook = None
         if masks is not None:
@@ -365,17 +356,7 @@ class TorchBackend:
             return None
         first = settings[0]
         tensors = self._tensors(data)
-        n_train = int(tensors.y_train.shape[0])
-        if not 1 <= int(first.batch_size) <= n_train:
-            raise ValueError(
-                f"`batch_size` must be between 1 and the number of training examples ({n_train}). "
-                f"Received: batch_size={first.batch_size!r}"
-            )
-        if first.iterations < 1 or first.eval_every < 1:
-            raise ValueError(
-                "`iterations` and `eval_every` must be positive. Received: "
-                f"iterations={first.iterations!r}, eval_every={first.eval_every!r}"
-            )
+        _check_steps(first, int(tensors.y_train.shape[0]))
         names = self.layer_names(models[0])
         for replica_masks in masks:
             if replica_masks is not None:
@@ -533,6 +514,20 @@ class TorchBackend:
             yield
         finally:
             torch.set_num_threads(previous)
+
+
+def _check_steps(settings: TrainSettings, n_train: int) -> None:
+    """``ValueError`` unless the batch fits the training data and the step counts are positive."""
+    if not 1 <= int(settings.batch_size) <= n_train:
+        raise ValueError(
+            f"`batch_size` must be between 1 and the number of training examples ({n_train}). "
+            f"Received: batch_size={settings.batch_size!r}"
+        )
+    if settings.iterations < 1 or settings.eval_every < 1:
+        raise ValueError(
+            "`iterations` and `eval_every` must be positive. Received: "
+            f"iterations={settings.iterations!r}, eval_every={settings.eval_every!r}"
+        )
 
 
 def _usable_cores() -> int:
