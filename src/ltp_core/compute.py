@@ -28,7 +28,7 @@ from .selection import (
     keep_after_pruning_smallest,
     keep_after_pruning_smallest_capped,
 )
-from .strategies import ROLES, Strategy, resolve_strategy
+from .strategies import ROLES, NonFiniteInputError, Strategy, resolve_strategy
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
 
 __all__ = [
@@ -234,9 +234,7 @@ def compute_masks(
     for indices, multiplier in groups:
         sources: list[ScoreSource] | None = None
         if criterion.select is not None:  # an exact selection of its own (lamp): no scores yet
-            for role in criterion.needs:
-                for i in indices:
-                    _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
+            # it refuses NaN/Inf itself (NonFiniteInputError, named below) in a pass it makes anyway
             n_alives = [_alive_count(alive[i], sizes[i]) for i in indices]
         else:
             sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
@@ -257,6 +255,9 @@ def compute_masks(
             [layer_names[i] for i in indices],
         )
         if sources is None and caps is not None:  # floors: the generic capped selection
+            for role in criterion.needs:
+                for i in indices:
+                    _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
             sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
         if criterion.keeps_one_per_layer and len(indices) > 1:
             layers_alive = sum(1 for count in n_alives if count)
@@ -278,13 +279,19 @@ def compute_masks(
         if sources is None:
             if criterion.select is None:  # pragma: no cover - sources are built otherwise
                 raise RuntimeError("no selection for this strategy; please report this as a bug")
-            flats = criterion.select(
-                [as_flat(arrays[criterion.needs[0]][i]) for i in indices],
-                [alive[i] for i in indices],
-                list(indices),
-                k,
-                salt,
-            )
+            role = criterion.needs[0]
+            try:
+                flats = criterion.select(
+                    [as_flat(arrays[role][i]) for i in indices],
+                    [alive[i] for i in indices],
+                    list(indices),
+                    k,
+                    salt,
+                )
+            except NonFiniteInputError as found:
+                i = indices[found.position]
+                _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
+                raise  # pragma: no cover - the check above raises the named error
         elif counts is not None:
             flats = [
                 keep_after_pruning_smallest([source], count, salt)[0]

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .parallel import selection_threads, thread_map
 from .validation import short_repr
 
 logger = logging.getLogger(__name__)
@@ -330,13 +331,34 @@ def _lamp_select_sorted(
     return keeps
 
 
+class NonFiniteInputError(ValueError):
+    """Raised by a ``Criterion.select`` that found NaN or infinite weights (``position``: which
+    of the arrays it was given); the caller turns it into the error that names the layer."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"non-finite weights in the selection's array {position}")
+        self.position = position
+
+
+def _refuse_nonfinite(trained: Sequence[np.ndarray], first: int = 0, chunk: int = 1 << 20) -> None:
+    """Raise :class:`NonFiniteInputError` for the first array holding NaN or infinite entries
+    (positions counted from ``first``)."""
+    for position, flat in enumerate(trained, first):
+        for begin in range(0, flat.size, chunk):
+            part = flat[begin : begin + chunk]
+            if part.size and not (np.isfinite(part.max()) and np.isfinite(part.min())):
+                raise NonFiniteInputError(position)
+
+
 _LAMP_SAMPLED_MIN = 1 << 20
 """Scopes with at least this many alive weights select ``lamp`` from a sampled bracket (no sort
 of every layer, :func:`_lamp_select_sampled`); smaller ones sort every layer (exact path)."""
 
 _LAMP_CHUNK = 1 << 17  # entries per step of the sampled selection's passes
+_LAMP_PIECE_CHUNKS = 32  # chunks per work item of those passes (threads take items)
 _LAMP_SAMPLE_FACTOR = 2.0  # a scope of n alive weights samples this times n ** (2/3)
 _LAMP_MIN_SAMPLE = 1 << 12  # smallest sample of a scope (draws over all its layers)
+_LAMP_MAX_SAMPLE = 1 << 18  # largest sample of a scope (times the widening of a retry)
 _LAMP_MIN_DRAWS = 64  # smallest sample of one layer
 _LAMP_ALL_CANDIDATES = 1 << 14  # layers with at most this many alive weights: all candidates
 _LAMP_SIGMAS = 3.0  # standard errors on each side of the sampled estimates
@@ -357,7 +379,9 @@ def _lamp_select(
     (sums of squares in another order than the sequential running sum, so scores may differ
     from :func:`_lamp_scores` in the last bits); if its bracket misses twice, or for smaller
     scopes, :func:`_lamp_select_sorted` gives the bit-for-bit result of ranking
-    :func:`_lamp_scores`.
+    :func:`_lamp_scores`. NaN or infinite weights (alive or not) raise
+    :class:`NonFiniteInputError`: the sampled path sees them in its float32 sums of squares (NaN
+    and infinity propagate through them), so no separate checking pass is made.
     """
     n_alive = sum(
         flat.size if mask is None else int(np.count_nonzero(mask))
@@ -369,6 +393,8 @@ def _lamp_select(
             if result is not None:
                 return result
         logger.debug("lamp: sampled bracket missed twice; sorting every layer")
+    else:  # the sampled path checks finiteness as it sums the squares
+        _refuse_nonfinite(trained)
     return _lamp_select_sorted(trained, alive, array_ids, k, salt)
 
 
@@ -418,11 +444,47 @@ class _LampEstimate:
         return t_lo, max(t_hi, t_lo)
 
 
+def _lamp_exact(flat: np.ndarray, n_alive: int, draws: int) -> bool:
+    """Whether a layer's sample is all its alive weights (every one a candidate)."""
+    return n_alive <= _LAMP_ALL_CANDIDATES or draws >= flat.size
+
+
+def _lamp_piece_sums(
+    flat: np.ndarray, mask: np.ndarray | None, begin: int, end: int
+) -> list[float]:
+    """float32 (float64 for float64 weights) sums of squares of alive weights, per chunk.
+
+    NaN and infinity propagate into the sums, dead entries' too (their product with the 0 of
+    the mask is NaN), so a finite result means finite weights.
+    """
+    sums = []
+    for start in range(begin, end, _LAMP_CHUNK):
+        stop = min(start + _LAMP_CHUNK, end)
+        chunk = flat[start:stop]
+        if chunk.dtype != np.float64:
+            chunk = chunk.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # seen in the sum, handled there
+            other = chunk if mask is None else chunk * mask[start:stop]
+            sums.append(float(np.dot(chunk, other)))
+    return sums
+
+
+def _pieces(size: int) -> list[tuple[int, int]]:
+    """``[begin, end)`` work items of ``_LAMP_PIECE_CHUNKS`` chunks (chunks as in one pass)."""
+    piece = _LAMP_PIECE_CHUNKS * _LAMP_CHUNK
+    return [(begin, min(begin + piece, size)) for begin in range(0, size, piece)]
+
+
 def _lamp_estimate(
-    flat: np.ndarray, mask: np.ndarray | None, n_alive: int, draws: int, rng: np.random.Generator
+    flat: np.ndarray,
+    mask: np.ndarray | None,
+    n_alive: int,
+    draws: int,
+    rng: np.random.Generator,
+    total: float,
 ) -> _LampEstimate:
-    exact = n_alive <= _LAMP_ALL_CANDIDATES or draws >= flat.size
-    if exact:
+    """One layer's sample; ``total``: its sum of squares (from :func:`_lamp_piece_sums`)."""
+    if _lamp_exact(flat, n_alive, draws):
         values = _lamp_magnitudes(flat if mask is None else flat[mask]).astype(np.float64)
         values.sort()
         squares = np.square(values)
@@ -437,13 +499,6 @@ def _lamp_estimate(
     sample = _lamp_magnitudes(flat[index]).astype(np.float64)
     sample.sort()
     weight = n_alive / max(sample.size, 1)
-    total = 0.0
-    for begin in range(0, flat.size, _LAMP_CHUNK):  # float32 dot: an estimate, widened later
-        chunk = flat[begin : begin + _LAMP_CHUNK]
-        if chunk.dtype != np.float64:
-            chunk = chunk.astype(np.float32, copy=False)
-        other = chunk if mask is None else chunk * mask[begin : begin + _LAMP_CHUNK]
-        total += float(np.dot(chunk, other))
     squares = np.square(sample)
     prefix = np.concatenate(([0.0], np.cumsum(squares))) * weight
     error = np.concatenate(([0.0], np.cumsum(np.square(squares))))
@@ -532,16 +587,36 @@ def _lamp_select_sampled(
     ]
     n = sum(n_alives)
     sizes = sum(flat.size for flat in trained)
-    target = min(widen * (1 << 18), max(_LAMP_MIN_SAMPLE, _LAMP_SAMPLE_FACTOR * n ** (2 / 3)))
+    target = min(
+        widen * _LAMP_MAX_SAMPLE, max(_LAMP_MIN_SAMPLE, _LAMP_SAMPLE_FACTOR * n ** (2 / 3))
+    )
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
-    estimates = [
-        _lamp_estimate(
-            flat, mask, count, max(_LAMP_MIN_DRAWS, math.ceil(target * flat.size / sizes)), rng
-        )
-        if count
-        else None
-        for flat, mask, count in zip(trained, alive, n_alives, strict=True)
+    draws = [max(_LAMP_MIN_DRAWS, math.ceil(target * flat.size / sizes)) for flat in trained]
+    threads = selection_threads(n)
+    sampled = [
+        i
+        for i, (flat, count) in enumerate(zip(trained, n_alives, strict=True))
+        if count and not _lamp_exact(flat, count, draws[i])
     ]
+    items = [(i, begin, end) for i in sampled for begin, end in _pieces(trained[i].size)]
+    piece_sums = thread_map(
+        lambda i, begin, end: _lamp_piece_sums(trained[i], alive[i], begin, end), items, threads
+    )
+    totals = dict.fromkeys(sampled, 0.0)
+    for (i, _, _), sums in zip(items, piece_sums, strict=True):
+        for value in sums:  # in chunk order: the sum one thread would make
+            totals[i] += value
+    estimates = [
+        _lamp_estimate(flat, mask, count, draws[i], rng, totals.get(i, 0.0)) if count else None
+        for i, (flat, mask, count) in enumerate(zip(trained, alive, n_alives, strict=True))
+    ]
+    for position, (flat, e) in enumerate(zip(trained, estimates, strict=True)):
+        if e is None or e.exact or not math.isfinite(e.total):
+            # the sums of squares saw every entry of the sampled layers (a dead NaN too: its
+            # product with the 0 of the mask is NaN); the others are checked here
+            _refuse_nonfinite([flat], position)
+        if e is not None and not math.isfinite(e.total):
+            return None  # finite weights whose float32 squares overflow: the sorted path
     used = [e for e in estimates if e is not None]
     weights = [e.weight for e in used]
     central = [_lamp_sample_scores(e, 0) for e in used]
@@ -557,84 +632,36 @@ def _lamp_select_sampled(
     s_b = _score_at_count([_lamp_sample_scores(e, 1) for e in used], weights, k + delta)
 
     keeps: list[np.ndarray] = []
-    below_total = 0
-    scores_parts: list[np.ndarray] = []
-    positions_parts: list[np.ndarray] = []  # flat positions of the candidates, score order
-    part_ids: list[int] = []
-    low_bound = -math.inf  # every pruned-below weight scores under this
-    high_bound = math.inf  # every kept-above weight scores over this
-    for flat, mask, array_id, e in zip(trained, alive, array_ids, estimates, strict=True):
-        keep = np.empty(flat.size, dtype=bool) if e is not None else np.zeros(flat.size, bool)
-        keeps.append(keep)
+    limits: dict[int, tuple[np.floating[Any], np.floating[Any]]] = {}
+    for i, (flat, e) in enumerate(zip(trained, estimates, strict=True)):
         if e is None:
+            keeps.append(np.zeros(flat.size, dtype=bool))
             continue
-        if e.exact or s_b >= 1.0:
-            t_lo, t_hi = 0.0, math.inf
-        else:
-            t_lo, t_hi = e.magnitude_bounds(s_a, s_b)
-        dtype = np.float64 if flat.dtype == np.float64 else np.float32
-        lo, hi = dtype(t_lo), dtype(min(t_hi, float(np.finfo(dtype).max)))
-        # zeros (score 0) are never above hi, and squares above hi never underflow to 0
-        hi = max(hi, dtype(2.0**-500) if dtype == np.float64 else np.nextafter(dtype(0), dtype(1)))
-        if t_hi == math.inf:
-            hi = dtype(np.inf)
-        above = 0.0  # squares at or above hi are positive: above > 0 when any is alive
-        below = 0
-        positions: list[np.ndarray] = []
-        values: list[np.ndarray] = []
-        step = max(1, _LAMP_CHUNK)
-        magnitude_buffer = np.empty(min(step, flat.size), dtype)
-        zeroed_buffer = np.empty_like(magnitude_buffer)
-        wide_buffer = np.empty(magnitude_buffer.size)
-        top_buffer = np.empty(magnitude_buffer.size, dtype=bool)
-        for begin in range(0, flat.size, step):
-            end = min(begin + step, flat.size)
-            size = end - begin
-            magnitude = magnitude_buffer[:size]
-            np.abs(flat[begin:end], out=magnitude)
-            part = keep[begin:end]
-            np.greater_equal(magnitude, lo, out=part)
-            if mask is not None:
-                np.logical_and(part, mask[begin:end], out=part)
-                below += int(np.count_nonzero(mask[begin:end])) - int(np.count_nonzero(part))
-            else:
-                below += size - int(np.count_nonzero(part))
-            if hi != np.inf:
-                top = top_buffer[:size]
-                np.greater_equal(magnitude, hi, out=top)
-                if mask is not None:
-                    np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
-                zeroed = zeroed_buffer[:size]
-                np.multiply(magnitude, top, out=zeroed)
-                wide = wide_buffer[:size]
-                wide[...] = zeroed  # squares of float32 are exact in float64
-                above += float(np.dot(wide, wide))
-                np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
-                found = np.flatnonzero(top)
-            else:
-                found = np.flatnonzero(part)
-            positions.append(found + begin)
-            values.append(magnitude[found])
-        found = np.concatenate(positions)
-        magnitudes = np.concatenate(values)
-        order = _magnitude_order(magnitudes)  # equal magnitudes in position order
-        squares = np.square(magnitudes[order], dtype=np.float64)
-        suffix = np.cumsum(squares[::-1])[::-1]
-        suffix += above
-        np.divide(squares, suffix, out=squares, where=suffix > 0)
-        if above == 0.0 and squares.size:
-            squares[-1] = 1.0  # the layer's largest weight
-        candidates_sum = float(suffix[0]) if suffix.size else above
-        below_total += below
-        if below:
-            bound = float(lo) ** 2 / candidates_sum if candidates_sum > 0 else 0.0
-            low_bound = max(low_bound, bound * (1.0 + _LAMP_MARGIN))
-        if above > 0.0:
-            high_bound = min(high_bound, float(hi) ** 2 / above / (1.0 + _LAMP_MARGIN))
-        logger.debug("lamp layer %d: %d below, %d candidates", array_id, below, squares.size)
-        scores_parts.append(squares)
-        positions_parts.append(found[order])
-        part_ids.append(len(keeps) - 1)
+        keeps.append(np.empty(flat.size, dtype=bool))
+        t_lo, t_hi = (0.0, math.inf) if e.exact or s_b >= 1.0 else e.magnitude_bounds(s_a, s_b)
+        limits[i] = _magnitude_limits(flat.dtype, t_lo, t_hi)
+    items = [(i, begin, end) for i in limits for begin, end in _pieces(trained[i].size)]
+    pieces = thread_map(
+        lambda i, begin, end: _lamp_pass_piece(
+            trained[i], alive[i], keeps[i], begin, end, *limits[i]
+        ),
+        items,
+        threads,
+    )
+    by_layer: dict[int, list[_LampPass]] = {i: [] for i in limits}
+    for (i, _, _), piece in zip(items, pieces, strict=True):
+        by_layer[i].append(piece)
+    layers = thread_map(
+        lambda i: _lamp_candidates(by_layer[i], *limits[i], array_ids[i]),
+        [(i,) for i in limits],
+        threads,
+    )
+    below_total = sum(layer.below for layer in layers)
+    low_bound = max((layer.low_bound for layer in layers), default=-math.inf)
+    high_bound = min((layer.high_bound for layer in layers), default=math.inf)
+    scores_parts = [layer.scores for layer in layers]
+    positions_parts = [layer.positions for layer in layers]
+    part_ids = list(limits)
     need = k - below_total
     scores = np.concatenate(scores_parts)
     if not 0 <= need <= scores.size or low_bound >= high_bound:
@@ -664,6 +691,115 @@ def _lamp_select_sampled(
     ):
         keeps[index][at[chosen[start:stop]]] = False
     return keeps
+
+
+def _magnitude_limits(
+    dtype: np.dtype[Any], t_lo: float, t_hi: float
+) -> tuple[np.floating[Any], np.floating[Any]]:
+    """``(lo, hi)`` in the magnitudes' float: prune below ``lo``, candidates in ``[lo, hi)``."""
+    kind = np.float64 if dtype == np.float64 else np.float32
+    lo, hi = kind(t_lo), kind(min(t_hi, float(np.finfo(kind).max)))
+    # zeros (score 0) are never above hi, and squares above hi never underflow to 0
+    hi = max(hi, kind(2.0**-500) if kind == np.float64 else np.nextafter(kind(0), kind(1)))
+    if t_hi == math.inf:
+        hi = kind(np.inf)
+    return lo, hi
+
+
+@dataclass
+class _LampPass:
+    """One piece of a layer's pass: weights pruned below ``lo``, float64 sums of squares at or
+    above ``hi`` per chunk, and the candidates in between (positions in the layer, magnitudes)."""
+
+    below: int
+    sums: list[float]
+    positions: list[np.ndarray]
+    values: list[np.ndarray]
+
+
+def _lamp_pass_piece(
+    flat: np.ndarray,
+    mask: np.ndarray | None,
+    keep: np.ndarray,
+    begin: int,
+    end: int,
+    lo: np.floating[Any],
+    hi: np.floating[Any],
+) -> _LampPass:
+    """Write ``keep[begin:end]`` (alive and ``|w| >= lo``) and collect what the layer needs."""
+    result = _LampPass(0, [], [], [])
+    size = min(_LAMP_CHUNK, end - begin)
+    magnitude_buffer = np.empty(size, np.float64 if flat.dtype == np.float64 else np.float32)
+    wide_buffer = np.empty(size)
+    top_buffer = np.empty(size, dtype=bool)
+    for start in range(begin, end, _LAMP_CHUNK):
+        stop = min(start + _LAMP_CHUNK, end)
+        size = stop - start
+        magnitude = magnitude_buffer[:size]
+        np.abs(flat[start:stop], out=magnitude)
+        part = keep[start:stop]
+        np.greater_equal(magnitude, lo, out=part)
+        if mask is not None:
+            np.logical_and(part, mask[start:stop], out=part)
+        if hi != np.inf:
+            top = top_buffer[:size]
+            np.greater_equal(magnitude, hi, out=top)
+            if mask is not None:
+                np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
+            wide = wide_buffer[:size]
+            np.multiply(magnitude, top, out=wide)  # squares of float32 are exact in float64
+            result.sums.append(float(np.dot(wide, wide)))
+            np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
+            found = np.flatnonzero(top)
+        else:
+            found = np.flatnonzero(part)
+        result.positions.append(found + start)
+        result.values.append(magnitude[found])
+    alive = end - begin if mask is None else int(np.count_nonzero(mask[begin:end]))
+    result.below = alive - int(np.count_nonzero(keep[begin:end]))  # one count per piece
+    return result
+
+
+@dataclass
+class _LampCandidates:
+    """A layer's exact candidate scores (ascending), their positions, and its bounds."""
+
+    below: int
+    scores: np.ndarray
+    positions: np.ndarray
+    low_bound: float  # every weight pruned below lo scores under this
+    high_bound: float  # every weight kept above hi scores over this
+
+
+def _lamp_candidates(
+    pieces: list[_LampPass], lo: np.floating[Any], hi: np.floating[Any], array_id: int
+) -> _LampCandidates:
+    """Exact scores of a layer's candidates from its pieces (sums added in chunk order)."""
+    above = 0.0  # squares at or above hi are positive: above > 0 when any is alive
+    below = 0
+    for piece in pieces:
+        below += piece.below
+        for value in piece.sums:
+            above += value
+    found = np.concatenate([p for piece in pieces for p in piece.positions])
+    magnitudes = np.concatenate([v for piece in pieces for v in piece.values])
+    order = _magnitude_order(magnitudes)  # equal magnitudes in position order
+    squares = np.square(magnitudes[order], dtype=np.float64)
+    suffix = np.cumsum(squares[::-1])[::-1]
+    suffix += above
+    np.divide(squares, suffix, out=squares, where=suffix > 0)
+    if above == 0.0 and squares.size:
+        squares[-1] = 1.0  # the layer's largest weight
+    candidates_sum = float(suffix[0]) if suffix.size else above
+    low_bound = -math.inf
+    if below:
+        bound = float(lo) ** 2 / candidates_sum if candidates_sum > 0 else 0.0
+        low_bound = bound * (1.0 + _LAMP_MARGIN)
+    high_bound = math.inf
+    if above > 0.0:
+        high_bound = float(hi) ** 2 / above / (1.0 + _LAMP_MARGIN)
+    logger.debug("lamp layer %d: %d below, %d candidates", array_id, below, squares.size)
+    return _LampCandidates(below, squares, found[order], low_bound, high_bound)
 
 
 def _keep_at_least(keep: np.ndarray, flat: np.ndarray, value: float) -> None:

@@ -504,3 +504,94 @@ def test_sampled_lamp_selection_falls_back_when_the_bracket_misses(
             got, strategies._lamp_select_sorted(trained, alive, [0, 1], 2000, 0), strict=True
         )
     )
+
+
+def _sampled_lamp_problem(case: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(11)
+    dtype = np.float16 if case == "float16" else np.float32
+    trained = [
+        (rng.standard_normal(n) * c).astype(dtype)
+        for n, c in ((20_000, 1.0), (9_000, 2.5), (5_000, 0.2), (40, 1.0))
+    ]
+    alive = [np.ones(w.size, bool) for w in trained]
+    if case == "masked":
+        alive = [rng.random(w.size) > 0.4 for w in trained]
+    return trained, alive
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("case", ["normal", "masked", "float16"])
+def test_sampled_lamp_selection_is_the_same_on_any_number_of_threads(
+    case: str, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the passes run as work items on threads; their sums are added in chunk order, so the
+    # masks are bit for bit those of one thread
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_LAMP_CHUNK", 1 << 9)
+    monkeypatch.setattr(strategies, "_LAMP_PIECE_CHUNKS", 3)
+    trained, alive = _sampled_lamp_problem(case)
+    k = count_to_prune(0.3, sum(int(m.sum()) for m in alive))
+    used: list[tuple[int, int]] = []
+    real_map = strategies.thread_map
+
+    def spy(fn, items, count):  # type: ignore[no-untyped-def]
+        used.append((count, len(items)))
+        return real_map(fn, items, count)
+
+    monkeypatch.setattr(strategies, "thread_map", spy)
+    monkeypatch.setattr(strategies, "selection_threads", lambda entries: 1)
+    one = strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 9, 1.0)
+    monkeypatch.setattr(strategies, "selection_threads", lambda entries: threads)
+    used.clear()
+    many = strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 9, 1.0)
+    assert one is not None and many is not None
+    assert all(np.array_equal(a, b) for a, b in zip(one, many, strict=True))
+    assert any(count == threads and items > threads for count, items in used)
+    scores = strategies._lamp_scores({"trained": trained}, alive)
+    assert_lamp_matches_scores(many, scores, alive, k)
+
+
+@pytest.mark.parametrize("where", ["alive", "dead", "small layer", "empty layer"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_sampled_lamp_refuses_non_finite_weights_it_sums(
+    where: str, bad: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no separate checking pass: the sums of squares see NaN/Inf, dead entries' too
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_LAMP_CHUNK", 1 << 9)
+    trained, alive = _sampled_lamp_problem("masked")
+    layer = {"alive": 1, "dead": 0, "small layer": 3, "empty layer": 2}[where]
+    if where == "empty layer":
+        alive[2][:] = False
+        position = 7
+    else:
+        position = int(np.flatnonzero(~alive[layer] if where == "dead" else alive[layer])[0])
+    before = [w.copy() for w in trained]
+    trained[layer][position] = bad
+    names = [f"block{i}" for i in range(4)]
+    with pytest.raises(ValueError, match="NaN or infinite") as info:
+        compute_masks("lamp", 0.3, trained=trained, masks=alive, names=names)
+    assert f"trained[{layer}] (block{layer})" in str(info.value)
+    assert "Received" in str(info.value)
+    trained[layer][position] = before[layer][position]
+    assert len(compute_masks("lamp", 0.3, trained=trained, masks=alive, names=names)) == 4
+
+
+def test_sampled_lamp_with_squares_beyond_float32_sorts_instead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # finite weights whose float32 squares overflow: no error, the exact sorted selection
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    trained, alive = _sampled_lamp_problem("normal")
+    trained[0] = trained[0] * np.float32(1e20)
+    k = count_to_prune(0.3, sum(w.size for w in trained))
+    assert strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 1, 1.0) is None
+    got = compute_masks("lamp", 0.3, trained=trained)
+    scores = strategies._lamp_scores({"trained": trained}, alive)
+    assert_lamp_matches_scores([m.reshape(-1) for m in got], scores, alive, k)
