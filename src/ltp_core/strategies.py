@@ -508,51 +508,61 @@ def _lamp_estimate(
     return _LampEstimate(sample, weight, total, prefix, error, False)
 
 
-def _lamp_sample_scores(est: _LampEstimate, side: int) -> np.ndarray:
-    """Estimated scores of the sample (side -1: lower bounds, 0: central, +1: upper bounds)."""
-    squares = np.square(est.sample)
-    below = est.prefix[:-1] - side * est.error[:-1]
-    rest = est.total - np.clip(below, 0.0, est.total)
-    scores: np.ndarray = np.ones_like(squares)
-    np.divide(squares, rest, out=scores, where=rest > squares)
-    np.maximum.accumulate(scores, out=scores)
-    return scores
+class _SampleCurves:
+    """Every layer's sample scores side by side, for the bracket of the threshold score.
 
-
-def _score_at_count(curves: list[np.ndarray], weights: list[float], count: float) -> float:
-    """Smallest curve value ``s`` with ``sum(weight * #{curve <= s}) >= count`` (``inf`` if none).
-
-    Each curve is non-decreasing; bisection over the pooled sorted values (about 20 steps of one
-    search per curve).
+    The samples of all layers are held in one array (layer after layer, each sorted), so the
+    estimated scores of every layer are computed in a few NumPy calls, and the weighted count
+    of sample scores at or below a value is one ``searchsorted`` over all layers: scores lie
+    in ``[0, 1]``, so layer ``l``'s scores shifted by ``2 l`` form one sorted array.
     """
-    if count <= 0:
-        return 0.0
-    pooled = np.sort(np.concatenate(curves))
-    groups: dict[float, list[np.ndarray]] = {}
-    for curve, weight in zip(curves, weights, strict=True):
-        groups.setdefault(weight, []).append(curve)
-    # curves of equal weight count as one (all the small layers, whole, weigh 1)
-    weights = list(groups)
-    curves = [
-        group[0] if len(group) == 1 else np.sort(np.concatenate(group)) for group in groups.values()
-    ]
 
-    def reached(value: float) -> bool:
-        total = 0.0
-        for curve, weight in zip(curves, weights, strict=True):
-            total += weight * int(np.searchsorted(curve, value, "right"))
-        return total >= count
+    def __init__(self, used: Sequence[_LampEstimate]) -> None:
+        lengths = [e.sample.size for e in used]
+        self.starts = np.cumsum([0, *lengths])
+        self.squares = np.square(np.concatenate([e.sample for e in used]))
+        self.prefix = np.concatenate([e.prefix[:-1] for e in used])
+        self.error = np.concatenate([e.error[:-1] for e in used])
+        self.total = np.repeat([e.total for e in used], lengths)
+        self.weights = np.array([e.weight for e in used])
+        self.offsets = 2.0 * np.arange(len(used), dtype=np.float64)
+        self.shift = np.repeat(self.offsets, lengths)
 
-    if not pooled.size or not reached(float(pooled[-1])):
-        return math.inf
-    low, high = 0, pooled.size - 1
-    while low < high:
-        middle = (low + high) // 2
-        if reached(float(pooled[middle])):
-            high = middle
-        else:
-            low = middle + 1
-    return float(pooled[low])
+    def scores(self, side: int) -> np.ndarray:
+        """Estimated scores (side -1: lower bounds, 0: central, +1: upper), non-decreasing in
+        each layer, shifted by ``2 l`` (so sorted over all layers)."""
+        below = self.prefix - side * self.error
+        rest = self.total - np.clip(below, 0.0, self.total)
+        scores: np.ndarray = np.ones_like(self.squares)
+        np.divide(self.squares, rest, out=scores, where=rest > self.squares)
+        for begin, end in zip(self.starts[:-1], self.starts[1:], strict=True):
+            np.maximum.accumulate(scores[begin:end], out=scores[begin:end])
+        scores += self.shift
+        return scores
+
+    def counts(
+        self, shifted: np.ndarray, value: float, side: Literal["left", "right"]
+    ) -> np.ndarray:
+        """Sample scores of each layer below (``left``) or at or below (``right``) ``value``."""
+        found: np.ndarray = np.searchsorted(shifted, value + self.offsets, side) - self.starts[:-1]
+        return found
+
+    def at_count(self, shifted: np.ndarray, count: float) -> float:
+        """Smallest score ``s`` with ``sum(weight * #{score <= s}) >= count`` (``inf`` if none),
+        by bisection on the float bits of ``s`` (non-negative floats order like their bits)."""
+        if count <= 0:
+            return 0.0
+        if float(self.weights @ self.counts(shifted, 1.0, "right")) < count:
+            return math.inf
+        low, high = 0, int(np.float64(1.0).view(np.int64))
+        while low < high:
+            middle = (low + high) // 2
+            value = float(np.int64(middle).view(np.float64))
+            if float(self.weights @ self.counts(shifted, value, "right")) >= count:
+                high = middle
+            else:
+                low = middle + 1
+        return float(np.int64(low).view(np.float64))
 
 
 def _lamp_select_sampled(
@@ -618,18 +628,16 @@ def _lamp_select_sampled(
         if e is not None and not math.isfinite(e.total):
             return None  # finite weights whose float32 squares overflow: the sorted path
     used = [e for e in estimates if e is not None]
-    weights = [e.weight for e in used]
-    central = [_lamp_sample_scores(e, 0) for e in used]
-    s_est = _score_at_count(central, weights, k)
-    variance = 0.0
-    for used_one, scores, count in zip(used, central, [c for c in n_alives if c], strict=True):
-        if not used_one.exact:
-            share = int(np.searchsorted(scores, s_est, "left")) * used_one.weight / count
-            p = min(max(share, 0.0), 1.0)
-            variance += used_one.weight * count * p * (1.0 - p) + used_one.weight**2
-    delta = widen * (_LAMP_SIGMAS * math.sqrt(variance) + 4.0 * max(weights))
-    s_a = _score_at_count([_lamp_sample_scores(e, -1) for e in used], weights, k - delta)
-    s_b = _score_at_count([_lamp_sample_scores(e, 1) for e in used], weights, k + delta)
+    curves = _SampleCurves(used)
+    central = curves.scores(0)
+    s_est = curves.at_count(central, k)
+    counts = np.array([c for c in n_alives if c], dtype=np.float64)
+    p = np.clip(curves.counts(central, s_est, "left") * curves.weights / counts, 0.0, 1.0)
+    terms = curves.weights * counts * p * (1.0 - p) + curves.weights**2
+    variance = float(np.sum(terms, where=~np.array([e.exact for e in used])))
+    delta = widen * (_LAMP_SIGMAS * math.sqrt(variance) + 4.0 * float(curves.weights.max()))
+    s_a = curves.at_count(curves.scores(-1), k - delta)
+    s_b = curves.at_count(curves.scores(1), k + delta)
 
     keeps: list[np.ndarray] = []
     limits: dict[int, tuple[np.floating[Any], np.floating[Any]]] = {}
