@@ -354,8 +354,8 @@ _LAMP_SAMPLED_MIN = 1 << 20
 """Scopes with at least this many alive weights select ``lamp`` from a sampled bracket (no sort
 of every layer, :func:`_lamp_select_sampled`); smaller ones sort every layer (exact path)."""
 
-_LAMP_CHUNK = 1 << 17  # entries per step of the sampled selection's passes
-_LAMP_PIECE_CHUNKS = 32  # chunks per work item of those passes (threads take items)
+_LAMP_CHUNK = 1 << 18  # entries per step of the sampled selection's passes (measured best)
+_LAMP_PIECE_CHUNKS = 16  # chunks per work item of those passes (threads take items)
 _LAMP_SAMPLE_FACTOR = 2.0  # a scope of n alive weights samples this times n ** (2/3)
 _LAMP_MIN_SAMPLE = 1 << 12  # smallest sample of a scope (draws over all its layers)
 _LAMP_MAX_SAMPLE = 1 << 18  # largest sample of a scope (times the widening of a retry)
@@ -758,9 +758,9 @@ def _lamp_pass_piece(
             np.multiply(magnitude, top, out=wide)  # squares of float32 are exact in float64
             result.sums.append(float(np.dot(wide, wide)))
             np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
-            found = np.flatnonzero(top)
+            found = top.nonzero()[0]  # 1-d: flatnonzero without its ravel
         else:
-            found = np.flatnonzero(part)
+            found = part.nonzero()[0]
         result.positions.append(found + start)
         result.values.append(magnitude[found])
     alive = end - begin if mask is None else int(np.count_nonzero(mask[begin:end]))
