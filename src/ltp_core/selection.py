@@ -130,7 +130,9 @@ class ScoreSource(Protocol):
     from runs of that many neighbouring entries rather than scattered ones (as many entries in
     all), so a source that reads from disk makes a few small reads instead of one per entry.
     It may set ``chunk_scale`` (an int, default 1): streaming passes then ask it for chunks of
-    ``chunk_scale * CHUNK_SIZE`` entries.
+    ``chunk_scale * CHUNK_SIZE`` entries; and ``sample_scale`` (an int, default 1): a scope of
+    such sources samples up to ``sample_scale * SAMPLE_SIZE`` entries (when longer runs cost
+    little more to read, a larger sample narrows the bracket, hence the candidates).
     """
 
     array_id: int
@@ -153,10 +155,22 @@ def _check_finite(scores: np.ndarray, label: str, signed: bool) -> None:
     if ok and signed:
         ok = bool(np.isfinite(scores.min()))
     if not ok:
-        raise ValueError(
-            f"Scores for {label} contain NaN or infinite values; check that the weights are "
-            f"finite. Received: {label} with non-finite entries"
-        )
+        raise_nonfinite_scores(label)
+
+
+def raise_nonfinite_scores(label: str) -> None:
+    """Raise the error for NaN or infinite scores of ``label``.
+
+    Example:
+        >>> raise_nonfinite_scores("w")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Scores for w contain NaN or infinite values; ...
+    """
+    raise ValueError(
+        f"Scores for {label} contain NaN or infinite values; check that the weights are "
+        f"finite. Received: {label} with non-finite entries"
+    )
 
 
 def check_input_finite(values: np.ndarray, label: str) -> None:
@@ -504,7 +518,8 @@ def _sample_alive_scores(
     """
     sizes = np.array([source.size for source in sources], dtype=np.int64)
     total = int(sizes.sum())
-    target = min(SAMPLE_SIZE, max(MIN_SAMPLE_TARGET, int(_SAMPLE_FACTOR * n_alive ** (2.0 / 3.0))))
+    cap = SAMPLE_SIZE * min(int(getattr(source, "sample_scale", 1)) for source in sources)
+    target = min(cap, max(MIN_SAMPLE_TARGET, int(_SAMPLE_FACTOR * n_alive ** (2.0 / 3.0))))
     draws = max(1, min(total, int(target * min(total / n_alive, 8.0))))
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
     spots = rng.random(draws)
@@ -666,6 +681,35 @@ def _chunk_size(source: ScoreSource) -> int:
     return CHUNK_SIZE * int(getattr(source, "chunk_scale", 1))
 
 
+def _key_dtype(sources: Sequence[ScoreSource]) -> np.dtype[Any] | None:
+    """The unsigned dtype of the order keys every source offers (``None``: compare scores).
+
+    A source may set ``key_dtype`` (``uint32`` for float32 scores, ``uint64`` for float64) and
+    offer ``chunk_keys(start, stop)``: the bits of its non-negative scores shifted left by one
+    (the sign bit dropped), which order exactly as the scores do, in an array the pass may
+    overwrite, non-finite scores refused. Keys of one dtype are comparable across sources.
+    """
+    dtypes = {getattr(source, "key_dtype", None) for source in sources}
+    if len(dtypes) != 1:
+        return None
+    dtype = dtypes.pop()
+    return None if dtype is None else np.dtype(dtype)
+
+
+def _score_key(value: float, dtype: np.dtype[Any]) -> int:
+    """The order key (see :func:`_key_dtype`) of a non-negative score ``value``.
+
+    Example:
+        >>> _score_key(1.0, np.dtype(np.uint32)) == 0x3F800000 << 1
+        True
+    """
+    if not value > 0.0:  # 0.0, -0.0 and -inf: below every key or equal to the smallest
+        return 0
+    floats = np.float32 if dtype == np.uint32 else np.float64
+    bits = int(np.array(value, dtype=floats).view(dtype))
+    return (bits << 1) & int(np.iinfo(dtype).max)
+
+
 def _fused_pass(
     sources: Sequence[ScoreSource],
     k: int,
@@ -675,29 +719,46 @@ def _fused_pass(
     budget: int | None,
     packed: bool = False,
 ) -> list[np.ndarray] | None:
-    """Write masks keeping scores >= lo, collect candidates in [lo, hi], resolve exactly."""
+    """Write masks keeping scores >= lo, collect candidates in [lo, hi], resolve exactly.
+
+    Sources that offer order keys (see :func:`_key_dtype`) are compared on those: no scores
+    are computed.
+    """
     outs: list[np.ndarray] = []
     candidates = _Candidates([], [])
     longest = max(_chunk_size(source) for source in sources)
     inside = np.empty(longest, dtype=bool)
     scratch = np.empty(longest, dtype=bool) if packed else None
+    key_dtype = _key_dtype(sources) if lo >= 0.0 or lo == -math.inf else None
+    if key_dtype is not None:
+        lo_key = key_dtype.type(_score_key(lo, key_dtype))
+        hi_key = key_dtype.type(_score_key(hi, key_dtype))
     for source in sources:
         out = _new_mask(source.size, packed)
         outs.append(out)
         step = _chunk_size(source)
         for start in range(0, source.size, step):
             stop = min(start + step, source.size)
-            scores, alive = source.chunk(start, stop)
             kept = out[start:stop] if scratch is None else scratch[: stop - start]
-            np.greater_equal(scores, lo, out=kept)
-            if alive is not None:
-                kept &= alive
-            if math.isinf(hi):
-                in_bracket = kept
-            else:
+            if key_dtype is not None:
+                scores, alive = source.chunk_keys(start, stop)  # type: ignore[attr-defined]
+                np.greater_equal(scores, lo_key, out=kept)
+                if alive is not None:
+                    kept &= alive
                 in_bracket = inside[: stop - start]
-                np.less_equal(scores, hi, out=in_bracket)
+                np.less_equal(scores, hi_key, out=in_bracket)
                 in_bracket &= kept
+            else:
+                scores, alive = source.chunk(start, stop)
+                np.greater_equal(scores, lo, out=kept)
+                if alive is not None:
+                    kept &= alive
+                if math.isinf(hi):
+                    in_bracket = kept
+                else:
+                    in_bracket = inside[: stop - start]
+                    np.less_equal(scores, hi, out=in_bracket)
+                    in_bracket &= kept
             found = in_bracket.nonzero()[0]  # 1-d: flatnonzero without its ravel overhead
             if scratch is not None:
                 _store(out, start, kept, packed)

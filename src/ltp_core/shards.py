@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -76,7 +76,8 @@ _SAFETENSORS_BITS = {
 _MAX_HEADER = 100_000_000  # bytes; the safetensors format's own limit
 _READ_BLOCK = 1 << 22  # bytes: most one read gathers when sampling
 _GAP = 4096  # bytes: sampled entries closer than this are read together (one page)
-_SAMPLE_RUN = 16  # neighbouring entries per sampled run (see ScoreSource.sample_run)
+_SAMPLE_RUN = 64  # neighbouring entries per sampled run (see ScoreSource.sample_run)
+_SAMPLE_SCALE = 4  # x SAMPLE_SIZE entries sampled: as many reads as runs of 16, 4x longer
 _CHUNK_SCALE = 4  # streaming chunks of 4 x CHUNK_SIZE entries (2 MiB of float32) from disk
 
 
@@ -138,6 +139,11 @@ class DiskArray:
 
     def __del__(self) -> None:
         self.close()
+
+    @property
+    def checks_crc(self) -> bool:
+        """Whether reads from start to end check a CRC-32 (``.npz`` members)."""
+        return self._crc is not None
 
     def _convert(self, raw: np.ndarray) -> np.ndarray:
         if self.bfloat16:
@@ -272,42 +278,82 @@ class _Streamed:
 class _DiskScores(ElementwiseScores):
     """Elementwise scores of tensors on disk, read ahead: the threshold is sampled in short runs.
 
-    While the selection scores and selects one chunk, a worker thread reads the next one
-    (``preadv`` and ``zlib.crc32`` release the GIL) and checks its CRC; the chunk is handed over
-    when the selection asks for it, with any error raised there. After a tensor's last chunk
-    comes the first chunk of the ``following`` one. Scoring stays on the calling thread: on
-    the worker it cost about a quarter more CPU time (contention for the GIL) for no shorter
-    wall time (measured with ``benchmarks/bench_shards.py``).
+    While the selection works on one chunk, a worker thread reads the next one (``preadv``,
+    ``zlib.crc32`` and NumPy's loops release the GIL) and checks its CRC; the chunk is handed
+    over when the selection asks for it, with any error raised there. After a tensor's last
+    chunk comes the first chunk of the ``following`` one. Scores stay on the calling thread
+    (on the worker they cost about a quarter more CPU time for no shorter wall time, measured
+    with ``benchmarks/bench_shards.py``), but for a criterion that ranks ``|magnitude_of(...)|``
+    the worker also turns a chunk of one tensor with no CRC to check into order keys in place
+    (:meth:`chunk_keys`).
     """
 
     sample_run = _SAMPLE_RUN
+    sample_scale = _SAMPLE_SCALE
     chunk_scale = _CHUNK_SCALE
     pool: ThreadPoolExecutor | None = None
     following: _DiskScores | None = None
-    _ahead: tuple[int, int, Future[list[np.ndarray]]] | None = None
-
-    def _parts(self, start: int, stop: int) -> list[np.ndarray]:
-        return [x[start:stop] for x in self.inputs]
+    key_dtype: np.dtype[Any] | None = None
+    magnitude_of: Callable[..., np.ndarray] | None = None
+    keys_on_read = False  # read-aheads make the keys too (see masks_from_shards)
+    _ahead: tuple[int, int, Future[list[np.ndarray] | np.ndarray]] | None = None
+    _ahead_keyed = False  # whether the pending read-ahead makes keys (chunk_keys)
 
     def chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        parts = cast(list[np.ndarray], self._fetch(start, stop, keyed=False))
+        return self._read(parts), None if self.alive is None else self.alive[start:stop]
+
+    def chunk_keys(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Order keys of the scores (see ``selection._key_dtype``), made in the read buffer.
+
+        The score is ``|magnitude_of(*inputs)|``: the bits of ``magnitude_of``'s result shifted
+        left by one drop the sign and order as the absolute values. The chunk is this
+        source's own copy of the bytes (the next read goes to the other buffer), so the keys
+        overwrite it.
+        """
+        got = self._fetch(start, stop, keyed=True)
+        keys = got if isinstance(got, np.ndarray) else self._keys(got)
+        return keys, None if self.alive is None else self.alive[start:stop]
+
+    def _keys(self, parts: list[np.ndarray]) -> np.ndarray:
+        if self.magnitude_of is None or self.key_dtype is None:  # pragma: no cover - guarded
+            raise RuntimeError("order keys need magnitude_of and key_dtype")
+        values = parts[0] if len(parts) == 1 else self.magnitude_of(*parts)
+        keys = values.view(self.key_dtype)
+        np.left_shift(keys, 1, out=keys)
+        floats = np.float32 if self.key_dtype == np.uint32 else np.float64
+        if keys.size and keys.max() >= np.array(np.inf, dtype=floats).view(self.key_dtype) << 1:
+            _selection.raise_nonfinite_scores(self.label)  # keys from inf up: inf and NaN
+        return keys
+
+    def _load(self, start: int, stop: int, keyed: bool) -> list[np.ndarray] | np.ndarray:
+        """Read a chunk (on the worker for a read-ahead); keys too when no CRC is checked."""
+        parts = [x[start:stop] for x in self.inputs]
+        if keyed and self.keys_on_read:
+            return self._keys(parts)
+        return parts
+
+    def _fetch(self, start: int, stop: int, keyed: bool) -> list[np.ndarray] | np.ndarray:
         ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[:2] == (start, stop):
-            parts = ahead[2].result()
+        if ahead is not None and ahead[:2] == (start, stop) and self._ahead_keyed == keyed:
+            got = ahead[2].result()
         else:
             if ahead is not None:  # another pass began: let the read-ahead finish, drop it
                 wait([ahead[2]])
-            parts = self._parts(start, stop)
+            got = self._load(start, stop, keyed)
         if 0 < stop < self.size:
-            self._read_ahead(stop, min(self.size, 2 * stop - start))
+            self._read_ahead(stop, min(self.size, 2 * stop - start), keyed)
         elif stop == self.size and self.following is not None:
             after = self.following
             if after._ahead is None:
-                after._read_ahead(0, min(after.size, _selection.CHUNK_SIZE * after.chunk_scale))
-        return self._read(parts), None if self.alive is None else self.alive[start:stop]
+                step = _selection.CHUNK_SIZE * after.chunk_scale
+                after._read_ahead(0, min(after.size, step), keyed and after.key_dtype is not None)
+        return got
 
-    def _read_ahead(self, start: int, stop: int) -> None:
+    def _read_ahead(self, start: int, stop: int, keyed: bool) -> None:
         if self.pool is not None:
-            self._ahead = (start, stop, self.pool.submit(self._parts, start, stop))
+            self._ahead = (start, stop, self.pool.submit(self._load, start, stop, keyed))
+            self._ahead_keyed = keyed
 
     def finish(self) -> None:
         """Wait for a pending read-ahead and drop it."""
@@ -656,6 +702,13 @@ def masks_from_shards(
                 i, inputs, criterion.elementwise, None, tensor.name, criterion.signed
             )
             disk.pool = pool
+            if criterion.magnitude_of is not None:  # compare float bits, not |values|
+                stored = np.result_type(*(x.disk.dtype for x in inputs))
+                disk.magnitude_of = criterion.magnitude_of
+                disk.key_dtype = np.dtype(np.uint32 if stored == np.float32 else np.uint64)
+                # the worker makes keys in place when it has the time: no CRC-32 to check, and
+                # one input (a difference of two allocates on the worker: measured slower)
+                disk.keys_on_read = len(inputs) == 1 and not inputs[0].disk.checks_crc
             if sources and isinstance(sources[-1], _DiskScores):
                 sources[-1].following = disk
             sources.append(disk)

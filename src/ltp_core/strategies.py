@@ -52,6 +52,12 @@ def _magnitude(x: np.ndarray) -> np.ndarray:
     return result
 
 
+def _difference(initial: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """``trained - initial``: its absolute value is the ``movement`` score."""
+    result: np.ndarray = np.subtract(_as_score_float(trained), _as_score_float(initial))
+    return result
+
+
 def _magnitude_increase(initial: np.ndarray, trained: np.ndarray) -> np.ndarray:
     result: np.ndarray = np.abs(_as_score_float(trained)) - np.abs(_as_score_float(initial))
     return result
@@ -928,6 +934,10 @@ class Criterion:
             ``f(shapes, alive_counts, k) -> counts`` (``random_erk``).
         keeps_one_per_layer: The criterion promises that every layer keeps a weight; a count
             that leaves fewer weights than layers is refused.
+        magnitude_of: The score is ``|magnitude_of(*arrays)|`` (``large_final``: the weight
+            itself, ``movement``: the difference). Streaming selections over data they own
+            (``ltp mask``) then rank the float bits with the sign dropped, which orders like
+            the absolute values, instead of computing them.
         select: An exact selection of its own for a scope without floors:
             ``f(flat weights, flat alive masks, array ids, k, salt) -> flat keep masks``
             (``lamp``: sorted magnitudes per layer, no score arrays). ``pooled`` must
@@ -951,6 +961,7 @@ class Criterion:
     global_only: bool = False
     layer_counts: Callable[[Sequence[tuple[int, ...]], Sequence[int], int], list[int]] | None = None
     keeps_one_per_layer: bool = False
+    magnitude_of: Callable[..., np.ndarray] | None = None
     select: (
         Callable[
             [Sequence[np.ndarray], Sequence[np.ndarray | None], Sequence[int], int, int],
@@ -1061,6 +1072,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 elementwise=_magnitude,
                 paper=_FRANKLE,
                 reveals_nonfinite=True,
+                magnitude_of=_as_score_float,
             ),
             Criterion(
                 "large_final",
@@ -1069,6 +1081,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 elementwise=_magnitude,
                 paper=_FRANKLE,
                 reveals_nonfinite=True,
+                magnitude_of=_as_score_float,
             ),
             Criterion(
                 "large_init",
@@ -1077,6 +1090,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 elementwise=_magnitude,
                 paper=_ZHOU,
                 reveals_nonfinite=True,
+                magnitude_of=_as_score_float,
             ),
             Criterion(
                 "large_init_large_final",
@@ -1101,6 +1115,7 @@ CRITERIA: Mapping[str, Criterion] = MappingProxyType(
                 elementwise=_movement,
                 paper=_ZHOU,
                 reveals_nonfinite=True,
+                magnitude_of=_difference,
             ),
             Criterion(
                 "lamp",

@@ -604,3 +604,74 @@ def test_one_usable_core_reads_without_a_worker_thread(
     expected = compute_masks("large_final_global", 0.3, trained=[w[n] for n in names], seed=1)
     for got, want in zip(result.unpacked(), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def _ties_and_signed_zeros(dtype: type[np.floating], seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights whose magnitudes tie often: +-0.0, the same value with both signs, repeats."""
+    rng = np.random.default_rng(seed)
+    levels = np.array([-0.0, 0.0, 0.25, -0.25, 0.5, -0.5, 1.5, -1.5, 3.0], dtype=dtype)
+    return {
+        "a.w": rng.choice(levels, size=(24, 40)).astype(dtype),
+        "b.w": (rng.normal(size=(40, 24)) * rng.integers(0, 2, size=(40, 24))).astype(dtype),
+    }
+
+
+@pytest.mark.parametrize("dtypes", [("<f4", "<f4"), ("<f8", "<f8"), ("<f4", "<f8")])
+@pytest.mark.parametrize("strategy", ["large_final_global", "movement_global", "large_final"])
+def test_float_bit_keys_rank_exactly_like_magnitudes(
+    tmp_path: Path, dtypes: tuple[str, str], strategy: str, selection_path: str
+) -> None:
+    """The streamed pass ranks |w| (or |w - w0|) by the float bits with the sign dropped:
+    ties at +-0.0 and at +-x, float64 keys, and mixed float32/float64 scopes (compared as
+    scores) give the in-memory masks exactly."""
+    trained = {
+        name: w.astype(dtype)
+        for (name, w), dtype in zip(_ties_and_signed_zeros(np.float64).items(), dtypes, strict=True)
+    }
+    initial = {n: (w * 0.5 + np.sign(w)).astype(w.dtype) for n, w in trained.items()}
+    write_safetensors(tmp_path / "a.safetensors", {"a.w": trained["a.w"]})
+    np.savez(tmp_path / "b.npz", **{"b.w": trained["b.w"]})  # keys made on the calling thread
+    write_safetensors(tmp_path / "init.safetensors", initial)
+    for seed, fraction in [(0, 0.3), (1, 0.75)]:
+        result = masks_from_shards(
+            [tmp_path / "a.safetensors", tmp_path / "b.npz"],
+            strategy,
+            fraction,
+            initial=[tmp_path / "init.safetensors"],
+            seed=seed,
+        )
+        expected = compute_masks(
+            strategy,
+            fraction,
+            trained=list(trained.values()),
+            initial=list(initial.values()),
+            seed=seed,
+        )
+        for got, want in zip(result.unpacked(), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
+def test_the_streamed_pass_refuses_non_finite_weights_the_sample_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: float, suffix: str
+) -> None:
+    """A NaN or infinite weight outside the sample is found by the pass itself (on the read-ahead
+    thread for safetensors, on the calling thread for npz), with the usual error."""
+    from ltp_core import selection
+
+    monkeypatch.setattr(selection, "CHUNK_SIZE", 16)
+    monkeypatch.setattr(selection, "PARTITION_MAX", 0)
+    # no sample: the pass runs unbracketed over every chunk
+    monkeypatch.setattr(selection, "_sample_alive_scores", lambda *args: (np.empty(0), None))
+    for dtype in (np.float32, np.float64):
+        w = {n: a.astype(dtype) for n, a in weights().items()}
+        w["block.1.w"][40 % 48, 7] = value
+        path = tmp_path / f"w{suffix}"
+        if suffix == ".npz":
+            np.savez(path, **w)
+        else:
+            write_safetensors(path, w)
+        with pytest.raises(ValueError, match=r"Scores for block\.1\.w contain NaN or infinite"):
+            masks_from_shards([path], "large_final_global", 0.3)
+        assert _read_ahead_threads() == []
