@@ -364,6 +364,10 @@ def train_stacked(
     step_fused = _fused_step(optimizer, parameters)
     evaluations: list[list[EvalPoint]] = [[] for _ in models]
     captured: list[list[np.ndarray] | None] = [None] * replicas
+    captures: dict[int, list[int]] = {}  # step -> replicas whose weights are captured after it
+    for r, s in enumerate(settings):
+        if s.capture_at is not None:
+            captures.setdefault(s.capture_at, []).append(r)
     for step in range(1, first.iterations + 1):
         if stop is not None and stop.is_set():
             raise ReplicasStoppedError(f"stopped at step {step}: another group of replicas failed")
@@ -373,10 +377,11 @@ def train_stacked(
         cursor += batch_size
         logits = stack.forward(x_train[batch], shared=False)
         labels = y_train[batch]
-        losses = functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none"
-        )
-        loss = losses.reshape(replicas, -1).mean(dim=1).sum()
+        # the sum of the replicas' mean losses: each logit's gradient is (softmax - onehot) / n,
+        # bit for bit what each replica's own mean loss gives
+        loss = functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum"
+        ) / float(batch_size)
         if step_fused is not None:
             step_fused(torch.autograd.grad(loss, parameters))
         else:
@@ -384,10 +389,9 @@ def train_stacked(
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
         apply_masks()
-        for r, s in enumerate(settings):
-            if step == s.capture_at:
-                _write_back(stack, models, r)
-                captured[r] = snapshot(models[r])
+        for r in captures.get(step, ()):
+            _write_back(stack, models, r)
+            captured[r] = snapshot(models[r])
         if step % first.eval_every == 0 or step == first.iterations:
             val_loss, val_acc = evaluate(stack, "val")
             _, test_acc = evaluate(stack, "test")
