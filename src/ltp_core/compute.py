@@ -12,7 +12,7 @@ import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -28,7 +28,13 @@ from .selection import (
     keep_after_pruning_smallest,
     keep_after_pruning_smallest_capped,
 )
-from .strategies import ROLES, NonFiniteInputError, Strategy, resolve_strategy
+from .strategies import (
+    ROLES,
+    NonFiniteInputError,
+    Strategy,
+    refuse_overflowing_squares,
+    resolve_strategy,
+)
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
 
 __all__ = [
@@ -258,6 +264,11 @@ def compute_masks(
             for role in criterion.needs:
                 for i in indices:
                     _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
+                flats = [as_flat(arrays[role][i]) for i in indices]
+                try:
+                    refuse_overflowing_squares(flats, [alive[i] for i in indices])
+                except NonFiniteInputError as found:
+                    _raise_named(found, indices, arrays[role], role, layer_names, resolved.name)
             sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
         if criterion.keeps_one_per_layer and len(indices) > 1:
             layers_alive = sum(1 for count in n_alives if count)
@@ -289,9 +300,7 @@ def compute_masks(
                     salt,
                 )
             except NonFiniteInputError as found:
-                i = indices[found.position]
-                _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
-                raise  # pragma: no cover - the check above raises the named error
+                _raise_named(found, indices, arrays[role], role, layer_names, resolved.name)
         elif counts is not None:
             flats = [
                 keep_after_pruning_smallest([source], count, salt)[0]
@@ -444,6 +453,29 @@ def check_layer_floors(
                     f"fraction or the number of levels. Received: min_layer_density={min_density}"
                 )
             alive -= k
+
+
+def _raise_named(
+    found: NonFiniteInputError,
+    indices: Sequence[int],
+    arrays: Sequence[Any],
+    role: str,
+    layer_names: Sequence[str],
+    strategy: str,
+) -> NoReturn:
+    """Raise the error for ``found`` that names the layer (a selection only knows positions)."""
+    i = indices[found.position]
+    label = f"{role}[{i}] ({layer_names[i]})"
+    if found.overflow:
+        largest = float(np.max(np.abs(as_flat(arrays[i]))))
+        raise ValueError(
+            f"`{label}`: {strategy} squares the weights, and their sum of squares overflows "
+            "float64. LAMP scores do not change when a layer is scaled, so divide this layer "
+            "by a power of two (or check the training for divergence). "
+            f"Received: {label} with largest magnitude {largest:.3g}"
+        ) from None
+    _check_finite_in_chunks(arrays[i], label)
+    raise found  # pragma: no cover - the check above raises the named error
 
 
 def _check_finite_in_chunks(array: np.ndarray, label: str, chunk: int = 1 << 20) -> None:

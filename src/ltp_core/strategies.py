@@ -339,11 +339,29 @@ def _lamp_select_sorted(
 
 class NonFiniteInputError(ValueError):
     """Raised by a ``Criterion.select`` that found NaN or infinite weights (``position``: which
-    of the arrays it was given); the caller turns it into the error that names the layer."""
+    of the arrays it was given); the caller turns it into the error that names the layer.
 
-    def __init__(self, position: int) -> None:
-        super().__init__(f"non-finite weights in the selection's array {position}")
+    ``overflow``: the weights are finite but their float64 sum of squares is not (magnitudes
+    near 1e154 and above), which LAMP scores cannot be computed from.
+    """
+
+    def __init__(self, position: int, overflow: bool = False) -> None:
+        what = "a float64 sum of squares that overflows" if overflow else "non-finite weights"
+        super().__init__(f"{what} in the selection's array {position}")
         self.position = position
+        self.overflow = overflow
+
+
+def refuse_overflowing_squares(
+    trained: Sequence[np.ndarray], alive: Sequence[np.ndarray | None], first: int = 0
+) -> None:
+    """Raise :class:`NonFiniteInputError` (``overflow``) for a float64 array whose alive
+    weights' sum of squares overflows (float32 and narrower ones are squared in float64);
+    positions counted from ``first``."""
+    for position, (flat, mask) in enumerate(zip(trained, alive, strict=True), first):
+        squares = _lamp_piece_sums(flat, mask, 0, flat.size) if flat.dtype == np.float64 else []
+        if not math.isfinite(sum(squares)):
+            raise NonFiniteInputError(position, overflow=True)
 
 
 def _refuse_nonfinite(trained: Sequence[np.ndarray], first: int = 0, chunk: int = 1 << 20) -> None:
@@ -401,6 +419,7 @@ def _lamp_select(
         logger.debug("lamp: sampled bracket missed twice; sorting every layer")
     else:  # the sampled path checks finiteness as it sums the squares
         _refuse_nonfinite(trained)
+    refuse_overflowing_squares(trained, alive)
     return _lamp_select_sorted(trained, alive, array_ids, k, salt)
 
 
@@ -649,17 +668,19 @@ def _lamp_select_sampled(
     for (i, _, _), sums in zip(items, piece_sums, strict=True):
         for value in sums:  # in chunk order: the sum one thread would make
             totals[i] += value
+    for position, (flat, mask) in enumerate(zip(trained, alive, strict=True)):
+        if position not in totals:  # the sums saw every entry of the sampled layers (a dead
+            _refuse_nonfinite([flat], position)  # NaN too: NaN * 0 is NaN); others checked here
+            refuse_overflowing_squares([flat], [mask], position)
+        elif not math.isfinite(totals[position]):
+            _refuse_nonfinite([flat], position)
+            if flat.dtype == np.float64:
+                raise NonFiniteInputError(position, overflow=True)
+            return None  # finite weights whose float32 squares overflow: the sorted path
     estimates = [
         _lamp_estimate(flat, mask, count, draws[i], rng, totals.get(i, 0.0)) if count else None
         for i, (flat, mask, count) in enumerate(zip(trained, alive, n_alives, strict=True))
     ]
-    for position, (flat, e) in enumerate(zip(trained, estimates, strict=True)):
-        if e is None or e.exact or not math.isfinite(e.total):
-            # the sums of squares saw every entry of the sampled layers (a dead NaN too: its
-            # product with the 0 of the mask is NaN); the others are checked here
-            _refuse_nonfinite([flat], position)
-        if e is not None and not math.isfinite(e.total):
-            return None  # finite weights whose float32 squares overflow: the sorted path
     used = [e for e in estimates if e is not None]
     curves = _SampleCurves(used)
     central = curves.scores(0)

@@ -595,3 +595,26 @@ def test_sampled_lamp_with_squares_beyond_float32_sorts_instead(
     got = compute_masks("lamp", 0.3, trained=trained)
     scores = strategies._lamp_scores({"trained": trained}, alive)
     assert_lamp_matches_scores([m.reshape(-1) for m in got], scores, alive, k)
+
+
+@pytest.mark.parametrize("path", ["sorted", "sampled", "floors"])
+def test_lamp_refuses_float64_weights_whose_squares_overflow(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # float64 squares overflow near 1e154: refused with the layer named, never a collapsed layer
+    from ltp_core import strategies
+
+    if path == "sampled":
+        monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    rng = np.random.default_rng(2)
+    trained = [rng.standard_normal((40, 60)), rng.standard_normal((40, 60)) * 1e200]
+    extra = {"min_layer_density": 0.01} if path == "floors" else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning or layer-collapse warning first
+        with pytest.raises(ValueError, match="overflows float64") as info:
+            compute_masks("lamp", 0.5, trained=trained, names=["a", "b"], **extra)
+    assert "trained[1] (b)" in str(info.value) and "Received" in str(info.value)
+    scaled = [trained[0], trained[1] * 2.0**-700]  # the remedy the message gives
+    masks = compute_masks("lamp", 0.5, trained=scaled, **extra)
+    assert all(m.any() for m in masks)
+    assert sum(int((~m).sum()) for m in masks) == 2400
