@@ -12,10 +12,7 @@ by the number of weights; it includes the 1 byte/weight of the returned boolean 
 
 A second table (``--scopes``) compares, at 1M to 124M weights, layer scope
 (``large_final``) against global scope (``large_final_global``), and global selection with
-``min_layer_density=0.01`` and with ``lamp`` against the same read pass. ``lamp`` runs its
-passes on up to 4 threads (``ltp_core.parallel``); it is also measured with ``LTP_THREADS=1``.
-The read pass is one thread; with threads the wall-time ratio is the one to read (process CPU
-time adds every thread's time).
+``min_layer_density=0.01`` and with ``lamp`` against the same read pass.
 
 Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM);
 ``python benchmarks/bench_global_mask.py --scopes`` (a few minutes; ``--only NAME`` runs one
@@ -178,10 +175,6 @@ def run_scopes(
             global_k,
         ),
         "lamp": (lambda: compute_masks("lamp", fraction, trained=weights), global_k),
-        "lamp1": (
-            lambda: one_thread(lambda: compute_masks("lamp", fraction, trained=weights)),
-            global_k,
-        ),
     }
     for label, (call, expected) in calls.items():
         check(call(), expected, label)
@@ -213,23 +206,9 @@ def run_scopes(
         f"(wall {wall['layer'] / wall['global']:.2f})",
         "min_layer_density=0.01 / read": ratio("floor"),
         "lamp / read": ratio("lamp"),
-        "lamp, 1 thread / read": ratio("lamp1"),
         "lamp extra B/weight": f"{lamp_bytes / n:.2f}",
         "load (1 min)": f"{os.getloadavg()[0]:.1f}",
     }
-
-
-def one_thread(fn: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
-    """``fn()`` with ``LTP_THREADS=1`` (the selection passes in the calling thread only)."""
-    before = os.environ.get("LTP_THREADS")
-    os.environ["LTP_THREADS"] = "1"
-    try:
-        return fn()
-    finally:
-        if before is None:
-            del os.environ["LTP_THREADS"]
-        else:
-            os.environ["LTP_THREADS"] = before
 
 
 def timed_both(fn: Callable[[], object]) -> tuple[float, float]:

@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .parallel import selection_threads, thread_map
 from .validation import short_repr
 
 logger = logging.getLogger(__name__)
@@ -379,7 +378,6 @@ _LAMP_SAMPLED_MIN = 1 << 20
 of every layer, :func:`_lamp_select_sampled`); smaller ones sort every layer (exact path)."""
 
 _LAMP_CHUNK = 1 << 18  # entries per step of the sampled selection's passes (measured best)
-_LAMP_PIECE_CHUNKS = 16  # chunks per work item of those passes (threads take items)
 _LAMP_SAMPLE_FACTOR = 2.0  # a scope of n alive weights samples this times n ** (2/3)
 _LAMP_MIN_SAMPLE = 1 << 12  # smallest sample of a scope (draws over all its layers)
 _LAMP_MAX_SAMPLE = 1 << 18  # largest sample of a scope (times the widening of a retry)
@@ -521,12 +519,6 @@ def _lamp_piece_sums(
     return sums
 
 
-def _pieces(size: int) -> list[tuple[int, int]]:
-    """``[begin, end)`` work items of ``_LAMP_PIECE_CHUNKS`` chunks (chunks as in one pass)."""
-    piece = _LAMP_PIECE_CHUNKS * _LAMP_CHUNK
-    return [(begin, min(begin + piece, size)) for begin in range(0, size, piece)]
-
-
 def _lamp_estimate(
     flat: np.ndarray,
     mask: np.ndarray | None,
@@ -654,20 +646,11 @@ def _lamp_select_sampled(
     )
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
     draws = [max(_LAMP_MIN_DRAWS, math.ceil(target * flat.size / sizes)) for flat in trained]
-    threads = selection_threads(n)
-    sampled = [
-        i
+    totals = {  # float32 sums per chunk (float64 for float64 weights), added exactly
+        i: math.fsum(_lamp_piece_sums(flat, alive[i], 0, flat.size))
         for i, (flat, count) in enumerate(zip(trained, n_alives, strict=True))
         if count and not _lamp_exact(flat, count, draws[i])
-    ]
-    items = [(i, begin, end) for i in sampled for begin, end in _pieces(trained[i].size)]
-    piece_sums = thread_map(
-        lambda i, begin, end: _lamp_piece_sums(trained[i], alive[i], begin, end), items, threads
-    )
-    totals = dict.fromkeys(sampled, 0.0)
-    for (i, _, _), sums in zip(items, piece_sums, strict=True):
-        for value in sums:  # in chunk order: the sum one thread would make
-            totals[i] += value
+    }
     for position, (flat, mask) in enumerate(zip(trained, alive, strict=True)):
         if position not in totals:  # the sums saw every entry of the sampled layers (a dead
             _refuse_nonfinite([flat], position)  # NaN too: NaN * 0 is NaN); others checked here
@@ -702,22 +685,15 @@ def _lamp_select_sampled(
         keeps.append(np.empty(flat.size, dtype=bool))
         t_lo, t_hi = (0.0, math.inf) if e.exact or s_b >= 1.0 else e.magnitude_bounds(s_a, s_b)
         limits[i] = _magnitude_limits(flat.dtype, t_lo, t_hi)
-    items = [(i, begin, end) for i in limits for begin, end in _pieces(trained[i].size)]
-    pieces = thread_map(
-        lambda i, begin, end: _lamp_pass_piece(
-            trained[i], alive[i], keeps[i], begin, end, *limits[i]
-        ),
-        items,
-        threads,
-    )
-    by_layer: dict[int, list[_LampPass]] = {i: [] for i in limits}
-    for (i, _, _), piece in zip(items, pieces, strict=True):
-        by_layer[i].append(piece)
-    layers = thread_map(
-        lambda i: _lamp_candidates(by_layer[i], *limits[i], array_ids[i]),
-        [(i,) for i in limits],
-        threads,
-    )
+    scratch = _PassScratch(max((trained[i].size for i in limits), default=0))
+    layers = [
+        _lamp_candidates(
+            _lamp_pass(trained[i], alive[i], keeps[i], *limits[i], scratch),
+            *limits[i],
+            array_ids[i],
+        )
+        for i in limits
+    ]
     below_total = sum(layer.below for layer in layers)
     low_bound = max((layer.low_bound for layer in layers), default=-math.inf)
     high_bound = min((layer.high_bound for layer in layers), default=math.inf)
@@ -770,8 +746,8 @@ def _magnitude_limits(
 
 @dataclass
 class _LampPass:
-    """One piece of a layer's pass: weights pruned below ``lo``, float64 sums of squares at or
-    above ``hi`` per chunk, and the candidates in between (positions in the layer, magnitudes)."""
+    """A layer's pass: weights pruned below ``lo``, float64 sums of squares at or above ``hi``
+    per chunk, and the candidates in between (positions in the layer, magnitudes)."""
 
     below: int
     sums: list[float]
@@ -779,23 +755,34 @@ class _LampPass:
     values: list[np.ndarray]
 
 
-def _lamp_pass_piece(
+class _PassScratch:
+    """Chunk buffers reused by every layer's pass (fresh buffers per layer page-fault)."""
+
+    def __init__(self, largest: int) -> None:
+        self.size = min(_LAMP_CHUNK, largest)
+        self.magnitudes: dict[type, np.ndarray] = {}
+        self.wide = np.empty(self.size)
+        self.top = np.empty(self.size, dtype=bool)
+
+    def magnitude(self, kind: type) -> np.ndarray:
+        if kind not in self.magnitudes:
+            self.magnitudes[kind] = np.empty(self.size, kind)
+        return self.magnitudes[kind]
+
+
+def _lamp_pass(
     flat: np.ndarray,
     mask: np.ndarray | None,
     keep: np.ndarray,
-    begin: int,
-    end: int,
     lo: np.floating[Any],
     hi: np.floating[Any],
+    scratch: _PassScratch,
 ) -> _LampPass:
-    """Write ``keep[begin:end]`` (alive and ``|w| >= lo``) and collect what the layer needs."""
+    """Write ``keep`` (alive and ``|w| >= lo``) and collect what the layer's scores need."""
     result = _LampPass(0, [], [], [])
-    size = min(_LAMP_CHUNK, end - begin)
-    magnitude_buffer = np.empty(size, np.float64 if flat.dtype == np.float64 else np.float32)
-    wide_buffer = np.empty(size)
-    top_buffer = np.empty(size, dtype=bool)
-    for start in range(begin, end, _LAMP_CHUNK):
-        stop = min(start + _LAMP_CHUNK, end)
+    magnitude_buffer = scratch.magnitude(np.float64 if flat.dtype == np.float64 else np.float32)
+    for start in range(0, flat.size, _LAMP_CHUNK):
+        stop = min(start + _LAMP_CHUNK, flat.size)
         size = stop - start
         magnitude = magnitude_buffer[:size]
         np.abs(flat[start:stop], out=magnitude)
@@ -804,11 +791,11 @@ def _lamp_pass_piece(
         if mask is not None:
             np.logical_and(part, mask[start:stop], out=part)
         if hi != np.inf:
-            top = top_buffer[:size]
+            top = scratch.top[:size]
             np.greater_equal(magnitude, hi, out=top)
             if mask is not None:
                 np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
-            wide = wide_buffer[:size]
+            wide = scratch.wide[:size]
             np.multiply(magnitude, top, out=wide)  # squares of float32 are exact in float64
             result.sums.append(_sum_of_products(wide, wide))
             np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
@@ -817,8 +804,8 @@ def _lamp_pass_piece(
             found = part.nonzero()[0]
         result.positions.append(found + start)
         result.values.append(magnitude[found])
-    alive = end - begin if mask is None else int(np.count_nonzero(mask[begin:end]))
-    result.below = alive - int(np.count_nonzero(keep[begin:end]))  # one count per piece
+    alive = flat.size if mask is None else int(np.count_nonzero(mask))
+    result.below = alive - int(np.count_nonzero(keep))  # one count per layer
     return result
 
 
@@ -834,17 +821,13 @@ class _LampCandidates:
 
 
 def _lamp_candidates(
-    pieces: list[_LampPass], lo: np.floating[Any], hi: np.floating[Any], array_id: int
+    layer: _LampPass, lo: np.floating[Any], hi: np.floating[Any], array_id: int
 ) -> _LampCandidates:
-    """Exact scores of a layer's candidates from its pieces (sums added in chunk order)."""
-    above = 0.0  # squares at or above hi are positive: above > 0 when any is alive
-    below = 0
-    for piece in pieces:
-        below += piece.below
-        for value in piece.sums:
-            above += value
-    found = np.concatenate([p for piece in pieces for p in piece.positions])
-    magnitudes = np.concatenate([v for piece in pieces for v in piece.values])
+    """Exact scores of a layer's candidates from its pass."""
+    above = math.fsum(layer.sums)  # squares at or above hi are positive: > 0 when any is alive
+    below = layer.below
+    found = np.concatenate(layer.positions)
+    magnitudes = np.concatenate(layer.values)
     order = _magnitude_order(magnitudes)  # equal magnitudes in position order
     squares = np.square(magnitudes[order], dtype=np.float64)
     suffix = np.cumsum(squares[::-1])[::-1]

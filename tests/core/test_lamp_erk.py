@@ -519,40 +519,6 @@ def _sampled_lamp_problem(case: str) -> tuple[list[np.ndarray], list[np.ndarray]
     return trained, alive
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("case", ["normal", "masked", "float16"])
-def test_sampled_lamp_selection_is_the_same_on_any_number_of_threads(
-    case: str, threads: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the passes run as work items on threads; their sums are added in chunk order, so the
-    # masks are bit for bit those of one thread
-    from ltp_core import strategies
-
-    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
-    monkeypatch.setattr(strategies, "_LAMP_CHUNK", 1 << 9)
-    monkeypatch.setattr(strategies, "_LAMP_PIECE_CHUNKS", 3)
-    trained, alive = _sampled_lamp_problem(case)
-    k = count_to_prune(0.3, sum(int(m.sum()) for m in alive))
-    used: list[tuple[int, int]] = []
-    real_map = strategies.thread_map
-
-    def spy(fn, items, count):  # type: ignore[no-untyped-def]
-        used.append((count, len(items)))
-        return real_map(fn, items, count)
-
-    monkeypatch.setattr(strategies, "thread_map", spy)
-    monkeypatch.setattr(strategies, "selection_threads", lambda entries: 1)
-    one = strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 9, 1.0)
-    monkeypatch.setattr(strategies, "selection_threads", lambda entries: threads)
-    used.clear()
-    many = strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 9, 1.0)
-    assert one is not None and many is not None
-    assert all(np.array_equal(a, b) for a, b in zip(one, many, strict=True))
-    assert any(count == threads and items > threads for count, items in used)
-    scores = strategies._lamp_scores({"trained": trained}, alive)
-    assert_lamp_matches_scores(many, scores, alive, k)
-
-
 @pytest.mark.parametrize("where", ["alive", "dead", "small layer", "empty layer"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_sampled_lamp_refuses_non_finite_weights_it_sums(
