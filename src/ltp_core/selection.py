@@ -733,10 +733,20 @@ def _fused_pass(
     if key_dtype is not None:
         lo_key = key_dtype.type(_score_key(lo, key_dtype))
         hi_key = key_dtype.type(_score_key(hi, key_dtype))
+    spare: tuple[np.ndarray, np.ndarray] | None = None  # the second thread's scratch
     for source in sources:
         out = _new_mask(source.size, packed)
         outs.append(out)
         step = _chunk_size(source)
+        pool = getattr(source, "parallel", None)
+        if key_dtype is not None and scratch is not None and pool is not None:
+            if spare is None:
+                spare = (np.empty(longest, dtype=bool), np.empty(longest, dtype=bool))
+            if not _parallel_keyed_pass(
+                source, pool, out, lo_key, hi_key, (scratch, inside), spare, candidates, budget
+            ):
+                return None
+            continue
         for start in range(0, source.size, step):
             stop = min(start + step, source.size)
             kept = out[start:stop] if scratch is None else scratch[: stop - start]
@@ -780,6 +790,72 @@ def _fused_pass(
         keys = _smallest_candidates(candidates, still_to_prune, salt)
         _clear_positions(outs, sources, keys, packed)
     return outs
+
+
+def _keyed_chunk(
+    source: Any,
+    start: int,
+    stop: int,
+    slot: int,
+    lo_key: np.generic,
+    hi_key: np.generic,
+    scratch: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read one chunk's keys into ``slot``'s buffers: its packed kept bits and candidates."""
+    keys, alive = source.slot_keys(start, stop, slot)
+    kept = scratch[0][: stop - start]
+    np.greater_equal(keys, lo_key, out=kept)
+    if alive is not None:
+        kept &= alive
+    in_bracket = scratch[1][: stop - start]
+    np.less_equal(keys, hi_key, out=in_bracket)
+    in_bracket &= kept
+    found = in_bracket.nonzero()[0]
+    return np.packbits(kept), found, keys[found]
+
+
+def _parallel_keyed_pass(
+    source: Any,
+    pool: Any,
+    out: np.ndarray,
+    lo_key: np.generic,
+    hi_key: np.generic,
+    mine: tuple[np.ndarray, np.ndarray],
+    spare: tuple[np.ndarray, np.ndarray],
+    candidates: _Candidates,
+    budget: int | None,
+) -> bool:
+    """The keyed pass over one source whose chunks two threads read and select in turn.
+
+    The calling thread takes chunks 0, 2, 4..., the ``pool``'s worker 1, 3, 5..., each from
+    reading to packed bits and candidates (slot 0 and 1: their own read buffers and scratch),
+    so no chunk's data moves between cores; results are taken in order. ``False``: more
+    candidates than ``budget``.
+    """
+    source.finish()  # a read-ahead of the sequential path, if any
+    step = _chunk_size(source)
+    spans = [(start, min(start + step, source.size)) for start in range(0, source.size, step)]
+    ahead = None
+    try:
+        for j in range(0, len(spans), 2):
+            if j + 1 < len(spans):
+                ahead = pool.submit(_keyed_chunk, source, *spans[j + 1], 1, lo_key, hi_key, spare)
+            done = [(spans[j], _keyed_chunk(source, *spans[j], 0, lo_key, hi_key, mine))]
+            if ahead is not None:
+                done.append((spans[j + 1], ahead.result()))
+                ahead = None
+            for (start, _), (bits, found, values) in done:
+                out[start // 8 : start // 8 + bits.size] = bits
+                if found.size:
+                    candidates.values.append(values)
+                    candidates.keys.append(position_keys(source.array_id, found + start))
+                    candidates.count += found.size
+            if budget is not None and candidates.count > budget:
+                return False
+    finally:
+        if ahead is not None:  # the calling thread's chunk failed: let the worker's finish
+            ahead.exception()
+    return True
 
 
 def _smallest_candidates(candidates: _Candidates, count: int, salt: int) -> np.ndarray:

@@ -326,6 +326,22 @@ class _DiskScores(ElementwiseScores):
             _selection.raise_nonfinite_scores(self.label)  # keys from inf up: inf and NaN
         return keys
 
+    parallel: ThreadPoolExecutor | None = None  # chunks selected by two threads in turn
+    slots: dict[int, list[bytearray]] | None = None  # read buffers per thread, per input
+
+    def slot_keys(self, start: int, stop: int, slot: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Keys of a chunk read into thread ``slot``'s own buffers (no read-ahead)."""
+        if self.slots is None:  # pragma: no cover - set with `parallel`
+            raise RuntimeError("slot_keys needs slots")
+        buffers = self.slots.setdefault(slot, [bytearray() for _ in self.inputs])
+        parts = []
+        for i, x in enumerate(cast(Sequence[_Streamed], self.inputs)):
+            nbytes = (stop - start) * x.disk.stored.itemsize
+            if len(buffers[i]) < nbytes:
+                buffers[i] = bytearray(nbytes)
+            parts.append(x.disk.read_into(start, stop, buffers[i]))
+        return self._keys(parts), None if self.alive is None else self.alive[start:stop]
+
     def _load(self, start: int, stop: int, keyed: bool) -> list[np.ndarray] | np.ndarray:
         """Read a chunk (on the worker for a read-ahead); keys too when no CRC is checked."""
         parts = [x[start:stop] for x in self.inputs]
@@ -690,6 +706,7 @@ def masks_from_shards(
         else None
     )
     sources: list[ScoreSource] = []
+    slots: dict[int, list[bytearray]] = {}  # shared: one tensor is selected at a time
     try:
         for i, tensor in enumerate(selected):
             if criterion.random:
@@ -709,6 +726,8 @@ def masks_from_shards(
                 # the worker makes keys in place when it has the time: no CRC-32 to check, and
                 # one input (a difference of two allocates on the worker: measured slower)
                 disk.keys_on_read = len(inputs) == 1 and not inputs[0].disk.checks_crc
+                if disk.keys_on_read and pool is not None:
+                    disk.parallel, disk.slots = pool, slots
             if sources and isinstance(sources[-1], _DiskScores):
                 sources[-1].following = disk
             sources.append(disk)

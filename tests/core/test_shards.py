@@ -675,3 +675,58 @@ def test_the_streamed_pass_refuses_non_finite_weights_the_sample_missed(
         with pytest.raises(ValueError, match=r"Scores for block\.1\.w contain NaN or infinite"):
             masks_from_shards([path], "large_final_global", 0.3)
         assert _read_ahead_threads() == []
+
+
+@pytest.mark.parametrize("bad_chunk", [None, 0, 1, 4])
+def test_two_threads_select_alternate_chunks_of_a_safetensors_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_chunk: int | None
+) -> None:
+    """Chunks of one-input tensors without a CRC are read and selected by the calling thread
+    and the worker in turn: the same masks as in memory, also after a pass given up half-way
+    (both threads' chunks in flight); a NaN in either thread's chunk is the usual error."""
+    from ltp_core import selection
+
+    for name, value in [
+        ("PARTITION_MAX", 0),
+        ("SMALL_ALIVE", 8),
+        ("MIN_SAMPLE", 8),
+        ("SAMPLE_SIZE", 64),
+        ("CHUNK_SIZE", 16),  # 64-entry chunks from disk: 16 chunks in embed, 12 in block.0.w
+    ]:
+        monkeypatch.setattr(selection, name, value)
+    calls: list[object] = []
+    parallel = selection._parallel_keyed_pass
+
+    def spy(*args: object, **kwargs: object) -> bool:
+        calls.append(args[0])
+        return parallel(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(selection, "_parallel_keyed_pass", spy)
+    fused_pass = selection._fused_pass
+    passes: list[None] = []
+
+    def give_up_first(*args: object, **kwargs: object) -> object:
+        passes.append(None)
+        if len(passes) == 1:  # budget 0: stops at the first pair of chunks with a candidate
+            return fused_pass(*args[:5], 0, *args[6:], **kwargs)  # type: ignore[arg-type]
+        return fused_pass(*args, **kwargs)  # type: ignore[arg-type]
+
+    if bad_chunk is None:
+        monkeypatch.setattr(selection, "_fused_pass", give_up_first)
+    w = weights(3)
+    w["block.1.w"] = w["block.1.w"][:, :13]  # 624 entries: 9 chunks, the last one short
+    names = ["embed", "block.0.w", "block.1.w"]
+    if bad_chunk is not None:  # no sample to find it: the pass does
+        w["block.0.w"].reshape(-1)[bad_chunk * 64 + 5] = np.nan
+        monkeypatch.setattr(selection, "_sample_alive_scores", lambda *a: (np.empty(0), None))
+    write_safetensors(tmp_path / "w.safetensors", w)
+    if bad_chunk is not None:
+        with pytest.raises(ValueError, match=r"Scores for block\.0\.w contain NaN or infinite"):
+            masks_from_shards([tmp_path / "w.safetensors"], "large_final_global", 0.4, seed=5)
+    else:
+        result = masks_from_shards([tmp_path / "w.safetensors"], "large_final_global", 0.4, seed=5)
+        expected = compute_masks("large_final_global", 0.4, trained=[w[n] for n in names], seed=5)
+        for got, want in zip(result.unpacked(), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert len(passes) >= 2 and len(calls) >= 4  # an abandoned pass, then a whole one
+    assert _read_ahead_threads() == []
