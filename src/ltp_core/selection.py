@@ -800,9 +800,9 @@ def _keyed_chunk(
     lo_key: np.generic,
     hi_key: np.generic,
     scratch: tuple[np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
     """Read one chunk's keys into ``slot``'s buffers: its packed kept bits and candidates."""
-    keys, alive = source.slot_keys(start, stop, slot)
+    keys, alive, receipt = source.slot_keys(start, stop, slot)
     kept = scratch[0][: stop - start]
     np.greater_equal(keys, lo_key, out=kept)
     if alive is not None:
@@ -811,7 +811,7 @@ def _keyed_chunk(
     np.less_equal(keys, hi_key, out=in_bracket)
     in_bracket &= kept
     found = in_bracket.nonzero()[0]
-    return np.packbits(kept), found, keys[found]
+    return np.packbits(kept), found, keys[found], receipt
 
 
 def _parallel_keyed_pass(
@@ -829,8 +829,8 @@ def _parallel_keyed_pass(
 
     The calling thread takes chunks 0, 2, 4..., the ``pool``'s worker 1, 3, 5..., each from
     reading to packed bits and candidates (slot 0 and 1: their own read buffers and scratch),
-    so no chunk's data moves between cores; results are taken in order. ``False``: more
-    candidates than ``budget``.
+    so no chunk's data moves between cores; results are taken in order, and handed back with
+    ``source.chunk_done``. ``False``: more candidates than ``budget``.
     """
     source.finish()  # a read-ahead of the sequential path, if any
     step = _chunk_size(source)
@@ -844,7 +844,8 @@ def _parallel_keyed_pass(
             if ahead is not None:
                 done.append((spans[j + 1], ahead.result()))
                 ahead = None
-            for (start, _), (bits, found, values) in done:
+            for (start, stop), (bits, found, values, receipt) in done:
+                source.chunk_done(start, stop, receipt)  # in order: e.g. a running checksum
                 out[start // 8 : start // 8 + bits.size] = bits
                 if found.size:
                     candidates.values.append(values)

@@ -81,6 +81,56 @@ _SAMPLE_SCALE = 4  # x SAMPLE_SIZE entries sampled (in 1/4 of the reads of runs 
 _CHUNK_SCALE = 4  # streaming chunks of 4 x CHUNK_SIZE entries (2 MiB of float32) from disk
 
 
+# CRC-32 of a + b = shift(crc(a), len(b)) ^ crc(b), where shift appends len(b) zero bytes to the
+# register: linear over GF(2), so it is a 32 x 32 bit matrix, kept as the images of the 32 unit
+# vectors. The operator of 2**i bytes is the square of that of 2**(i-1); a length's operator
+# combines those of its set bits (cached: a pass uses one or two lengths per tensor).
+_CRC_POWERS: list[list[int]] = []
+_CRC_SHIFTS: dict[int, list[int]] = {}
+_CRC_LOCK = threading.Lock()
+
+
+def _crc32_apply(operator: list[int], value: int) -> int:
+    result = 0
+    bit = 0
+    while value:
+        if value & 1:
+            result ^= operator[bit]
+        value >>= 1
+        bit += 1
+    return result
+
+
+def _crc32_shift(value: int, length: int) -> int:
+    """``zlib.crc32(bytes(length), value) ^ zlib.crc32(bytes(length))``, without the bytes.
+
+    Example:
+        >>> v = zlib.crc32(b"abc")
+        >>> _crc32_shift(v, 5) ^ zlib.crc32(b"defgh") == zlib.crc32(b"abcdefgh")
+        True
+    """
+    with _CRC_LOCK:
+        operator = _CRC_SHIFTS.get(length)
+        if operator is None:
+            if not _CRC_POWERS:
+                one_byte = [zlib.crc32(b"\0", 1 << j) ^ zlib.crc32(b"\0") for j in range(32)]
+                _CRC_POWERS.append(one_byte)
+            operator = [1 << j for j in range(32)]  # identity
+            bit = 0
+            while length >> bit:
+                while len(_CRC_POWERS) <= bit:
+                    last = _CRC_POWERS[-1]
+                    _CRC_POWERS.append([_crc32_apply(last, column) for column in last])
+                if length >> bit & 1:
+                    power = _CRC_POWERS[bit]
+                    operator = [_crc32_apply(power, column) for column in operator]
+                bit += 1
+            if len(_CRC_SHIFTS) > 64:
+                _CRC_SHIFTS.clear()
+            _CRC_SHIFTS[length] = operator
+    return _crc32_apply(operator, value)
+
+
 class DiskArray:
     """A flat float array stored contiguously in a file, read on demand.
 
@@ -150,12 +200,20 @@ class DiskArray:
             return (raw.astype(np.uint32) << np.uint32(16)).view(np.float32)
         return raw.astype(self.dtype, copy=False)
 
-    def read_into(self, start: int, stop: int, buffer: bytearray | None = None) -> np.ndarray:
+    def read_into(
+        self,
+        start: int,
+        stop: int,
+        buffer: bytearray | None = None,
+        crc_parts: list[int] | None = None,
+    ) -> np.ndarray:
         """Read entries ``[start, stop)``, using ``buffer`` for the raw bytes if it is given.
 
         With a ``buffer`` (large enough), float32 and float64 data come back as a view of it,
         valid until the buffer is reused: this is how the selection streams without allocating
-        per read. Without one, the result owns its memory.
+        per read. Without one, the result owns its memory. With ``crc_parts`` (``.npz``), the
+        running CRC-32 is left alone: the range's own CRC-32 is appended to the list, to be
+        added in order with :meth:`add_crc` (reads on two threads).
 
         Raises:
             ValueError: The file is shorter than the tensor, or (``.npz``) the data does not
@@ -177,8 +235,29 @@ class DiskArray:
                 f"{self.size * item} bytes. Received: {got} bytes at entry {start}"
             )
         if self._crc is not None:
-            self._check_crc(start, stop, view)
+            if crc_parts is None:
+                self._check_crc(start, stop, view)
+            else:  # from the member's header on for the first range, else from zero
+                crc_parts.append(zlib.crc32(view, self._crc[1] if start == 0 else 0))
         return self._convert(np.frombuffer(view, dtype=self.stored))
+
+    def add_crc(self, start: int, stop: int, crc: int) -> None:
+        """Add the CRC-32 of entries ``[start, stop)`` (from ``read_into(crc_parts=)``) in order.
+
+        Raises:
+            ValueError: The member's data, complete, does not match the archive's CRC-32.
+        """
+        if self._crc is None:
+            return
+        if start == 0:  # a new pass from the start: the part includes the member's header
+            self._crc_value = crc
+        elif start == self._crc_next:
+            length = (stop - start) * self.stored.itemsize
+            self._crc_value = _crc32_shift(self._crc_value, length) ^ crc
+        else:  # pragma: no cover - passes add their ranges in order
+            return
+        self._crc_next = stop
+        self._check_crc_end(stop)
 
     def _check_crc(self, start: int, stop: int, data: memoryview) -> None:
         if start == 0 and self._crc_next != 0:  # a new pass from the start
@@ -187,7 +266,10 @@ class DiskArray:
             return  # out of order (a sample): the sequential passes check every byte
         self._crc_value = zlib.crc32(data, self._crc_value)
         self._crc_next = stop
-        if stop == self.size and self._crc_value != self._crc[0]:
+        self._check_crc_end(stop)
+
+    def _check_crc_end(self, stop: int) -> None:
+        if self._crc is not None and stop == self.size and self._crc_value != self._crc[0]:
             raise ValueError(
                 f"{self.path} is corrupt: member {self.name!r} does not match its CRC-32 "
                 f"(expected {self._crc[0]:08x}, computed {self._crc_value:08x}). "
@@ -329,18 +411,32 @@ class _DiskScores(ElementwiseScores):
     parallel: ThreadPoolExecutor | None = None  # chunks selected by two threads in turn
     slots: dict[int, list[bytearray]] | None = None  # read buffers per thread, per input
 
-    def slot_keys(self, start: int, stop: int, slot: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Keys of a chunk read into thread ``slot``'s own buffers (no read-ahead)."""
+    def slot_keys(
+        self, start: int, stop: int, slot: int
+    ) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+        """Keys of a chunk read into thread ``slot``'s own buffers (no read-ahead).
+
+        Returns the keys, the alive flags and the chunk's CRC-32 values (``.npz``), which
+        :meth:`chunk_done` adds to the running ones in order.
+        """
         if self.slots is None:  # pragma: no cover - set with `parallel`
             raise RuntimeError("slot_keys needs slots")
         buffers = self.slots.setdefault(slot, [bytearray() for _ in self.inputs])
         parts = []
+        crcs: list[int] = []
         for i, x in enumerate(cast(Sequence[_Streamed], self.inputs)):
             nbytes = (stop - start) * x.disk.stored.itemsize
             if len(buffers[i]) < nbytes:
                 buffers[i] = bytearray(nbytes)
-            parts.append(x.disk.read_into(start, stop, buffers[i]))
-        return self._keys(parts), None if self.alive is None else self.alive[start:stop]
+            parts.append(x.disk.read_into(start, stop, buffers[i], crc_parts=crcs))
+        keys = self._keys(parts)
+        return keys, None if self.alive is None else self.alive[start:stop], crcs
+
+    def chunk_done(self, start: int, stop: int, crcs: list[int]) -> None:
+        """Add a chunk's CRC-32 values from :meth:`slot_keys` (chunks in order)."""
+        checked = [x.disk for x in cast(Sequence[_Streamed], self.inputs) if x.disk.checks_crc]
+        for disk, crc in zip(checked, crcs, strict=True):
+            disk.add_crc(start, stop, crc)
 
     def _load(self, start: int, stop: int, keyed: bool) -> list[np.ndarray] | np.ndarray:
         """Read a chunk (on the worker for a read-ahead); keys too when no CRC is checked."""
@@ -726,7 +822,7 @@ def masks_from_shards(
                 # the worker makes keys in place when it has the time: no CRC-32 to check, and
                 # one input (a difference of two allocates on the worker: measured slower)
                 disk.keys_on_read = len(inputs) == 1 and not inputs[0].disk.checks_crc
-                if disk.keys_on_read and pool is not None:
+                if len(inputs) == 1 and pool is not None:
                     disk.parallel, disk.slots = pool, slots
             if sources and isinstance(sources[-1], _DiskScores):
                 sources[-1].following = disk

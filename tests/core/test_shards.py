@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -677,13 +678,15 @@ def test_the_streamed_pass_refuses_non_finite_weights_the_sample_missed(
         assert _read_ahead_threads() == []
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz"])
 @pytest.mark.parametrize("bad_chunk", [None, 0, 1, 4])
-def test_two_threads_select_alternate_chunks_of_a_safetensors_tensor(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_chunk: int | None
+def test_two_threads_select_alternate_chunks_of_a_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad_chunk: int | None, suffix: str
 ) -> None:
-    """Chunks of one-input tensors without a CRC are read and selected by the calling thread
-    and the worker in turn: the same masks as in memory, also after a pass given up half-way
-    (both threads' chunks in flight); a NaN in either thread's chunk is the usual error."""
+    """Chunks of one-input criteria are read and selected by the calling thread and the worker
+    in turn: the same masks as in memory, also after a pass given up half-way (both threads'
+    chunks in flight), npz CRC-32s added in order; a NaN in either thread's chunk is the usual
+    error."""
     from ltp_core import selection
 
     for name, value in [
@@ -719,14 +722,53 @@ def test_two_threads_select_alternate_chunks_of_a_safetensors_tensor(
     if bad_chunk is not None:  # no sample to find it: the pass does
         w["block.0.w"].reshape(-1)[bad_chunk * 64 + 5] = np.nan
         monkeypatch.setattr(selection, "_sample_alive_scores", lambda *a: (np.empty(0), None))
-    write_safetensors(tmp_path / "w.safetensors", w)
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".npz":
+        np.savez(path, **w)
+    else:
+        write_safetensors(path, w)
     if bad_chunk is not None:
         with pytest.raises(ValueError, match=r"Scores for block\.0\.w contain NaN or infinite"):
-            masks_from_shards([tmp_path / "w.safetensors"], "large_final_global", 0.4, seed=5)
+            masks_from_shards([path], "large_final_global", 0.4, seed=5)
     else:
-        result = masks_from_shards([tmp_path / "w.safetensors"], "large_final_global", 0.4, seed=5)
+        result = masks_from_shards([path], "large_final_global", 0.4, seed=5)
         expected = compute_masks("large_final_global", 0.4, trained=[w[n] for n in names], seed=5)
         for got, want in zip(result.unpacked(), expected, strict=True):
             np.testing.assert_array_equal(got, want)
         assert len(passes) >= 2 and len(calls) >= 4  # an abandoned pass, then a whole one
     assert _read_ahead_threads() == []
+
+
+@pytest.mark.parametrize("member", ["embed", "block.0.bias", "block.1.w"])
+@pytest.mark.parametrize("where", [0, 64 * 4 + 3, 64 * 4 * 5 + 1, -3])
+def test_a_flipped_bit_in_any_chunk_is_found_when_two_threads_read_a_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str, where: int
+) -> None:
+    """Each thread checksums the chunks it reads; the parts are combined in order, so a flipped
+    bit in the calling thread's chunk, the worker's, the short last one or a one-chunk member
+    is the usual error."""
+    import zipfile
+
+    from ltp_core import selection
+
+    monkeypatch.setattr(selection, "CHUNK_SIZE", 16)  # chunks of 64 entries, 256 bytes
+    w = weights(2)
+    w["block.0.bias"] = w["block.0.bias"].reshape(6, 8)  # 2-d: selected; one chunk
+    np.savez(tmp_path / "w.npz", **w)
+    data = bytearray((tmp_path / "w.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "w.npz") as archive:
+        info = archive.getinfo(f"{member}.npy")
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    end = info.header_offset + 30 + name_length + extra_length + info.file_size
+    data_start = end - w[member].nbytes
+    at = data_start + where if where >= 0 else end + where
+    data[min(at, end - 1)] ^= 0x10
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    pattern = rf"bad\.npz is corrupt: member {re.escape(repr(member))}.*CRC-32"
+    with pytest.raises(ValueError, match=pattern):
+        masks_from_shards([tmp_path / "bad.npz"], "large_final_global", 0.3)
+    assert _read_ahead_threads() == []
+    result = masks_from_shards([tmp_path / "w.npz"], "large_final_global", 0.3)  # intact: fine
+    assert result.report.kept == sum(m.size for m in w.values()) - int(
+        0.3 * sum(m.size for m in w.values())
+    )
