@@ -367,7 +367,11 @@ class _DiskScores(ElementwiseScores):
     (on the worker they cost about a quarter more CPU time for no shorter wall time, measured
     with ``benchmarks/bench_shards.py``), but for a criterion that ranks ``|magnitude_of(...)|``
     the worker also turns a chunk of one tensor with no CRC to check into order keys in place
-    (:meth:`chunk_keys`).
+    (:meth:`chunk_keys`). For such a criterion over one tensor (``large_final``...), the
+    selection's keyed pass does not use this pipeline: with a ``parallel`` pool the calling
+    thread and the worker each take every other chunk from reading to packed bits
+    (:meth:`slot_keys`, per-thread buffers, CRC-32 parts added in order by :meth:`chunk_done`),
+    so no chunk's data moves between the cores.
     """
 
     sample_run = _SAMPLE_RUN
