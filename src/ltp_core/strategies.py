@@ -443,10 +443,11 @@ class _LampEstimate:
 
     sample: np.ndarray  # sorted alive magnitudes (float64), or all of them when exact
     weight: float  # alive weights per sampled one
-    total: float  # sum of squares of the layer's alive weights
+    total: float  # sum of squares of the layer's alive weights (estimated from blocks)
     prefix: np.ndarray  # weight * sum of squares of sample[:j], j = 0 .. m
     error: np.ndarray  # sigmas * standard error of prefix (zero when exact)
     exact: bool  # every alive weight is in the sample: all of them are candidates
+    total_error: float = 0.0  # sigmas * standard error of total (zero when summed whole)
 
     def magnitude_bounds(self, s_a: float, s_b: float) -> tuple[float, float]:
         """``(t_lo, t_hi)``: below ``t_lo`` scores are under ``s_a``, from ``t_hi`` over ``s_b``.
@@ -456,15 +457,25 @@ class _LampEstimate:
         and scores at least that. ``B`` is bounded from the sample at its points (upper bound
         for ``t_lo``, lower bound for ``t_hi``), and the best ``t`` on each side is taken.
         """
-        upper = np.minimum(self.prefix + self.error, self.total)  # B(t) for t <= sample[j]
+        least, most = self.total - self.total_error, self.total + self.total_error
+        upper = np.minimum(self.prefix + self.error, most)  # B(t) for t <= sample[j]
         lower = np.maximum(self.prefix - self.error, 0.0)  # B(t) for t > sample[j - 1]
         ends = np.append(self.sample, math.inf)
-        reach = np.sqrt(s_a * np.maximum(self.total - upper, 0.0))
+        reach = np.sqrt(s_a * np.maximum(least - upper, 0.0))
         t_lo = float(np.max(np.minimum(ends, reach))) * (1.0 - _LAMP_SLACK)
         starts = np.insert(self.sample, 0, 0.0)
-        need = np.sqrt(s_b * (self.total - lower))
+        need = np.sqrt(s_b * (most - lower))
         t_hi = float(np.min(np.maximum(starts * (1.0 + _LAMP_SLACK), need))) * (1.0 + _LAMP_SLACK)
         return t_lo, max(t_hi, t_lo)
+
+
+def _refuse_unusable_sums(flat: np.ndarray, position: int) -> None:
+    """For a layer whose sums of squares are not finite: raise :class:`NonFiniteInputError`
+    for NaN/Inf weights or float64 squares that overflow; return for float32 squares that
+    overflow (the sorted path, which squares in float64, can take those)."""
+    _refuse_nonfinite([flat], position)
+    if flat.dtype == np.float64:
+        raise NonFiniteInputError(position, overflow=True)
 
 
 def _lamp_exact(flat: np.ndarray, n_alive: int, draws: int) -> bool:
@@ -519,6 +530,43 @@ def _lamp_piece_sums(
     return sums
 
 
+_LAMP_WHOLE_SUM = 1 << 20  # layers up to this size have their sum of squares summed whole
+_LAMP_BLOCK_SHARE = 8  # larger ones: about one entry in this many, in blocks of _DOT_ROW
+
+
+def _lamp_total(
+    flat: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
+) -> tuple[float, float]:
+    """A layer's sum of squares of alive weights and ``_LAMP_SIGMAS`` standard errors of it.
+
+    Small layers are summed whole (error 0). Larger ones sum one block of ``_DOT_ROW``
+    entries at a random place in each of ``size / (_DOT_ROW * _LAMP_BLOCK_SHARE)`` equal
+    strata (at least 64): about an eighth of a read. The error is that of a simple random
+    sample of blocks (the stratification only makes it smaller). NaN/Inf in the blocks read
+    give a non-finite total; the pass that follows sees every entry.
+    """
+    if flat.size <= _LAMP_WHOLE_SUM:
+        return math.fsum(_lamp_piece_sums(flat, mask, 0, flat.size)), 0.0
+    blocks = flat.size // _DOT_ROW
+    strata = min(blocks, max(64, blocks // _LAMP_BLOCK_SHARE))
+    edges = np.linspace(0, blocks, strata + 1).astype(np.int64)
+    picked = edges[:-1] + (rng.random(strata) * (edges[1:] - edges[:-1])).astype(np.int64)
+    tail = blocks * _DOT_ROW  # the last partial block is summed whole
+    rows = flat[:tail].reshape(blocks, _DOT_ROW)[picked]  # one gather of every block read
+    if rows.dtype != np.float64:
+        rows = rows.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite totals are handled
+        other = rows if mask is None else rows * mask[:tail].reshape(blocks, _DOT_ROW)[picked]
+        vecdot = getattr(np, "vecdot", None)  # NumPy 2; BLAS dots of one row each
+        row_sums = vecdot(rows, other) if vecdot is not None else np.einsum("ij,ij->i", rows, other)
+    sums = row_sums.astype(np.float64)
+    rest = math.fsum(_lamp_piece_sums(flat, mask, tail, flat.size)) if tail < flat.size else 0.0
+    scale = blocks / strata
+    total = float(sums.sum()) * scale + rest
+    variance = blocks * blocks * float(sums.var(ddof=1)) / strata * (1.0 - strata / blocks)
+    return total, _LAMP_SIGMAS * math.sqrt(max(variance, 0.0)) + abs(total) * _LAMP_SLACK
+
+
 def _lamp_estimate(
     flat: np.ndarray,
     mask: np.ndarray | None,
@@ -526,8 +574,11 @@ def _lamp_estimate(
     draws: int,
     rng: np.random.Generator,
     total: float,
+    total_error: float,
+    position: int,
 ) -> _LampEstimate:
-    """One layer's sample; ``total``: its sum of squares (from :func:`_lamp_piece_sums`)."""
+    """One layer's sample; ``total``, ``total_error``: from :func:`_lamp_total`; ``position``:
+    the layer's in the selection (for :class:`NonFiniteInputError`)."""
     if _lamp_exact(flat, n_alive, draws):
         values = _lamp_magnitudes(flat if mask is None else flat[mask]).astype(np.float64)
         values.sort()
@@ -541,7 +592,9 @@ def _lamp_estimate(
     if mask is not None:
         index = index[mask[index]]
     sample = _lamp_magnitudes(flat[index]).astype(np.float64)
-    sample.sort()
+    sample.sort()  # NaN and infinity sort last
+    if sample.size and not math.isfinite(sample[-1]):
+        _refuse_nonfinite([flat], position)  # raises: a sampled weight is NaN or infinite
     weight = n_alive / max(sample.size, 1)
     squares = np.square(sample)
     prefix = np.concatenate(([0.0], np.cumsum(squares))) * weight
@@ -549,7 +602,7 @@ def _lamp_estimate(
     np.sqrt(error, out=error)
     error *= weight * _LAMP_SIGMAS
     error += total * _LAMP_SLACK
-    return _LampEstimate(sample, weight, total, prefix, error, False)
+    return _LampEstimate(sample, weight, total, prefix, error, False, total_error)
 
 
 class _SampleCurves:
@@ -568,6 +621,7 @@ class _SampleCurves:
         self.prefix = np.concatenate([e.prefix[:-1] for e in used])
         self.error = np.concatenate([e.error[:-1] for e in used])
         self.total = np.repeat([e.total for e in used], lengths)
+        self.total_error = np.repeat([e.total_error for e in used], lengths)
         self.weights = np.array([e.weight for e in used])
         self.offsets = 2.0 * np.arange(len(used), dtype=np.float64)
         self.shift = np.repeat(self.offsets, lengths)
@@ -576,7 +630,8 @@ class _SampleCurves:
         """Estimated scores (side -1: lower bounds, 0: central, +1: upper), non-decreasing in
         each layer, shifted by ``2 l`` (so sorted over all layers)."""
         below = self.prefix - side * self.error
-        rest = self.total - np.clip(below, 0.0, self.total)
+        total = self.total + side * self.total_error  # S(t) = total - B(t), at its bound
+        rest = total - np.clip(below, 0.0, total)
         scores: np.ndarray = np.ones_like(self.squares)
         np.divide(self.squares, rest, out=scores, where=rest > self.squares)
         for begin, end in zip(self.starts[:-1], self.starts[1:], strict=True):
@@ -646,22 +701,22 @@ def _lamp_select_sampled(
     )
     rng = np.random.default_rng(salt & 0xFFFFFFFFFFFFFFFF)
     draws = [max(_LAMP_MIN_DRAWS, math.ceil(target * flat.size / sizes)) for flat in trained]
-    totals = {  # float32 sums per chunk (float64 for float64 weights), added exactly
-        i: math.fsum(_lamp_piece_sums(flat, alive[i], 0, flat.size))
+    totals = {  # sampled layers: (sum of squares, its error), from blocks of the large ones
+        i: _lamp_total(flat, alive[i], rng)
         for i, (flat, count) in enumerate(zip(trained, n_alives, strict=True))
         if count and not _lamp_exact(flat, count, draws[i])
     }
     for position, (flat, mask) in enumerate(zip(trained, alive, strict=True)):
-        if position not in totals:  # the sums saw every entry of the sampled layers (a dead
-            _refuse_nonfinite([flat], position)  # NaN too: NaN * 0 is NaN); others checked here
-            refuse_overflowing_squares([flat], [mask], position)
-        elif not math.isfinite(totals[position]):
+        if position not in totals:  # exact layers: checked here (the others in their pass)
             _refuse_nonfinite([flat], position)
-            if flat.dtype == np.float64:
-                raise NonFiniteInputError(position, overflow=True)
-            return None  # finite weights whose float32 squares overflow: the sorted path
+            refuse_overflowing_squares([flat], [mask], position)
+        elif not math.isfinite(totals[position][0]):
+            _refuse_unusable_sums(flat, position)
+            return None  # float32 squares that overflow: the sorted path
     estimates = [
-        _lamp_estimate(flat, mask, count, draws[i], rng, totals.get(i, 0.0)) if count else None
+        _lamp_estimate(flat, mask, count, draws[i], rng, *totals.get(i, (0.0, 0.0)), i)
+        if count
+        else None
         for i, (flat, mask, count) in enumerate(zip(trained, alive, n_alives, strict=True))
     ]
     used = [e for e in estimates if e is not None]
@@ -686,14 +741,16 @@ def _lamp_select_sampled(
         t_lo, t_hi = (0.0, math.inf) if e.exact or s_b >= 1.0 else e.magnitude_bounds(s_a, s_b)
         limits[i] = _magnitude_limits(flat.dtype, t_lo, t_hi)
     scratch = _PassScratch(max((trained[i].size for i in limits), default=0))
-    layers = [
-        _lamp_candidates(
-            _lamp_pass(trained[i], alive[i], keeps[i], *limits[i], scratch),
-            *limits[i],
-            array_ids[i],
-        )
-        for i in limits
-    ]
+    passes = {i: _lamp_pass(trained[i], alive[i], keeps[i], *limits[i], scratch) for i in limits}
+    for i, done in passes.items():
+        if i not in totals:
+            continue  # checked before the pass
+        if not done.sums:  # no sums made (every alive weight a candidate): check it here
+            _refuse_nonfinite([trained[i]], i)
+        elif not math.isfinite(math.fsum(done.sums)):  # NaN/Inf seen by the pass (dead too)
+            _refuse_unusable_sums(trained[i], i)
+            return None  # float32 squares that overflow: the sorted path
+    layers = [_lamp_candidates(passes[i], *limits[i], array_ids[i]) for i in limits]
     below_total = sum(layer.below for layer in layers)
     low_bound = max((layer.low_bound for layer in layers), default=-math.inf)
     high_bound = min((layer.high_bound for layer in layers), default=math.inf)
@@ -779,6 +836,18 @@ def _lamp_pass(
     scratch: _PassScratch,
 ) -> _LampPass:
     """Write ``keep`` (alive and ``|w| >= lo``) and collect what the layer's scores need."""
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf reach the sums: checked there
+        return _lamp_pass_chunks(flat, mask, keep, lo, hi, scratch)
+
+
+def _lamp_pass_chunks(
+    flat: np.ndarray,
+    mask: np.ndarray | None,
+    keep: np.ndarray,
+    lo: np.floating[Any],
+    hi: np.floating[Any],
+    scratch: _PassScratch,
+) -> _LampPass:
     result = _LampPass(0, [], [], [])
     magnitude_buffer = scratch.magnitude(np.float64 if flat.dtype == np.float64 else np.float32)
     for start in range(0, flat.size, _LAMP_CHUNK):

@@ -435,6 +435,9 @@ def test_sampled_lamp_selection_on_small_inputs(
     monkeypatch.setattr(strategies, "_LAMP_MIN_SAMPLE", 8)
     monkeypatch.setattr(strategies, "_LAMP_SAMPLE_FACTOR", 0.2)
     monkeypatch.setattr(strategies, "_LAMP_MIN_DRAWS", 4)
+    # sums of squares of the larger layers estimated from blocks of 8 entries
+    monkeypatch.setattr(strategies, "_LAMP_WHOLE_SUM", 32)
+    monkeypatch.setattr(strategies, "_DOT_ROW", 8)
     trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
     masks = problem["masks"]
     alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
@@ -584,3 +587,45 @@ def test_lamp_refuses_float64_weights_whose_squares_overflow(
     masks = compute_masks("lamp", 0.5, trained=scaled, **extra)
     assert all(m.any() for m in masks)
     assert sum(int((~m).sum()) for m in masks) == 2400
+
+
+@pytest.mark.parametrize("where", ["none", "alive", "dead", "inf"])
+@pytest.mark.parametrize("case", ["normal", "masked", "float16"])
+def test_sampled_lamp_with_block_sampled_sums_of_squares(
+    case: str, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # large layers' sums of squares are estimated from blocks: the bracket still holds, the
+    # masks are exact, and NaN/Inf outside the blocks read is still refused (the pass sees it)
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_LAMP_CHUNK", 1 << 9)
+    monkeypatch.setattr(strategies, "_LAMP_WHOLE_SUM", 1000)
+    monkeypatch.setattr(strategies, "_LAMP_ALL_CANDIDATES", 100)
+    monkeypatch.setattr(strategies, "_DOT_ROW", 16)
+    read: list[int] = []
+    real_total = strategies._lamp_total
+
+    def spy(flat, mask, rng):  # type: ignore[no-untyped-def]
+        result = real_total(flat, mask, rng)
+        read.append(int(result[1] > 0))
+        return result
+
+    monkeypatch.setattr(strategies, "_lamp_total", spy)
+    trained, alive = _sampled_lamp_problem(case)
+    if where != "none":
+        layer = 0
+        spots = np.flatnonzero(~alive[layer] if where == "dead" else alive[layer])
+        if not spots.size:
+            spots = np.arange(trained[layer].size)
+        trained[layer][spots[len(spots) // 2]] = np.inf if where == "inf" else np.nan
+    k = count_to_prune(0.3, sum(int(m.sum()) for m in alive))
+    if where != "none":
+        with pytest.raises(ValueError, match=r"NaN or infinite.*trained\[0\]"):
+            compute_masks("lamp", 0.3, trained=trained, masks=alive)
+        return
+    got = strategies._lamp_select_sampled(trained, alive, [0, 1, 2, 3], k, 4, 1.0)
+    assert got is not None  # the wider bracket (the sums' own error) still holds
+    assert sum(read) >= 2  # the large layers were estimated from blocks
+    scores = strategies._lamp_scores({"trained": trained}, alive)
+    assert_lamp_matches_scores(got, scores, alive, k)
