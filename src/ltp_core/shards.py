@@ -327,22 +327,30 @@ class DiskArray:
         return f"DiskArray({self.name!r}, shape={self.shape}, file={self.path!r})"
 
 
+class _BufferPair:
+    """Two read buffers taken in turn (see :class:`_Streamed`)."""
+
+    def __init__(self) -> None:
+        self.buffers = [bytearray(), bytearray()]
+        self.turn = 0
+
+
 class _Streamed:
     """A :class:`DiskArray` as the selection reads it: chunks land in two reused buffers.
 
     Consecutive chunk reads alternate between the two buffers, so the chunk the selection
     works on stays intact while the next one is read ahead (see :class:`_DiskScores`): a pass
     is done with a chunk once it asks for the one after the next. A whole-tensor read gets its
-    own memory (callers may hold several whole tensors at once). Each role (trained, initial,
-    current) gets its own view, hence its own buffers, so a criterion reading one tensor twice
-    never sees one read overwrite the other.
+    own memory (callers may hold several whole tensors at once). The tensors of one role
+    (trained, initial, current) share one pair of buffers (``shared``: passes go through the
+    tensors one after the other, so the memory does not grow with their number); each role has
+    its own, so a criterion reading one tensor twice never sees one read overwrite the other.
     """
 
-    def __init__(self, disk: DiskArray) -> None:
+    def __init__(self, disk: DiskArray, shared: _BufferPair | None = None) -> None:
         self.disk = disk
         self.size = disk.size
-        self._buffers = [bytearray(), bytearray()]
-        self._turn = 0
+        self._shared = _BufferPair() if shared is None else shared
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, slice):
@@ -351,10 +359,11 @@ class _Streamed:
         if start == 0 and stop == self.size:
             return self.disk.read_into(start, stop)
         nbytes = max(0, stop - start) * self.disk.stored.itemsize
-        self._turn ^= 1
-        if len(self._buffers[self._turn]) < nbytes:
-            self._buffers[self._turn] = bytearray(nbytes)
-        return self.disk.read_into(start, stop, self._buffers[self._turn])
+        shared = self._shared
+        turn = shared.turn = 1 - shared.turn
+        if len(shared.buffers[turn]) < nbytes:
+            shared.buffers[turn] = bytearray(nbytes)
+        return self.disk.read_into(start, stop, shared.buffers[turn])
 
 
 class _DiskScores(ElementwiseScores):
@@ -807,6 +816,7 @@ def masks_from_shards(
     )
     sources: list[ScoreSource] = []
     slots: dict[int, list[bytearray]] = {}  # shared: one tensor is selected at a time
+    buffers = {role: _BufferPair() for role in by_role}
     try:
         for i, tensor in enumerate(selected):
             if criterion.random:
@@ -814,7 +824,9 @@ def masks_from_shards(
                 continue
             if criterion.elementwise is None:  # pragma: no cover - pooled handled above
                 raise ValueError(f"Strategy {resolved.name!r} cannot stream")
-            inputs: list[Any] = [_Streamed(by_role[role][i]) for role in criterion.needs]
+            inputs: list[Any] = [
+                _Streamed(by_role[role][i], buffers[role]) for role in criterion.needs
+            ]
             disk = _DiskScores(
                 i, inputs, criterion.elementwise, None, tensor.name, criterion.signed
             )
