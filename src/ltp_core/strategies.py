@@ -552,14 +552,19 @@ def _lamp_total(
     edges = np.linspace(0, blocks, strata + 1).astype(np.int64)
     picked = edges[:-1] + (rng.random(strata) * (edges[1:] - edges[:-1])).astype(np.int64)
     tail = blocks * _DOT_ROW  # the last partial block is summed whole
-    rows = flat[:tail].reshape(blocks, _DOT_ROW)[picked]  # one gather of every block read
-    if rows.dtype != np.float64:
-        rows = rows.astype(np.float32, copy=False)
-    with np.errstate(over="ignore", invalid="ignore"):  # non-finite totals are handled
-        other = rows if mask is None else rows * mask[:tail].reshape(blocks, _DOT_ROW)[picked]
-        vecdot = getattr(np, "vecdot", None)  # NumPy 2; BLAS dots of one row each
-        row_sums = vecdot(rows, other) if vecdot is not None else np.einsum("ij,ij->i", rows, other)
-    sums = row_sums.astype(np.float64)
+    sums = np.empty(strata)
+    vecdot = getattr(np, "vecdot", None)  # NumPy 2; BLAS dots of one row each
+    for begin in range(0, strata, 256):  # gathers of at most 256 blocks (8 MiB of float32)
+        some = picked[begin : begin + 256]
+        rows = flat[:tail].reshape(blocks, _DOT_ROW)[some]
+        if rows.dtype != np.float64:
+            rows = rows.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite totals are handled
+            other = rows if mask is None else rows * mask[:tail].reshape(blocks, _DOT_ROW)[some]
+            found = (
+                vecdot(rows, other) if vecdot is not None else np.einsum("ij,ij->i", rows, other)
+            )
+        sums[begin : begin + some.size] = found
     rest = math.fsum(_lamp_piece_sums(flat, mask, tail, flat.size)) if tail < flat.size else 0.0
     scale = blocks / strata
     total = float(sums.sum()) * scale + rest
@@ -741,16 +746,15 @@ def _lamp_select_sampled(
         t_lo, t_hi = (0.0, math.inf) if e.exact or s_b >= 1.0 else e.magnitude_bounds(s_a, s_b)
         limits[i] = _magnitude_limits(flat.dtype, t_lo, t_hi)
     scratch = _PassScratch(max((trained[i].size for i in limits), default=0))
-    passes = {i: _lamp_pass(trained[i], alive[i], keeps[i], *limits[i], scratch) for i in limits}
-    for i, done in passes.items():
-        if i not in totals:
-            continue  # checked before the pass
-        if not done.sums:  # no sums made (every alive weight a candidate): check it here
+    layers: list[_LampCandidates] = []
+    for i, (lo, hi) in limits.items():
+        done = _lamp_pass(trained[i], alive[i], keeps[i], lo, hi, scratch)
+        if i in totals and not done.sums:  # no sums made (all alive are candidates): check
             _refuse_nonfinite([trained[i]], i)
-        elif not math.isfinite(math.fsum(done.sums)):  # NaN/Inf seen by the pass (dead too)
+        elif i in totals and not math.isfinite(math.fsum(done.sums)):  # NaN/Inf (dead too)
             _refuse_unusable_sums(trained[i], i)
             return None  # float32 squares that overflow: the sorted path
-    layers = [_lamp_candidates(passes[i], *limits[i], array_ids[i]) for i in limits]
+        layers.append(_lamp_candidates(done, lo, hi, array_ids[i]))  # the pass's lists go
     below_total = sum(layer.below for layer in layers)
     low_bound = max((layer.low_bound for layer in layers), default=-math.inf)
     high_bound = min((layer.high_bound for layer in layers), default=math.inf)
