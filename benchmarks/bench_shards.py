@@ -12,7 +12,8 @@ process:
 each call right after a warm read of the files it reads, the ratio taken per pair (the two see
 the same load), the median over every pair of every run;
 * the peak extra resident memory of the ``large_final_global`` call (``VmHWM`` minus ``VmRSS``
-  before the call, from ``/proc/self/status``).
+  before the call, from ``/proc/self/status``); that call must prune exactly
+  ``floor(0.2 * n)`` weights, or the run stops.
 
 With ``--before SRC`` the same measurements also run against another checkout's ``src`` folder
 (e.g. ``git worktree add /tmp/before <commit>`` then ``--before /tmp/before/src``), alternating
@@ -72,7 +73,8 @@ def write_shards(folder: Path, total_bytes: int, seed: int, count: int = 4) -> l
 
 # Runs in a fresh interpreter with PYTHONPATH set to the checkout under test.
 _MEASURE = textwrap.dedent("""
-    import json, os, statistics, sys, time
+    import json, math, os, statistics, sys, time
+    from ltp_core.compute import count_to_prune
     from ltp_core.shards import masks_from_shards
     trained, initial, repeats = json.loads(sys.argv[1])
 
@@ -101,8 +103,11 @@ _MEASURE = textwrap.dedent("""
         ),
     }
     base = kb("VmRSS:")
-    masks_from_shards(trained, "large_final_global", 0.2)
+    masks = masks_from_shards(trained, "large_final_global", 0.2)
     rss = (kb("VmHWM:") - base) / 1024
+    total = sum(math.prod(shape) for shape in masks.shapes)  # exactly k = floor(0.2 n) pruned
+    if total - masks.report.kept != count_to_prune(0.2, total):
+        raise SystemExit(f"pruned {total - masks.report.kept} of {total}, not exactly k")
     result = {"rss": rss}
     # each call right after a warm read of what it reads: the pair sees the same load
     for key, (paths, call) in calls.items():
