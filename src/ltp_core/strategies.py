@@ -840,43 +840,32 @@ def _lamp_pass(
     scratch: _PassScratch,
 ) -> _LampPass:
     """Write ``keep`` (alive and ``|w| >= lo``) and collect what the layer's scores need."""
-    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf reach the sums: checked there
-        return _lamp_pass_chunks(flat, mask, keep, lo, hi, scratch)
-
-
-def _lamp_pass_chunks(
-    flat: np.ndarray,
-    mask: np.ndarray | None,
-    keep: np.ndarray,
-    lo: np.floating[Any],
-    hi: np.floating[Any],
-    scratch: _PassScratch,
-) -> _LampPass:
     result = _LampPass(0, [], [], [])
     magnitude_buffer = scratch.magnitude(np.float64 if flat.dtype == np.float64 else np.float32)
-    for start in range(0, flat.size, _LAMP_CHUNK):
-        stop = min(start + _LAMP_CHUNK, flat.size)
-        size = stop - start
-        magnitude = magnitude_buffer[:size]
-        np.abs(flat[start:stop], out=magnitude)
-        part = keep[start:stop]
-        np.greater_equal(magnitude, lo, out=part)
-        if mask is not None:
-            np.logical_and(part, mask[start:stop], out=part)
-        if hi != np.inf:
-            top = scratch.top[:size]
-            np.greater_equal(magnitude, hi, out=top)
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN/Inf reach the sums: checked
+        for start in range(0, flat.size, _LAMP_CHUNK):
+            stop = min(start + _LAMP_CHUNK, flat.size)
+            size = stop - start
+            magnitude = magnitude_buffer[:size]
+            np.abs(flat[start:stop], out=magnitude)
+            part = keep[start:stop]
+            np.greater_equal(magnitude, lo, out=part)
             if mask is not None:
-                np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
-            wide = scratch.wide[:size]
-            np.multiply(magnitude, top, out=wide)  # squares of float32 are exact in float64
-            result.sums.append(_sum_of_products(wide, wide))
-            np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
-            found = top.nonzero()[0]  # 1-d: flatnonzero without its ravel
-        else:
-            found = part.nonzero()[0]
-        result.positions.append(found + start)
-        result.values.append(magnitude[found])
+                np.logical_and(part, mask[start:stop], out=part)
+            if hi != np.inf:
+                top = scratch.top[:size]
+                np.greater_equal(magnitude, hi, out=top)
+                if mask is not None:
+                    np.logical_and(top, part, out=top)  # hi >= lo: alive and at or above hi
+                wide = scratch.wide[:size]
+                np.multiply(magnitude, top, out=wide)  # squares of float32 are exact in float64
+                result.sums.append(_sum_of_products(wide, wide))
+                np.greater(part, top, out=top)  # the candidates: at or above lo, below hi
+                found = top.nonzero()[0]  # 1-d: flatnonzero without its ravel
+            else:
+                found = part.nonzero()[0]
+            result.positions.append(found + start)
+            result.values.append(magnitude[found])
     alive = flat.size if mask is None else int(np.count_nonzero(mask))
     result.below = alive - int(np.count_nonzero(keep))  # one count per layer
     return result
