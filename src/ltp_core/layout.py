@@ -13,10 +13,11 @@ anything else           unchanged                      unchanged
 
 LSTM and plain RNN weights are ``"dense"``: torch's ``weight_ih``/``weight_hh`` (``(gates x
 units, in)``) are Keras's ``kernel``/``recurrent_kernel`` transposed, with the same gate order.
-Some weights have no fixed counterpart in the other framework (GRU weights, whose gates torch
-orders reset, update, new and Keras update, reset, new; LSTM projections; torch's packed
-attention projections; Hugging Face ``Conv1D``): their kind is ``"native"``, and a mask file of
-one layout refuses to map them onto the other.
+GRU weights are ``"gru"``: transposed too, and the first two gate blocks swapped (torch orders
+the gates reset, update, new; Keras update, reset, new). Some weights have no fixed counterpart
+in the other framework (LSTM projections; torch's packed attention projections; Hugging Face
+``Conv1D``): their kind is ``"native"``, and a mask file of one layout refuses to map them onto
+the other.
 
 All three kernel kinds map with one axis permutation: reverse the two channel axes and move them
 from the front (torch) to the back (Keras) or back again. A portable mask file records the
@@ -52,8 +53,8 @@ __all__ = [
 LAYOUTS = ("torch", "keras")
 #: Kinds of weight arrays; the kernel kinds are permuted between layouts, ``"other"`` is kept as
 #: it is, ``"native"`` (a layout of one framework only) is not mapped to another layout.
-KINDS = ("dense", "conv", "conv_transpose", "other", "native")
-KERNEL_KINDS = frozenset({"dense", "conv", "conv_transpose"})
+KINDS = ("dense", "conv", "conv_transpose", "gru", "other", "native")
+KERNEL_KINDS = frozenset({"dense", "conv", "conv_transpose", "gru"})
 
 
 def check_layout(layout: Any, argument: str = "layout") -> str:
@@ -97,9 +98,26 @@ def convert_layout(array: np.ndarray, kind: str, source: str, target: str) -> np
         >>> kernel = np.zeros((784, 300), dtype=bool)        # a Keras Dense kernel's mask
         >>> convert_layout(kernel, "dense", "keras", "torch").shape
         (300, 784)
+        >>> gru = np.arange(6).reshape(1, 6)                 # Keras (in, 3 x units), units 2
+        >>> convert_layout(gru, "gru", "keras", "torch").ravel().tolist()  # reset first
+        [2, 3, 0, 1, 4, 5]
     """
     order = layout_permutation(array.ndim, kind, source, target)
-    return array if order is None else np.ascontiguousarray(np.transpose(array, order))
+    if order is None:
+        return array
+    moved = np.transpose(array, order)
+    if kind == "gru":  # (reset, update, new) <-> (update, reset, new): swap the first two
+        axis = 0 if target == "torch" else 1
+        gates = moved.shape[axis]
+        if moved.ndim != 2 or gates % 3:
+            raise ValueError(
+                "A GRU weight has 3 gate blocks along its gate axis. "
+                f"Received: an array of shape {array.shape} of kind 'gru'"
+            )
+        unit = gates // 3
+        swapped = np.r_[unit : 2 * unit, 0:unit, 2 * unit : gates]
+        moved = np.take(moved, swapped, axis=axis)
+    return np.ascontiguousarray(moved)
 
 
 def _kind_class(kind: str) -> str:

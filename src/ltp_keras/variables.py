@@ -354,9 +354,10 @@ def variable_kinds(model: keras.layers.Layer, variables: Sequence[keras.Variable
 
     ``"dense"`` for Dense kernels and the kernel and recurrent kernel of ``LSTM`` and
     ``SimpleRNN`` cells (torch's ``weight_ih``/``weight_hh`` transposed, same gate order),
-    ``"conv"`` for Conv1D/2D/3D (and separable pointwise) kernels, ``"conv_transpose"`` for
-    ConvNDTranspose kernels and ``"other"`` for everything else (EinsumDense, depthwise and GRU
-    kernels, biases, variables picked with ``prunable=``). :func:`variable_roles` gives the
+    ``"gru"`` for those of ``GRU`` cells (transposed, first two gates swapped), ``"conv"`` for
+    Conv1D/2D/3D (and separable pointwise) kernels, ``"conv_transpose"`` for ConvNDTranspose
+    kernels and ``"other"`` for everything else (EinsumDense, depthwise kernels, biases,
+    variables picked with ``prunable=``). :func:`variable_roles` gives the
     finer role of each variable.
 
     Example:
@@ -369,20 +370,22 @@ def variable_kinds(model: keras.layers.Layer, variables: Sequence[keras.Variable
     for layer in _walk_layers(model):
         for kernel in _layer_kernels(layer):
             kinds.setdefault(id(kernel), _kernel_kind(layer, kernel))
-        if isinstance(layer, _TRANSPOSED_RECURRENT_CELLS):
+        if isinstance(layer, (*_TRANSPOSED_RECURRENT_CELLS, keras.layers.GRUCell)):
             # Keras (in, 4u) / (u, 4u) kernels are torch's weight_ih / weight_hh transposed,
-            # with the same gate order (LSTM: input, forget, cell, output).
+            # with the same gate order (LSTM: input, forget, cell, output); GRU's with the
+            # first two of its 3 gates swapped (Keras: update, reset, new; torch: reset first).
+            kind = "gru" if isinstance(layer, keras.layers.GRUCell) else "dense"
             for kernel in (
                 getattr(layer, "kernel", None),
                 getattr(layer, "recurrent_kernel", None),
             ):
                 if isinstance(kernel, keras.Variable):
-                    kinds.setdefault(id(kernel), "dense")
+                    kinds.setdefault(id(kernel), kind)
     return [kinds.get(id(v), "other") for v in variables]
 
 
-#: Recurrent cells whose kernels map onto torch's ``nn.LSTM``/``nn.RNN`` weights by a transpose.
-#: Not GRU: torch orders its gates (reset, update, new), Keras (update, reset, new).
+#: Recurrent cells whose kernels map onto torch's ``nn.LSTM``/``nn.RNN`` weights by a transpose
+#: (GRU cells need their first two gates swapped too: kind ``"gru"``).
 _TRANSPOSED_RECURRENT_CELLS = (keras.layers.LSTMCell, keras.layers.SimpleRNNCell)
 
 

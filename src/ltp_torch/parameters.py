@@ -313,7 +313,8 @@ def parameter_kinds(module: nn.Module, names: Sequence[str]) -> list[str]:
     (``(out, in/groups, *kernel)``), ``"conv_transpose"`` for ``nn.ConvTransposeNd``
     (``(in, out/groups, *kernel)``) and for the ``weight_ih``/``weight_hh`` weights of
     ``nn.LSTM``/``nn.RNN`` and their cells (Keras's kernels transposed, same gate order),
-    ``"native"`` for weights with no fixed Keras counterpart (GRU and projected LSTM weights,
+    ``"gru"`` for ``nn.GRU``/``nn.GRUCell`` weights (transposed, first two gates swapped),
+    ``"native"`` for weights with no fixed Keras counterpart (projected LSTM weights,
     ``in_proj_weight``/``q,k,v_proj_weight``, Hugging Face ``Conv1D``) and
     ``"other"`` for anything else (biases, embeddings, ...). The trained original of a
     parametrized weight has the weight's layout. See :mod:`ltp_core.layout`.

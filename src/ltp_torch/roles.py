@@ -113,9 +113,10 @@ class ParameterInfo:
         occurrences: Every ``(qualified_name, owning_module)`` pair, the first one first.
         role: A kind from :data:`PRUNABLE_KINDS`, or why it is not pruned by default.
         layout: Portable-mask layout: ``"dense"``, ``"conv"``, ``"conv_transpose"``,
-            ``"native"`` (GRU and projected LSTM weights, packed attention projections,
-            Hugging Face ``Conv1D``: not mapped to Keras layout; LSTM and RNN weights are
-            ``"dense"``) or ``"other"`` (see :mod:`ltp_core.layout`).
+            ``"gru"`` (GRU weights: transposed, first two gates swapped), ``"native"``
+            (projected LSTM weights, packed attention projections, Hugging Face ``Conv1D``:
+            not mapped to Keras layout; LSTM and RNN weights are ``"dense"``) or ``"other"``
+            (see :mod:`ltp_core.layout`).
         parametrization: ``"weight_norm"``, ``"spectral_norm"``, another parametrization's
             class name, or ``None``, when the parameter is the trained original of a
             parametrized weight.
@@ -182,10 +183,13 @@ def _is_hf_conv1d(module: nn.Module) -> bool:
 def _recurrent_layout(owner: nn.Module, local: str) -> str:
     """``"dense"`` for LSTM and plain RNN input/hidden weights: Keras's ``kernel`` and
     ``recurrent_kernel`` transposed, with the same gate order (LSTM: input, forget, cell,
-    output). ``"native"`` for GRU (torch orders its gates reset, update, new; Keras update,
-    reset, new) and for an LSTM with ``proj_size`` (no Keras counterpart)."""
-    if isinstance(owner, (nn.GRU, nn.GRUCell)) or getattr(owner, "proj_size", 0):
+    output). ``"gru"`` for GRU ones: transposed, with the first two gates swapped (torch orders
+    them reset, update, new; Keras update, reset, new). ``"native"`` for an LSTM with
+    ``proj_size`` (no Keras counterpart)."""
+    if getattr(owner, "proj_size", 0):
         return "native"
+    if isinstance(owner, (nn.GRU, nn.GRUCell)):
+        return "gru"
     if isinstance(owner, (nn.LSTM, nn.RNN, nn.LSTMCell, nn.RNNCell)) and not local.startswith(
         "weight_hr"
     ):

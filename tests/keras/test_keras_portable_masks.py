@@ -214,3 +214,42 @@ def test_keras_lstm_and_simple_rnn_masks_load_into_torch_with_the_same_meaning(
     expected = keras.ops.convert_to_numpy(model(x))
     got = net(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_gru_masks_load_into_torch_with_the_same_meaning(tmp_path: Path) -> None:
+    # Keras orders a GRU's gates (update, reset, new), torch (reset, update, new): the mask file
+    # records the kind "gru" and the loader swaps the first two gate blocks as it transposes
+    torch = pytest.importorskip("torch")
+    import ltp_torch
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 6)), layers.GRU(4, reset_after=True)])
+    pruner = LotteryTicketPruner(model, seed=0)
+    assert pruner.kinds == ["gru", "gru"]  # kernel, recurrent_kernel
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights_global")
+    pruner.apply_pruning(model)
+    path = tmp_path / "gru.npz"
+    pruner.save_masks(path)
+
+    net = torch.nn.GRU(6, 4, batch_first=True)
+    target = ltp_torch.LotteryTicketPruner(net)
+    target.load_masks(path)
+
+    def torch_order(array: np.ndarray) -> np.ndarray:  # (..., 3u) Keras -> torch gate order
+        update, reset, new = np.split(array, 3, axis=-1)
+        return np.concatenate([reset, update, new], axis=-1)
+
+    for theirs, ours in zip(target.masks, pruner.masks, strict=True):
+        np.testing.assert_array_equal(theirs, torch_order(ours).T)
+    kernel, recurrent, bias = (keras.ops.convert_to_numpy(w) for w in model.weights)
+    with torch.no_grad():
+        net.weight_ih_l0.copy_(torch.from_numpy(torch_order(kernel).T.copy()))
+        net.weight_hh_l0.copy_(torch.from_numpy(torch_order(recurrent).T.copy()))
+        net.bias_ih_l0.copy_(torch.from_numpy(torch_order(bias[0]).copy()))
+        net.bias_hh_l0.copy_(torch.from_numpy(torch_order(bias[1]).copy()))
+    target.apply_pruning(net)  # a no-op: the copied weights are already zero where pruned
+    assert sum(int((~m).sum()) for m in target.masks) > 0
+    x = np.random.default_rng(1).normal(size=(2, 5, 6)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    got = net(torch.from_numpy(x))[0][:, -1].detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -429,23 +429,50 @@ def test_native_layout_masks_are_not_mapped_to_keras_layout(tmp_path: object) ->
 
     from ltp_core import io as core_io
 
-    # GRU(16, 4): torch orders the gates (reset, update, new), Keras (update, reset, new), so
-    # a transposed Keras kernel is not torch's weight_ih: a Keras-layout file must not be
-    # copied onto it.
-    model = nn.Sequential(nn.GRU(16, 4))
+    # An LSTM with proj_size has weight_hr, which no Keras layer has: a Keras-layout file
+    # must not be copied onto it.
+    model = nn.LSTM(8, 4, proj_size=2)
     pruner = LotteryTicketPruner(model)
-    assert pruner.kinds == ["native", "native"]
+    assert pruner.kinds == ["native", "native", "native"]
     path = Path(str(tmp_path)) / "keras_masks.npz"
-    masks = [np.ones((16, 12), bool), np.ones((4, 12), bool)]
-    core_io.save_masks(path, masks, ["kernel", "recurrent_kernel"], layout="keras",
-                       kinds=["other", "other"])  # fmt: skip
+    masks = [np.ones(tuple(reversed(m.shape)), bool) for m in pruner.masks]
+    core_io.save_masks(path, masks, ["a", "b", "c"], layout="keras", kinds=["other"] * 3)
     with pytest.raises(ValueError, match=r"kind 'native'.*cannot be mapped from keras to torch"):
         pruner.load_masks(path)
     assert pruner.level == 0 and all(m.all() for m in pruner.masks)
     pruner.save_masks(path)  # the same layout loads as before
-    LotteryTicketPruner(nn.Sequential(nn.GRU(16, 4))).load_masks(path)
-    projected = LotteryTicketPruner(nn.LSTM(8, 4, proj_size=2))  # weight_hr: no Keras twin
-    assert projected.kinds == ["native", "native", "native"]
+    LotteryTicketPruner(nn.LSTM(8, 4, proj_size=2)).load_masks(path)
+
+
+def test_gru_weights_are_keras_kernels_transposed_with_two_gates_swapped(
+    tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    from ltp_core import io as core_io
+
+    # torch orders a GRU's gates (reset, update, new), Keras (update, reset, new)
+    model = nn.Sequential(nn.GRU(16, 4, num_layers=2, bidirectional=True))
+    pruner = LotteryTicketPruner(model)
+    assert pruner.kinds == ["gru"] * 8
+    assert LotteryTicketPruner(nn.GRUCell(5, 2)).kinds == ["gru", "gru"]
+    rng = np.random.default_rng(0)
+    keras_masks = [rng.random(tuple(reversed(m.shape))) < 0.5 for m in pruner.masks]
+    path = Path(str(tmp_path)) / "keras_gru.npz"
+    names = [f"k{i}" for i in range(8)]
+    core_io.save_masks(path, keras_masks, names, layout="keras", kinds=["gru"] * 8)
+    pruner.load_masks(path)
+    for ours, theirs in zip(pruner.masks, keras_masks, strict=True):
+        units = theirs.shape[1] // 3
+        update, reset, new = np.split(theirs, 3, axis=1)
+        np.testing.assert_array_equal(ours, np.concatenate([reset, update, new], axis=1).T)
+        assert units == 4
+    # a file that records the GRU weights as "other" (an older writer) is refused, not guessed
+    core_io.save_masks(path, keras_masks, names, layout="keras", kinds=["other"] * 8)
+    before = [m.copy() for m in pruner.masks]
+    with pytest.raises(ValueError, match="kind"):
+        pruner.load_masks(path)
+    assert all(np.array_equal(a, b) for a, b in zip(before, pruner.masks, strict=True))
 
 
 def test_lstm_and_rnn_weights_are_keras_kernels_transposed(tmp_path: object) -> None:
