@@ -32,7 +32,7 @@ from .strategies import (
     ROLES,
     NonFiniteInputError,
     Strategy,
-    refuse_overflowing_squares,
+    refuse_unusable,
     resolve_strategy,
 )
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
@@ -264,9 +264,11 @@ def compute_masks(
             for role in criterion.needs:
                 for i in indices:
                     _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
-                flats = [as_flat(arrays[role][i]) for i in indices]
-                try:
-                    refuse_overflowing_squares(flats, [alive[i] for i in indices])
+                try:  # finite now; float64 squares may still overflow
+                    for position, i in enumerate(indices):
+                        flat = as_flat(arrays[role][i])
+                        if flat.dtype == np.float64:
+                            refuse_unusable([flat], [alive[i]], position)
                 except NonFiniteInputError as found:
                     _raise_named(found, indices, arrays[role], role, layer_names, resolved.name)
             sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)

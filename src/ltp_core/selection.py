@@ -42,6 +42,7 @@ __all__ = [
     "RandomScores",
     "ScoreSource",
     "TieBreakScores",
+    "all_finite",
     "check_input_finite",
     "count_set_bits",
     "hash_positions",
@@ -175,6 +176,16 @@ def raise_nonfinite_scores(label: str) -> None:
     )
 
 
+def all_finite(values: np.ndarray) -> bool:
+    """Whether ``values`` hold no NaN or infinite entry (one maximum and one minimum).
+
+    Example:
+        >>> all_finite(np.array([1.0, -np.inf]))
+        False
+    """
+    return values.size == 0 or bool(np.isfinite(values.max()) and np.isfinite(values.min()))
+
+
 def check_input_finite(values: np.ndarray, label: str) -> None:
     """Raise if ``values`` (weights a criterion reads) hold NaN or infinite entries.
 
@@ -184,9 +195,7 @@ def check_input_finite(values: np.ndarray, label: str) -> None:
         ...
         ValueError: `trained[0]` contains NaN or infinite values; ...
     """
-    if values.size == 0:
-        return
-    if not (np.isfinite(values.max()) and np.isfinite(values.min())):
+    if not all_finite(values):
         raise ValueError(
             f"`{label}` contains NaN or infinite values; masks cannot be computed from them "
             f"(check the training for divergence). Received: {label} with non-finite entries"

@@ -351,26 +351,45 @@ class NonFiniteInputError(ValueError):
         self.overflow = overflow
 
 
-def refuse_overflowing_squares(
+def refuse_unusable(
     trained: Sequence[np.ndarray], alive: Sequence[np.ndarray | None], first: int = 0
 ) -> None:
-    """Raise :class:`NonFiniteInputError` (``overflow``) for a float64 array whose alive
-    weights' sum of squares overflows (float32 and narrower ones are squared in float64);
-    positions counted from ``first``."""
+    """Raise :class:`NonFiniteInputError` for an array with NaN or infinite entries, or for a
+    float64 one whose alive weights' sum of squares overflows (``overflow``; float32 and
+    narrower ones are squared in float64); positions counted from ``first``.
+
+    A float64 array is checked by that sum alone (NaN and infinity reach it, dead entries'
+    too); the others by their maximum and minimum.
+    """
     for position, (flat, mask) in enumerate(zip(trained, alive, strict=True), first):
-        squares = _lamp_piece_sums(flat, mask, 0, flat.size) if flat.dtype == np.float64 else []
-        if not math.isfinite(sum(squares)):
-            raise NonFiniteInputError(position, overflow=True)
+        if flat.dtype != np.float64:
+            _refuse_nonfinite([flat], position)
+        elif not math.isfinite(_sum_exactly(_lamp_piece_sums(flat, mask, 0, flat.size))):
+            _refuse_unusable_sums(flat, position)
 
 
 def _refuse_nonfinite(trained: Sequence[np.ndarray], first: int = 0, chunk: int = 1 << 20) -> None:
     """Raise :class:`NonFiniteInputError` for the first array holding NaN or infinite entries
     (positions counted from ``first``)."""
+    from .selection import all_finite
+
     for position, flat in enumerate(trained, first):
         for begin in range(0, flat.size, chunk):
-            part = flat[begin : begin + chunk]
-            if part.size and not (np.isfinite(part.max()) and np.isfinite(part.min())):
+            if not all_finite(flat[begin : begin + chunk]):
                 raise NonFiniteInputError(position)
+
+
+def _sum_exactly(values: Sequence[float]) -> float:
+    """The correctly rounded sum of ``values`` (``math.fsum``), ``inf`` where it overflows.
+
+    Example:
+        >>> _sum_exactly([0.1] * 10), _sum_exactly([1e308, 1e308])
+        (1.0, inf)
+    """
+    try:
+        return math.fsum(values)
+    except OverflowError:  # finite parts whose sum is beyond float64
+        return math.inf
 
 
 _LAMP_SAMPLED_MIN = 1 << 20
@@ -415,9 +434,7 @@ def _lamp_select(
             if result is not None:
                 return result
         logger.debug("lamp: sampled bracket missed twice; sorting every layer")
-    else:  # the sampled path checks finiteness as it sums the squares
-        _refuse_nonfinite(trained)
-    refuse_overflowing_squares(trained, alive)
+    refuse_unusable(trained, alive)
     return _lamp_select_sorted(trained, alive, array_ids, k, salt)
 
 
@@ -546,7 +563,7 @@ def _lamp_total(
     give a non-finite total; the pass that follows sees every entry.
     """
     if flat.size <= _LAMP_WHOLE_SUM:
-        return math.fsum(_lamp_piece_sums(flat, mask, 0, flat.size)), 0.0
+        return _sum_exactly(_lamp_piece_sums(flat, mask, 0, flat.size)), 0.0
     blocks = flat.size // _DOT_ROW
     strata = min(blocks, max(64, blocks // _LAMP_BLOCK_SHARE))
     edges = np.linspace(0, blocks, strata + 1).astype(np.int64)
@@ -565,7 +582,7 @@ def _lamp_total(
                 vecdot(rows, other) if vecdot is not None else np.einsum("ij,ij->i", rows, other)
             )
         sums[begin : begin + some.size] = found
-    rest = math.fsum(_lamp_piece_sums(flat, mask, tail, flat.size)) if tail < flat.size else 0.0
+    rest = _sum_exactly(_lamp_piece_sums(flat, mask, tail, flat.size)) if tail < flat.size else 0.0
     scale = blocks / strata
     total = float(sums.sum()) * scale + rest
     variance = blocks * blocks * float(sums.var(ddof=1)) / strata * (1.0 - strata / blocks)
@@ -713,8 +730,7 @@ def _lamp_select_sampled(
     }
     for position, (flat, mask) in enumerate(zip(trained, alive, strict=True)):
         if position not in totals:  # exact layers: checked here (the others in their pass)
-            _refuse_nonfinite([flat], position)
-            refuse_overflowing_squares([flat], [mask], position)
+            refuse_unusable([flat], [mask], position)
         elif not math.isfinite(totals[position][0]):
             _refuse_unusable_sums(flat, position)
             return None  # float32 squares that overflow: the sorted path
@@ -749,12 +765,13 @@ def _lamp_select_sampled(
     layers: list[_LampCandidates] = []
     for i, (lo, hi) in limits.items():
         done = _lamp_pass(trained[i], alive[i], keeps[i], lo, hi, scratch)
+        above = _sum_exactly(done.sums)  # squares at or above hi: > 0 when any is alive
         if i in totals and not done.sums:  # no sums made (all alive are candidates): check
             _refuse_nonfinite([trained[i]], i)
-        elif i in totals and not math.isfinite(math.fsum(done.sums)):  # NaN/Inf (dead too)
+        elif i in totals and not math.isfinite(above):  # NaN/Inf (dead too)
             _refuse_unusable_sums(trained[i], i)
             return None  # float32 squares that overflow: the sorted path
-        layers.append(_lamp_candidates(done, lo, hi, array_ids[i]))  # the pass's lists go
+        layers.append(_lamp_candidates(done, above, lo, hi, array_ids[i]))  # its lists go
     below_total = sum(layer.below for layer in layers)
     low_bound = max((layer.low_bound for layer in layers), default=-math.inf)
     high_bound = min((layer.high_bound for layer in layers), default=math.inf)
@@ -883,10 +900,9 @@ class _LampCandidates:
 
 
 def _lamp_candidates(
-    layer: _LampPass, lo: np.floating[Any], hi: np.floating[Any], array_id: int
+    layer: _LampPass, above: float, lo: np.floating[Any], hi: np.floating[Any], array_id: int
 ) -> _LampCandidates:
-    """Exact scores of a layer's candidates from its pass."""
-    above = math.fsum(layer.sums)  # squares at or above hi are positive: > 0 when any is alive
+    """Exact scores of a layer's candidates from its pass (``above``: its sums added)."""
     below = layer.below
     found = np.concatenate(layer.positions)
     magnitudes = np.concatenate(layer.values)

@@ -41,6 +41,19 @@ def reference_lamp(trained: list[np.ndarray], alive: list[np.ndarray]) -> list[n
     return result
 
 
+def _unpacked(
+    problem: dict[str, object], dtype: type
+) -> tuple[list[np.ndarray], list[np.ndarray], int, int]:
+    """A hypothesis problem's weights (as ``dtype``), alive masks, count to prune and salt."""
+    trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
+    masks = problem["masks"]
+    alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
+    n_alive = sum(int(m.sum()) for m in alive)
+    k = count_to_prune(float(problem["fraction"]), n_alive)  # type: ignore[arg-type]
+    salt = int(problem["seed"]) % (1 << 32)  # type: ignore[call-overload]
+    return trained, alive, k, salt
+
+
 def test_lamp_small_case_by_hand(selection_path: str) -> None:
     # layer 0: squares 1,4,9,16 (x1e-4), suffix sums 30,29,25,16 -> 1/30, 4/29, 9/25, 1
     # layer 1: 1..16, squares 1..256, suffix sums 1496, 1495, 1491, ... -> 1/1496, 4/1495, ...
@@ -330,12 +343,7 @@ def test_lamp_selection_equals_the_plain_python_reference(
     # vectorized steps of the top-down sum are all crossed by every layer
     monkeypatch.setattr(strategies, "_LAMP_BLOCK", block)
     monkeypatch.setattr(strategies, "_LAMP_PASS", block * 3)
-    trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
-    masks = problem["masks"]
-    alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
-    n_alive = sum(int(m.sum()) for m in alive)
-    k = count_to_prune(float(problem["fraction"]), n_alive)  # type: ignore[arg-type]
-    salt = int(problem["seed"]) % (1 << 32)  # type: ignore[call-overload]
+    trained, alive, k, salt = _unpacked(problem, dtype)
     lamp = STRATEGIES["lamp"].criterion
     assert lamp.select is not None
     flats = [w.reshape(-1) for w in trained]
@@ -438,12 +446,7 @@ def test_sampled_lamp_selection_on_small_inputs(
     # sums of squares of the larger layers estimated from blocks of 8 entries
     monkeypatch.setattr(strategies, "_LAMP_WHOLE_SUM", 32)
     monkeypatch.setattr(strategies, "_DOT_ROW", 8)
-    trained = [np.asarray(w, dtype=dtype) for w in problem["trained"]]  # type: ignore[attr-defined]
-    masks = problem["masks"]
-    alive = masks if isinstance(masks, list) else [np.ones(w.shape, bool) for w in trained]
-    n_alive = sum(int(m.sum()) for m in alive)
-    k = count_to_prune(float(problem["fraction"]), n_alive)  # type: ignore[arg-type]
-    salt = int(problem["seed"]) % (1 << 32)  # type: ignore[call-overload]
+    trained, alive, k, salt = _unpacked(problem, dtype)
     flats = [w.reshape(-1) for w in trained]
     lamp = STRATEGIES["lamp"].criterion
     assert lamp.select is not None and lamp.pooled is not None
