@@ -584,9 +584,11 @@ def _lamp_total(
         sums[begin : begin + some.size] = found
     rest = _sum_exactly(_lamp_piece_sums(flat, mask, tail, flat.size)) if tail < flat.size else 0.0
     scale = blocks / strata
-    total = float(sums.sum()) * scale + rest
-    variance = blocks * blocks * float(sums.var(ddof=1)) / strata * (1.0 - strata / blocks)
-    return total, _LAMP_SIGMAS * math.sqrt(max(variance, 0.0)) + abs(total) * _LAMP_SLACK
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite total is handled
+        total = float(sums.sum()) * scale + rest
+        variance = blocks * blocks * float(sums.var(ddof=1)) / strata * (1.0 - strata / blocks)
+        error = _LAMP_SIGMAS * math.sqrt(max(variance, 0.0)) + abs(total) * _LAMP_SLACK
+    return total, error
 
 
 def _lamp_estimate(

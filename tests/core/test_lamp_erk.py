@@ -569,17 +569,23 @@ def test_sampled_lamp_with_squares_beyond_float32_sorts_instead(
     assert_lamp_matches_scores([m.reshape(-1) for m in got], scores, alive, k)
 
 
-@pytest.mark.parametrize("path", ["sorted", "sampled", "floors"])
+@pytest.mark.parametrize("path", ["sorted", "sampled", "block sums", "floors"])
 def test_lamp_refuses_float64_weights_whose_squares_overflow(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # float64 squares overflow near 1e154: refused with the layer named, never a collapsed layer
     from ltp_core import strategies
 
-    if path == "sampled":
+    if path in ("sampled", "block sums"):
         monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    scale = 1e200
+    if path == "block sums":  # every square finite, the sum of the blocks' sums is not
+        monkeypatch.setattr(strategies, "_LAMP_WHOLE_SUM", 100)
+        monkeypatch.setattr(strategies, "_LAMP_ALL_CANDIDATES", 100)
+        monkeypatch.setattr(strategies, "_DOT_ROW", 16)
+        scale = 1e153
     rng = np.random.default_rng(2)
-    trained = [rng.standard_normal((40, 60)), rng.standard_normal((40, 60)) * 1e200]
+    trained = [rng.standard_normal((40, 60)), rng.standard_normal((40, 60)) * scale]
     extra = {"min_layer_density": 0.01} if path == "floors" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning or layer-collapse warning first
