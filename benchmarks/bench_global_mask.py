@@ -12,7 +12,7 @@ by the number of weights; it includes the 1 byte/weight of the returned boolean 
 
 A second table (``--scopes``) compares, at 1M to 124M weights, layer scope
 (``large_final``) against global scope (``large_final_global``), and global selection with
-``min_layer_density=0.01`` and with ``lamp`` against the same read pass.
+``min_layer_density=0.01``, with ``lamp`` and with both against the same read pass.
 
 Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM);
 ``python benchmarks/bench_global_mask.py --scopes`` (a few minutes; ``--only NAME`` runs one
@@ -175,6 +175,10 @@ def run_scopes(
             global_k,
         ),
         "lamp": (lambda: compute_masks("lamp", fraction, trained=weights), global_k),
+        "lamp_floor": (
+            lambda: compute_masks("lamp", fraction, trained=weights, min_layer_density=0.01),
+            global_k,
+        ),
     }
     for label, (call, expected) in calls.items():
         check(call(), expected, label)
@@ -206,6 +210,7 @@ def run_scopes(
         f"(wall {wall['layer'] / wall['global']:.2f})",
         "min_layer_density=0.01 / read": ratio("floor"),
         "lamp / read": ratio("lamp"),
+        "lamp + min_layer_density=0.01 / read": ratio("lamp_floor"),
         "lamp extra B/weight": f"{lamp_bytes / n:.2f}",
         "load (1 min)": f"{os.getloadavg()[0]:.1f}",
     }

@@ -7,10 +7,11 @@ selection to :mod:`ltp_core.selection`. It never mutates its inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any, NoReturn
 
@@ -27,12 +28,12 @@ from .selection import (
     check_input_finite,
     keep_after_pruning_smallest,
     keep_after_pruning_smallest_capped,
+    select_under_caps,
 )
 from .strategies import (
     ROLES,
     NonFiniteInputError,
     Strategy,
-    refuse_unusable,
     resolve_strategy,
 )
 from .validation import check_fraction, check_masks, check_weight_list, short_repr
@@ -260,18 +261,6 @@ def compute_masks(
             multiplier,
             [layer_names[i] for i in indices],
         )
-        if sources is None and caps is not None:  # floors: the generic capped selection
-            for role in criterion.needs:
-                for i in indices:
-                    _check_finite_in_chunks(arrays[role][i], f"{role}[{i}] ({layer_names[i]})")
-                try:  # finite now; float64 squares may still overflow
-                    for position, i in enumerate(indices):
-                        flat = as_flat(arrays[role][i])
-                        if flat.dtype == np.float64:
-                            refuse_unusable([flat], [alive[i]], position)
-                except NonFiniteInputError as found:
-                    _raise_named(found, indices, arrays[role], role, layer_names, resolved.name)
-            sources = _score_sources(resolved, indices, arrays, alive, layer_names, salt)
         if criterion.keeps_one_per_layer and len(indices) > 1:
             layers_alive = sum(1 for count in n_alives if count)
             if n_alive - k < layers_alive:
@@ -293,14 +282,21 @@ def compute_masks(
             if criterion.select is None:  # pragma: no cover - sources are built otherwise
                 raise RuntimeError("no selection for this strategy; please report this as a bug")
             role = criterion.needs[0]
+            select_some = functools.partial(
+                _select_members,
+                criterion.select,
+                [as_flat(arrays[role][i]) for i in indices],
+                [alive[i] for i in indices],
+                list(indices),
+                salt,
+            )
             try:
-                flats = criterion.select(
-                    [as_flat(arrays[role][i]) for i in indices],
-                    [alive[i] for i in indices],
-                    list(indices),
-                    k,
-                    salt,
-                )
+                if caps is None:
+                    flats = select_some(range(len(indices)), k)
+                else:  # floors: rounds of the criterion's own selection, capped layers alone
+                    flats = select_under_caps(
+                        select_some, n_alives, caps, k, lambda _, keep: int(np.count_nonzero(keep))
+                    )
             except NonFiniteInputError as found:
                 _raise_named(found, indices, arrays[role], role, layer_names, resolved.name)
         elif counts is not None:
@@ -478,6 +474,25 @@ def _raise_named(
         ) from None
     _check_finite_in_chunks(arrays[i], label)
     raise found  # pragma: no cover - the check above raises the named error
+
+
+def _select_members(
+    select: Callable[..., list[np.ndarray]],
+    flats: Sequence[np.ndarray],
+    alive: Sequence[np.ndarray | None],
+    ids: Sequence[int],
+    salt: int,
+    members: Sequence[int],
+    count: int,
+) -> list[np.ndarray]:
+    """``select`` (a criterion's own exact selection) over the layers ``members`` only."""
+    return select(
+        [flats[j] for j in members],
+        [alive[j] for j in members],
+        [ids[j] for j in members],
+        count,
+        salt,
+    )
 
 
 def _check_finite_in_chunks(array: np.ndarray, label: str, chunk: int = 1 << 20) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "keep_after_pruning_smallest",
     "keep_after_pruning_smallest_capped",
     "position_keys",
+    "select_under_caps",
     "uniform_from_hash",
 ]
 
@@ -398,30 +399,83 @@ def keep_after_pruning_smallest_capped(
         >>> [m.tolist() for m in keep_after_pruning_smallest_capped([a, b], 3, 0, [2, 3])]
         [[False, False, True], [False, True, True]]
     """
-    limits = [min(int(cap), source.n_alive) for cap, source in zip(caps, sources, strict=True)]
+
+    def select(members: Sequence[int], count: int) -> list[np.ndarray]:
+        return keep_after_pruning_smallest(
+            [sources[i] for i in members], count, salt, packed=packed
+        )
+
+    return select_under_caps(
+        select,
+        [source.n_alive for source in sources],
+        caps,
+        k,
+        lambda i, keep: _count_kept(keep, sources[i].size, packed),
+    )
+
+
+def select_under_caps(
+    select: Callable[[Sequence[int], int], list[np.ndarray]],
+    n_alives: Sequence[int],
+    caps: Sequence[int],
+    k: int,
+    count_kept: Callable[[int, np.ndarray], int],
+) -> list[np.ndarray]:
+    """Prune ``k`` entries in a global order where group ``i`` stops losing after ``caps[i]``.
+
+    ``select(members, count)`` prunes the ``count`` lowest-ranked alive entries over the
+    groups ``members`` (indices into ``n_alives``) and returns their keep masks, in that order;
+    a group's ranks must not depend on which other groups take part (true of elementwise
+    scores and of ``lamp``, whose scores are per layer). Each round selects over the groups
+    still free; a group that loses more than its cap there loses exactly its cap instead (one
+    selection over it alone) and leaves the round: removing a group's surplus only adds to what
+    the others lose, so a group over its cap stays over it. Each round removes at least one
+    group; the usual case (no cap reached) is one selection plus a count per group.
+
+    Args:
+        select: The exact selection over a subset of the groups.
+        n_alives: Alive entries per group.
+        caps: Most entries each group may lose.
+        k: Entries to prune in total, at most ``sum(min(cap, alive))``.
+        count_kept: ``count_kept(i, keep)``: entries ``keep`` keeps in group ``i``.
+
+    Returns:
+        One keep mask per group.
+
+    Raises:
+        ValueError: ``k`` exceeds what the caps allow.
+
+    Example:
+        >>> order = [np.array([0.1, 0.2, 0.3]), np.array([5.0, 6.0, 7.0])]
+        >>> def select(members, count):
+        ...     values = np.concatenate([order[i] for i in members])
+        ...     cut = np.sort(values)[count - 1] if count else -np.inf
+        ...     return [order[i] > cut for i in members]
+        >>> keeps = select_under_caps(select, [3, 3], [2, 3], 3, lambda i, m: int(m.sum()))
+        >>> [m.tolist() for m in keeps]
+        [[False, False, True], [False, True, True]]
+    """
+    limits = [min(int(cap), int(alive)) for cap, alive in zip(caps, n_alives, strict=True)]
     if not 0 <= k <= sum(limits):
         raise ValueError(
             f"`k` must be in [0, {sum(limits)}] under the per-array caps. Received: k={k}"
         )
-    result: list[np.ndarray | None] = [None] * len(sources)
-    active = list(range(len(sources)))
+    result: list[np.ndarray | None] = [None] * len(n_alives)
+    active = list(range(len(n_alives)))
     remaining = k
     while active:
-        keeps = keep_after_pruning_smallest(
-            [sources[i] for i in active], remaining, salt, packed=packed
-        )
+        keeps = select(active, remaining)
         over = [
             i
             for i, keep in zip(active, keeps, strict=True)
-            if limits[i] < remaining
-            and sources[i].n_alive - _count_kept(keep, sources[i].size, packed) > limits[i]
+            if limits[i] < remaining and n_alives[i] - count_kept(i, keep) > limits[i]
         ]
         if not over:
             for i, keep in zip(active, keeps, strict=True):
                 result[i] = keep
             break
         for i in over:
-            result[i] = keep_after_pruning_smallest([sources[i]], limits[i], salt, packed=packed)[0]
+            result[i] = select([i], limits[i])[0]
             remaining -= limits[i]
         active = [i for i in active if i not in over]
     return [flat for flat in result if flat is not None]

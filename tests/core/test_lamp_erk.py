@@ -638,3 +638,79 @@ def test_sampled_lamp_with_block_sampled_sums_of_squares(
     assert sum(read) >= 2  # the large layers were estimated from blocks
     scores = strategies._lamp_scores({"trained": trained}, alive)
     assert_lamp_matches_scores(got, scores, alive, k)
+
+
+def capped_in_score_order(
+    scores: list[np.ndarray], alive: list[np.ndarray], k: int, salt: int, caps: list[int]
+) -> list[np.ndarray]:
+    """The definition of a capped global selection, one weight at a time: alive weights in
+    ascending score (ties by position hash, then key) are pruned, skipping a layer once it has
+    lost ``caps[i]``, until ``k`` are pruned."""
+    from ltp_core.selection import hash_positions, position_keys
+
+    entries = []
+    for array_id, (s, m) in enumerate(zip(scores, alive, strict=True)):
+        live = np.flatnonzero(m.reshape(-1))
+        keys = position_keys(array_id, live)
+        hashed = hash_positions(keys, salt)
+        flat = s.reshape(-1)
+        entries += [
+            (float(flat[i]), int(h), int(key)) for i, h, key in zip(live, hashed, keys, strict=True)
+        ]
+    entries.sort()
+    keeps = [m.reshape(-1).copy() for m in alive]
+    lost = [0] * len(alive)
+    for _, _, key in entries:
+        if k == 0:
+            break
+        layer = key >> 40
+        if lost[layer] < caps[layer]:
+            keeps[layer][key & ((1 << 40) - 1)] = False
+            lost[layer] += 1
+            k -= 1
+    return keeps
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.6])
+def test_lamp_with_floors_equals_pruning_in_score_order_under_caps(
+    sampled: bool, density: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lamp with min_layer_density runs rounds of lamp's own selection (capped layers alone);
+    # it must equal pruning in lamp score order, each layer stopping at its floor
+    from ltp_core import strategies
+    from ltp_core.compute import salt_from_seed
+
+    if sampled:
+        monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+        monkeypatch.setattr(strategies, "_LAMP_ALL_CANDIDATES", 64)
+        monkeypatch.setattr(strategies, "_LAMP_CHUNK", 1 << 8)
+    rng = np.random.default_rng(11)
+    trained = [  # a small-scale layer (lamp prunes it hardest), ties, a zero layer, a big one
+        rng.normal(size=(30, 20)).astype(np.float32) * 0.01,
+        rng.choice([0.0, 0.5, 1.0], size=(200,)).astype(np.float32),
+        np.zeros((5, 8), dtype=np.float32),
+        rng.normal(size=(40, 50)).astype(np.float32),
+    ]
+    alive = [rng.random(w.shape) > 0.1 for w in trained]
+    lamp = strategies.CRITERIA["lamp"]
+    assert lamp.pooled is not None
+    scores = lamp.pooled({"trained": [w.ravel() for w in trained]}, [a.ravel() for a in alive])
+    n_alives = [int(a.sum()) for a in alive]
+    floors = [min(n, layer_floor(density, a.size)) for n, a in zip(n_alives, alive, strict=True)]
+    capped_somewhere = False
+    for fraction in (0.2, 0.5, 0.8):
+        k = count_to_prune(fraction, sum(n_alives))
+        if k > sum(n_alives) - sum(floors):
+            continue
+        for seed in (0, 7):
+            new = compute_masks(
+                "lamp", fraction, trained=trained, masks=alive, min_layer_density=density, seed=seed
+            )
+            plain = compute_masks("lamp", fraction, trained=trained, masks=alive, seed=seed)
+            capped_somewhere |= any(int(m.sum()) < f for m, f in zip(plain, floors, strict=True))
+            caps = [n - f for n, f in zip(n_alives, floors, strict=True)]
+            reference = capped_in_score_order(scores, alive, k, salt_from_seed(seed), caps)
+            assert all(np.array_equal(m.ravel(), r) for m, r in zip(new, reference, strict=True))
+            assert all(int(m.sum()) >= f for m, f in zip(new, floors, strict=True))
+    assert capped_somewhere  # the floors did bind: the rounds were exercised
