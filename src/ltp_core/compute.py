@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .notices import LayerCollapseWarning
+from .notices import LayerCollapseWarning, NothingPrunedWarning
 from .selection import (
     CHUNK_SIZE,
     ArrayScores,
@@ -196,12 +196,60 @@ def compute_masks(
 
     Warns:
         LayerCollapseWarning: A global selection pruned every remaining weight of a layer.
+        NothingPrunedWarning: ``fraction > 0`` pruned no weight: it rounds down to 0 in
+            every scope (``floor(fraction * alive)``), or ``layer_rates`` exclude every layer.
 
     Example:
         >>> import numpy as np
         >>> w = [np.array([1.0, -2.0, 3.0, -4.0])]
         >>> compute_masks("large_final", 0.25, trained=w)[0].tolist()
         [False, True, True, True]
+    """
+    result, pruned, alive = masks_and_counts(
+        strategy,
+        fraction,
+        initial=initial,
+        trained=trained,
+        current=current,
+        masks=masks,
+        seed=seed,
+        layer_rates=layer_rates,
+        names=names,
+        min_layer_density=min_layer_density,
+    )
+    if pruned == 0 and alive > 0 and fraction > 0:
+        warnings.warn(
+            f"compute_masks pruned no weight: fraction={fraction} of the {alive} alive weights "
+            "rounds down to 0 in every scope (exact count floor(fraction * alive) per scope) or "
+            "layer_rates exclude every layer. Raise the fraction or use a global strategy (one "
+            "count over all layers).",
+            NothingPrunedWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+def masks_and_counts(
+    strategy: str | Strategy,
+    fraction: float,
+    *,
+    initial: Sequence[Any] | None = None,
+    trained: Sequence[Any] | None = None,
+    current: Sequence[Any] | None = None,
+    masks: Sequence[Any] | None = None,
+    seed: Any = None,
+    layer_rates: Mapping[str | int, float] | None = None,
+    names: Sequence[str] | None = None,
+    min_layer_density: float = 0.0,
+) -> tuple[list[np.ndarray], int, int]:
+    """:func:`compute_masks` without its nothing-pruned warning: the masks, the weights pruned
+    and the weights alive before (callers that word that warning themselves).
+
+    Example:
+        >>> import numpy as np
+        >>> masks, pruned, alive = masks_and_counts("large_final", 0.5, trained=[np.ones(4)])
+        >>> pruned, alive
+        (2, 4)
     """
     resolved = resolve_strategy(strategy, "strategy")
     fraction = check_fraction(fraction, "fraction")
@@ -323,7 +371,8 @@ def compute_masks(
             LayerCollapseWarning,
             stacklevel=2,
         )
-    return [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
+    masks_out = [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
+    return masks_out, sum(plan[3] for plan in plans), sum(sum(plan[2]) for plan in plans)
 
 
 def check_min_layer_density(value: Any) -> float:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import io
-from .compute import compute_masks
+from .compute import masks_and_counts
 from .masks import all_kept, apply_masks, count_kept, count_total
 from .notices import NothingPrunedWarning
 from .strategies import Strategy, resolve_strategy
@@ -251,7 +251,7 @@ class LotteryTicketPruner:
                 f"Received: prune_strategy={strategy.name!r} with no pretrained weights"
             )
         before = count_kept(self._masks)
-        masks = compute_masks(
+        masks, _, _ = masks_and_counts(
             strategy,
             fraction,
             initial=self._initial,

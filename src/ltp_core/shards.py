@@ -28,6 +28,7 @@ import os
 import re
 import struct
 import threading
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ from .compute import (
     salt_from_seed,
 )
 from .io import save_state
+from .notices import NothingPrunedWarning
 from .report import LayerSparsity, SparsityReport
 from .selection import (
     ElementwiseScores,
@@ -884,6 +886,15 @@ def _packed_masks(
         sizes = [s.size for s in group]
         caps = _prunable_above_floor(n_alives, sizes, min_density, k, fraction, 1.0, names)
         plans.append((group, n_alives, k, caps))
+    alive = sum(sum(plan[1]) for plan in plans)
+    if fraction > 0 and alive > 0 and not any(plan[2] for plan in plans):
+        warnings.warn(
+            f"masks_from_shards pruned no weight: fraction={fraction} of the {alive} selected "
+            "weights rounds down to 0 in every scope (exact count floor(fraction * alive) per "
+            "scope). Raise the fraction or use a global strategy (one count over all tensors).",
+            NothingPrunedWarning,
+            stacklevel=3,
+        )
     packed: list[np.ndarray] = []
     for group, n_alives, k, caps in plans:
         if criterion.layer_counts is not None:  # random_erk: per-layer counts, then per layer

@@ -199,3 +199,26 @@ def test_float16_and_bfloat16() -> None:
     for dtype in (np.float16, ml_dtypes.bfloat16):
         masks = compute_masks("large_final", 0.5, trained=[w32.astype(dtype)])
         assert pruned_count(masks) == 20
+
+
+def test_a_fraction_that_prunes_nothing_warns_once() -> None:
+    import warnings
+
+    from ltp_core import LotteryTicketPruner, NothingPrunedWarning
+
+    w = [np.arange(1.0, 5.0), np.arange(1.0, 4.0)]
+    with pytest.warns(NothingPrunedWarning, match=r"fraction=0.2 of the 7 alive .*global"):
+        masks = compute_masks("large_final", 0.2, trained=w)  # floor(0.8), floor(0.6): 0
+    assert all(m.all() for m in masks)
+    with pytest.warns(NothingPrunedWarning, match="layer_rates exclude"):
+        compute_masks("large_final", 0.5, trained=w, names=["a", "b"], layer_rates={"a": 0, "b": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_masks("large_final_global", 0.2, trained=w)  # floor(1.4) = 1
+        compute_masks("large_final", 0.0, trained=w)  # nothing asked for
+        compute_masks("large_final", 0.5, trained=w, masks=[np.zeros(4, bool), np.zeros(3, bool)])
+    pruner = LotteryTicketPruner(w)  # the pruner words the warning itself, once
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruner.calc_prune_mask(w, 0.2, "smallest_weights")
+    assert [str(c.message)[:30] for c in caught] == ["Level 1 pruned no weight: 0.2 "]

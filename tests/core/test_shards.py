@@ -808,3 +808,19 @@ def test_many_tensors_share_the_read_buffers(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     extra_mb = float(out.stdout.strip().splitlines()[-1])
     assert extra_mb < 120, f"extra resident memory {extra_mb:.0f} MB"
+
+
+def test_a_fraction_that_prunes_nothing_warns(tmp_path: Path) -> None:
+    import warnings
+
+    from ltp_core import NothingPrunedWarning
+
+    path = tmp_path / "w.npz"
+    np.savez(path, a=np.arange(1.0, 5.0).reshape(2, 2), b=np.arange(1.0, 7.0).reshape(2, 3))
+    with pytest.warns(NothingPrunedWarning, match=r"fraction=0.1 of the 10 selected .*global"):
+        result = masks_from_shards([path], "large_final", 0.1)  # floor(0.4), floor(0.6): 0
+    assert [layer.kept for layer in result.report.layers] == [4, 6]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = masks_from_shards([path], "large_final_global", 0.1)  # floor(1.0) = 1
+    assert sum(layer.kept for layer in result.report.layers) == 9
