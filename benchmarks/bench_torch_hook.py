@@ -106,6 +106,12 @@ def make_variants(
     hooked.hook = PrunerHook(pruner, hooked.model, hooked.optimizer)  # type: ignore[attr-defined]
     variants["PrunerHook"] = hooked
 
+    dense_grads = Run(copy.deepcopy(base), shape)
+    dense_grads.hook = PrunerHook(  # type: ignore[attr-defined]
+        pruner, dense_grads.model, dense_grads.optimizer, mask_gradients=False
+    )
+    variants["PrunerHook(mask_gradients=False)"] = dense_grads
+
     model = copy.deepcopy(base)
     for (module, name), mask in zip(masked_weights(model), pruner.masks, strict=True):
         prune.custom_from_mask(module, name, torch.from_numpy(mask.astype("float32")))

@@ -6,18 +6,32 @@ accumulation only when the step is taken, and not at all when an AMP ``GradScale
 on the parameter's device (exact ``+0.0`` even where the step produced ``inf`` or ``NaN``). When
 the pruner's masks change, the hook also zeroes the optimizer state (momentum, Adam moments, ...)
 at the newly pruned entries.
+
+It also masks each pruned parameter's gradient as autograd computes it (a tensor hook, before
+the gradient is accumulated into ``.grad`` and before DDP reduces it), so everything that reads
+gradients between ``backward()`` and ``step()`` sees the sparse network: gradient clipping by
+norm (``clip_grad_norm_``, Lightning's ``gradient_clip_val``, the Hugging Face ``Trainer``'s
+default ``max_grad_norm=1.0``), an AMP ``GradScaler``'s overflow check, and optimizers whose
+update of one entry depends on others (``LBFGS``, ``Adafactor``'s factored statistics).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
 
-from ltp_torch.masking import MaskTensors, apply_masks_, zero_optimizer_state_, zero_pruned_
+from ltp_torch.masking import (
+    MaskTensors,
+    apply_masks_,
+    masked,
+    zero_optimizer_state_,
+    zero_pruned_,
+)
 from ltp_torch.pruner import LotteryTicketPruner
 
 __all__ = ["PrunerHook"]
@@ -38,7 +52,9 @@ def check_optimizer(optimizer: object) -> torch.optim.Optimizer:
 class PrunerHook:
     """Enforce a pruner's masks on a module after every step of an optimizer.
 
-    Creating the hook zeroes the pruned weights and the matching optimizer state at once. Later
+    Creating the hook zeroes the pruned weights and the matching optimizer state at once, and
+    from then on the gradients of pruned entries are zero as soon as ``backward()`` computes
+    them (so gradient clipping by norm sees the pruned network's gradient). Later
     mask changes (another :meth:`LotteryTicketPruner.calc_prune_mask`, ``set_masks``,
     ``reset_masks`` or ``load_state_dict``) are picked up after the next step, or at once with
     :meth:`refresh`.
@@ -49,6 +65,12 @@ class PrunerHook:
         optimizer: The optimizer that updates the module's parameters.
         zero_optimizer_state: Whether to zero per-parameter optimizer state at pruned entries
             when the masks change (default ``True``).
+        mask_gradients: Whether to zero the gradients of pruned entries during ``backward()``
+            (default ``True``), so that gradient clipping by norm, a ``GradScaler``'s overflow
+            check and non-element-wise optimizers see only the kept weights' gradients, as in
+            the pruned network. ``False`` leaves ``.grad`` dense (e.g. to read the pruned
+            entries' gradients); the weights are zeroed after each step either way. Sparse
+            gradients (``nn.Embedding(sparse=True)``) are never masked.
 
     Example:
         >>> from torch import nn
@@ -72,23 +94,37 @@ class PrunerHook:
         optimizer: torch.optim.Optimizer,
         *,
         zero_optimizer_state: bool = True,
+        mask_gradients: bool = True,
     ) -> None:
         if not isinstance(pruner, LotteryTicketPruner):
             raise TypeError(
                 "Expected an ltp_torch.LotteryTicketPruner. "
                 f"Received: pruner={pruner!r} of type {type(pruner).__name__}"
             )
+        for argument, value in (
+            ("zero_optimizer_state", zero_optimizer_state),
+            ("mask_gradients", mask_gradients),
+        ):
+            if not isinstance(value, bool):
+                raise TypeError(f"`{argument}` must be a bool. Received: {argument}={value!r}")
         self._optimizer = check_optimizer(optimizer)
         self._pruner = pruner
         self._parameters = pruner.parameters(module)
-        self._zero_state = bool(zero_optimizer_state)
+        self._zero_state = zero_optimizer_state
         self._warn_if_not_optimized()
         self._version = -1
-        self._active: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._params_list: list[torch.Tensor] = []
         self._masks_list: list[torch.Tensor] = []
+        self._grad_masks: MaskTensors = [None] * len(self._parameters)
         self._refresh()
         self._handle: Any = optimizer.register_step_post_hook(self._after_step)
+        self._grad_handles: list[Any] = []
+        if mask_gradients:
+            self._grad_handles = [
+                parameter.register_hook(self._gradient_masker(index))  # type: ignore[no-untyped-call]
+                for index, parameter in enumerate(self._parameters)
+                if parameter.requires_grad
+            ]
 
     def _warn_if_not_optimized(self) -> None:
         optimized = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
@@ -110,6 +146,7 @@ class PrunerHook:
     def _refresh(self) -> None:
         """Fetch the current masks, zero weights and optimizer state at pruned entries."""
         masks: MaskTensors = self._pruner.mask_tensors(self._parameters)
+        self._grad_masks = list(masks)
         pairs = [(p, m) for p, m in zip(self._parameters, masks, strict=True) if m is not None]
         self._params_list = [p for p, _ in pairs]
         self._masks_list = [m for _, m in pairs]
@@ -117,6 +154,21 @@ class PrunerHook:
         if self._zero_state:
             zero_optimizer_state_(self._optimizer, self._params_list, self._masks_list)
         self._version = self._pruner.mask_version
+
+    def _gradient_masker(self, index: int) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        """The tensor hook of parameter ``index``: its gradient with pruned entries zero.
+
+        The masks are those of the last refresh: a mask change applies to gradients from the
+        next optimizer step on (weights must not change in the middle of a backward pass).
+        """
+
+        def mask_gradient(grad: torch.Tensor) -> torch.Tensor | None:
+            mask = self._grad_masks[index]
+            if mask is None or grad.layout != torch.strided:
+                return None
+            return masked(grad, mask)
+
+        return mask_gradient
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -146,6 +198,9 @@ class PrunerHook:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        for handle in self._grad_handles:
+            handle.remove()
+        self._grad_handles = []
 
     def __enter__(self) -> PrunerHook:
         return self

@@ -17,7 +17,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["apply_masks_", "bits_dtype", "mask_tensors", "zero_optimizer_state_", "zero_pruned_"]
+__all__ = [
+    "apply_masks_",
+    "bits_dtype",
+    "mask_tensors",
+    "masked",
+    "zero_optimizer_state_",
+    "zero_pruned_",
+]
 
 MaskTensors = list["torch.Tensor | None"]
 
@@ -77,6 +84,22 @@ def zero_pruned_(tensor: torch.Tensor, mask: torch.Tensor) -> None:
         mask = mask.to(device=tensor.device, dtype=bits_dtype(tensor.dtype))
     with torch.no_grad():
         tensor.view(mask.dtype).bitwise_and_(mask)
+
+
+def masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A new tensor equal to ``tensor`` with exactly ``+0.0`` where the bit ``mask`` is 0.
+
+    The out-of-place form of :func:`zero_pruned_`, for gradient hooks (which must not change
+    their argument).
+
+    Example:
+        >>> grad = torch.tensor([float("nan"), 2.0])
+        >>> masked(grad, torch.tensor([0, -1], dtype=torch.int32)).tolist(), grad.tolist()[1]
+        ([0.0, 2.0], 2.0)
+    """
+    if mask.element_size() != tensor.element_size() or mask.device != tensor.device:
+        mask = mask.to(device=tensor.device, dtype=bits_dtype(tensor.dtype))
+    return tensor.view(mask.dtype).bitwise_and(mask).view(tensor.dtype)
 
 
 @torch.no_grad()

@@ -255,6 +255,62 @@ def test_errors() -> None:
     other = make_mlp(seed=1)
     with pytest.raises(ValueError, match="None of the pruned parameters"):
         PrunerHook(pruner, model, torch.optim.SGD(other.parameters(), lr=0.1))
+    for argument in ("zero_optimizer_state", "mask_gradients"):
+        with pytest.raises(TypeError, match=f"Received: {argument}='no'"):
+            PrunerHook(pruner, model, optimizer, **{argument: "no"})  # type: ignore[arg-type]
+
+
+def test_gradient_clipping_sees_the_pruned_network() -> None:
+    """Clipping by norm between backward and step must see only the kept weights' gradients:
+    the ticket trains exactly like the network masked by torch.nn.utils.prune (whose pruned
+    entries get no gradient). Before gradient masking, the pruned entries' gradients inflated
+    the norm and every kept weight took a smaller step, silently."""
+    model = make_mlp()
+    pruner = pruned_pruner(model, 0.8)
+    pruner.apply_pruning(model)
+    reference = copy.deepcopy(model)
+    for parameter_name, mask in zip(pruner.names, pruner.masks, strict=True):
+        layer = reference.get_submodule(parameter_name.rpartition(".")[0])
+        torch.nn.utils.prune.custom_from_mask(layer, "weight", torch.from_numpy(mask))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9)
+    with PrunerHook(pruner, model, optimizer):
+        for i in range(4):
+            for net, opt in ((model, optimizer), (reference, ref_optimizer)):
+                x, y = mlp_batch(seed=i)
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x), y).backward()
+                norm = nn.utils.clip_grad_norm_(net.parameters(), 0.05)
+                assert norm > 0.05  # clipping is active
+                opt.step()
+    for name, parameter in model.named_parameters():
+        original = reference.get_parameter(name.replace("weight", "weight_orig"))
+        if name in pruner.names:
+            layer = reference.get_submodule(name.rpartition(".")[0])
+            original = original * layer.weight_mask
+        assert torch.equal(parameter, original), name
+
+
+def test_mask_gradients_false_leaves_gradients_dense() -> None:
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = mlp_batch()
+
+    def pruned_gradients_all_zero() -> bool:
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        parameters = pruner.parameters(model)
+        return all(
+            bool((p.grad[~torch.from_numpy(m)] == 0).all())
+            for p, m in zip(parameters, pruner.masks, strict=True)
+        )
+
+    with PrunerHook(pruner, model, optimizer):
+        assert pruned_gradients_all_zero()
+    assert not pruned_gradients_all_zero()  # removing the hook removes the gradient masking
+    with PrunerHook(pruner, model, optimizer, mask_gradients=False):
+        assert not pruned_gradients_all_zero()
 
 
 def test_refresh_applies_new_masks_at_once() -> None:
