@@ -216,6 +216,7 @@ def compute_masks(
         layer_rates=layer_rates,
         names=names,
         min_layer_density=min_layer_density,
+        stacklevel=3,
     )
     if pruned == 0 and alive > 0 and fraction > 0:
         warnings.warn(
@@ -241,9 +242,11 @@ def masks_and_counts(
     layer_rates: Mapping[str | int, float] | None = None,
     names: Sequence[str] | None = None,
     min_layer_density: float = 0.0,
+    stacklevel: int = 2,
 ) -> tuple[list[np.ndarray], int, int]:
     """:func:`compute_masks` without its nothing-pruned warning: the masks, the weights pruned
-    and the weights alive before (callers that word that warning themselves).
+    and the weights alive before (callers that word that warning themselves). ``stacklevel``:
+    where a :class:`LayerCollapseWarning` points, as for :func:`warnings.warn`.
 
     Example:
         >>> import numpy as np
@@ -361,18 +364,27 @@ def masks_and_counts(
             if len(indices) > 1 and count and k >= count and not flat.any():
                 collapsed.append(layer_names[i])
     if collapsed:
-        warnings.warn(
-            f"Global selection ({resolved.name}, fraction={fraction}) pruned every remaining "
-            f"weight of {len(collapsed)} layer(s): {collapsed}. A layer with no weights blocks "
-            "the signal through the network (layer collapse). Remedies: pass "
-            "min_layer_density= (e.g. 0.01) to keep a share of every layer, use the 'lamp' "
-            "strategy (keeps at least one weight per layer), exclude the layer with "
-            "layer_rates={name: 0}, or prune in layer scope.",
-            LayerCollapseWarning,
-            stacklevel=2,
-        )
+        warn_layer_collapse(resolved.name, fraction, collapsed, stacklevel)
     masks_out = [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
     return masks_out, sum(plan[3] for plan in plans), sum(sum(plan[2]) for plan in plans)
+
+
+def warn_layer_collapse(
+    strategy: str, fraction: float, collapsed: Sequence[str], stacklevel: int = 2
+) -> None:
+    """Warn (:class:`LayerCollapseWarning`) that a global selection emptied the layers
+    ``collapsed``, with the remedies. ``stacklevel``: 1 points at the function that calls this
+    one, 2 at its caller, and so on."""
+    warnings.warn(
+        f"Global selection ({strategy}, fraction={fraction}) pruned every remaining "
+        f"weight of {len(collapsed)} layer(s): {list(collapsed)}. A layer with no weights blocks "
+        "the signal through the network (layer collapse). Remedies: pass "
+        "min_layer_density= (e.g. 0.01) to keep a share of every layer, use the 'lamp' "
+        "strategy (keeps at least one weight per layer), exclude the layer with "
+        "layer_rates={name: 0}, or prune in layer scope.",
+        LayerCollapseWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def check_min_layer_density(value: Any) -> float:

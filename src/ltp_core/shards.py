@@ -46,6 +46,7 @@ from .compute import (
     check_min_layer_density,
     count_to_prune,
     salt_from_seed,
+    warn_layer_collapse,
 )
 from .io import save_state
 from .notices import NothingPrunedWarning
@@ -858,6 +859,14 @@ def masks_from_shards(
         LayerSparsity(t.name, t.shape, t.size, count_set_bits(p))
         for t, p in zip(selected, packed, strict=True)
     )
+    if resolved.scope == "global" and len(sources) > 1:
+        collapsed = [
+            layer.name
+            for layer, source in zip(layers, sources, strict=True)
+            if source.n_alive and not layer.kept
+        ]
+        if collapsed:
+            warn_layer_collapse(resolved.name, fraction, collapsed, 2)
     return ShardMasks(
         [t.name for t in selected], [t.shape for t in selected], packed, SparsityReport(layers)
     )

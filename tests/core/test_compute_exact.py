@@ -222,3 +222,10 @@ def test_a_fraction_that_prunes_nothing_warns_once() -> None:
         warnings.simplefilter("always")
         pruner.calc_prune_mask(w, 0.2, "smallest_weights")
     assert [str(c.message)[:30] for c in caught] == ["Level 1 pruned no weight: 0.2 "]
+
+
+def test_layer_collapse_warning_points_at_the_caller() -> None:
+    w = [np.full(4, 0.01), np.arange(1.0, 7.0)]
+    with pytest.warns(LayerCollapseWarning, match=r"\['layer_0'\]") as caught:
+        compute_masks("large_final_global", 0.9, trained=w)
+    assert caught[0].filename == __file__

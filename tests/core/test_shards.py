@@ -824,3 +824,21 @@ def test_a_fraction_that_prunes_nothing_warns(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         result = masks_from_shards([path], "large_final_global", 0.1)  # floor(1.0) = 1
     assert sum(layer.kept for layer in result.report.layers) == 9
+
+
+def test_a_global_selection_that_empties_a_tensor_warns(tmp_path: Path) -> None:
+    import warnings
+
+    from ltp_core import LayerCollapseWarning
+
+    path = tmp_path / "w.npz"
+    np.savez(path, small=np.full((2, 2), 0.01), big=np.arange(1.0, 7.0).reshape(2, 3))
+    with pytest.warns(LayerCollapseWarning, match=r"\['small'\].*min_layer_density") as caught:
+        result = masks_from_shards([path], "large_final_global", 0.9)
+    assert [layer.kept for layer in result.report.layers] == [0, 1]
+    assert caught[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = masks_from_shards([path], "large_final_global", 0.8, min_layer_density=0.1)
+        masks_from_shards([path], "large_final", 0.5)  # layer scope never empties a tensor
+    assert [layer.kept for layer in kept.report.layers] == [1, 1]
