@@ -36,9 +36,10 @@ class PrunerCallback(transformers.TrainerCallback):
     ``rewind_iteration=K`` captures the weights after the K-th optimizer step as the pruner's
     rewind point (once per callback instance, so one callback serves every pruning level).
     Resuming with ``trainer.train(resume_from_checkpoint=...)`` counts on from the checkpoint's
-    ``global_step``; the pruner itself is not in the ``Trainer``'s checkpoints: save it with
-    ``pruner.save(...)`` next to them. DeepSpeed and FSDP (sharded parameters) are not
-    supported.
+    ``global_step``; the pruner itself is not in the ``Trainer``'s checkpoints: save it next to
+    them with ``torch.save(pruner.state_dict(), path)`` and restore it with
+    ``pruner.load_state_dict(torch.load(path, weights_only=True))``. DeepSpeed and FSDP
+    (sharded parameters) are not supported.
 
     Args:
         pruner: The :class:`ltp_torch.LotteryTicketPruner` built on the model given to the
