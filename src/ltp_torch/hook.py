@@ -28,7 +28,7 @@ from torch import nn
 from ltp_torch.masking import (
     MaskTensors,
     apply_masks_,
-    masked,
+    masked_gradient,
     zero_optimizer_state_,
     zero_pruned_,
 )
@@ -163,10 +163,7 @@ class PrunerHook:
         """
 
         def mask_gradient(grad: torch.Tensor) -> torch.Tensor | None:
-            mask = self._grad_masks[index]
-            if mask is None or grad.layout != torch.strided:
-                return None
-            return masked(grad, mask)
+            return masked_gradient(grad, self._grad_masks[index])
 
         return mask_gradient
 

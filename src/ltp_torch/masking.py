@@ -22,6 +22,7 @@ __all__ = [
     "bits_dtype",
     "mask_tensors",
     "masked",
+    "masked_gradient",
     "zero_optimizer_state_",
     "zero_pruned_",
 ]
@@ -100,6 +101,19 @@ def masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if mask.element_size() != tensor.element_size() or mask.device != tensor.device:
         mask = mask.to(device=tensor.device, dtype=bits_dtype(tensor.dtype))
     return tensor.view(mask.dtype).bitwise_and(mask).view(tensor.dtype)
+
+
+def masked_gradient(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A gradient hook's result: ``grad`` with pruned entries zero, or ``None`` (unchanged)
+    when nothing is pruned or the gradient is sparse.
+
+    Example:
+        >>> masked_gradient(torch.ones(2), torch.tensor([0, -1], dtype=torch.int32)).tolist()
+        [0.0, 1.0]
+    """
+    if mask is None or grad.layout != torch.strided:
+        return None
+    return masked(grad, mask)
 
 
 @torch.no_grad()

@@ -5,7 +5,9 @@ framework-free driver of :mod:`ltp_core.experiment.driver`; this module is its P
 for user code. While the user's ``train(model)`` runs, torch's global optimizer step hooks find
 every optimizer that steps the model's parameters and attach a :class:`ltp_torch.PrunerHook` to
 it, so pruned weights are exactly zero after every ``optimizer.step()`` and the optimizer state at
-pruned entries is zeroed, without the user passing the optimizer.
+pruned entries is zeroed, without the user passing the optimizer. The pruned entries' gradients
+are masked from the first ``backward()`` on (before the first step finds the optimizer), so
+gradient clipping by norm sees the ticket's gradient at every step.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ltp_core.experiment.search import (
 from ltp_core.summary import low_coverage_warned_once
 from ltp_torch.arrays import to_numpy
 from ltp_torch.hook import PrunerHook
+from ltp_torch.masking import masked_gradient
 from ltp_torch.parameters import (
     PrunableSpec,
     find_prunable_parameters,
@@ -217,10 +220,21 @@ class _UserBackend:
     ) -> TrainOutcome:
         """Run the user's ``train(model)`` with the masks held, then ``evaluate(model)``."""
         pruner: LotteryTicketPruner | None = None
+        gradient_hooks: list[Any] = []
         if run.masks is not None:
             pruner = LotteryTicketPruner(model, prunable=self._prunable)
             pruner.set_masks(list(run.masks))
             pruner.apply_pruning(model)
+            # Masked gradients from the first backward() on: the PrunerHooks below only start
+            # at the first step, after the first gradients (and any clipping of them).
+            prunable = pruner.parameters(model)
+            gradient_hooks = [
+                parameter.register_hook(  # type: ignore[no-untyped-call]
+                    lambda grad, mask=mask: masked_gradient(grad, mask)
+                )
+                for parameter, mask in zip(prunable, pruner.mask_tensors(prunable), strict=True)
+                if mask is not None and parameter.requires_grad
+            ]
         model_ids = {id(p) for p in model.parameters()}
         prunable_ids = {id(p) for p in pruner.parameters(model)} if pruner is not None else set()
         seen: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
@@ -245,7 +259,7 @@ class _UserBackend:
             seen[optimizer] = bool(ids & model_ids)
             if pruner is not None and ids & prunable_ids:
                 # Zeroes the optimizer state at pruned entries now and the weights after steps.
-                hooks.append(PrunerHook(pruner, model, optimizer))
+                hooks.append(PrunerHook(pruner, model, optimizer, mask_gradients=False))
 
         def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             nonlocal captured, capturing
@@ -279,6 +293,8 @@ class _UserBackend:
                 handle.remove()
             for hook in hooks:
                 hook.remove()
+            for handle in gradient_hooks:
+                handle.remove()
             lead.clear()
         seconds = time.perf_counter() - start
         steps = counter["steps"]

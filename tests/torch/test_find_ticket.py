@@ -49,6 +49,7 @@ class Loop:
         self.calls = 0
         self.checked_steps = 0
         self.zeros_at_start: list[dict[str, float]] = []
+        self.pruned_gradients: list[float] = []  # sum |gradient| at pruned entries, per step
         self.after_step: dict[int, dict[str, torch.Tensor]] = {}
 
     def __call__(self, model: nn.Module) -> None:
@@ -65,6 +66,9 @@ class Loop:
             batch = order[(step * 32) % 192 : (step * 32) % 192 + 32]
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(X[batch]), Y[batch]).backward()
+            self.pruned_gradients.append(
+                max(float(p.grad[pruned[n]].abs().sum()) for n, p in weights.items())
+            )
             optimizer.step()
             for name, parameter in weights.items():
                 assert torch.all(parameter[pruned[name]] == 0), (name, step)
@@ -109,6 +113,9 @@ def test_mlp_with_both_controls_and_resume(tmp_path: Path) -> None:
         (2, "random_prune"),
     ]
     assert loop.calls == 7 and loop.checked_steps == 7 * 12
+    # Pruned entries get no gradient, from the first backward() on (clipping by norm would see
+    # the ticket's gradient); the dense run has no pruned entries.
+    assert loop.pruned_gradients[12:] == [0.0] * 6 * 12
     for record, zeros in zip(records, loop.zeros_at_start, strict=True):
         # Every run starts with exactly the recorded share of weights at zero, and keeps them.
         assert [1 - d for d in record.layer_density] == pytest.approx(list(zeros.values()))
