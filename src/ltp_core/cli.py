@@ -453,7 +453,8 @@ def _add_mask(commands: Any) -> None:
         type=_regex,
         default=None,
         metavar="REGEX",
-        help="regular expression of tensor names to prune (default: every tensor with 2+ dims)",
+        help="regular expression of tensor names to prune (default: weight matrices and kernels; "
+        "no embedding or positional tables, recognised by name)",
     )
     mask.add_argument(
         "--seed",
@@ -834,6 +835,9 @@ def _mask(args: argparse.Namespace) -> int:
         **floor,
     )
     print(result.report.to_text())
+    if result.left_out:
+        listed = ", ".join(f"{name} ({why})" for name, why in result.left_out)
+        print(f"left out by default: {listed}; --include REGEX chooses the tensors")
     written = f"masks written to {os.fspath(args.out)}"
     if args.report is not None:
         suffix = args.report.suffix

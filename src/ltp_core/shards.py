@@ -33,7 +33,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,7 +49,7 @@ from .compute import (
     warn_layer_collapse,
 )
 from .io import save_state
-from .notices import NothingPrunedWarning
+from .notices import LowCoverageWarning, NothingPrunedWarning
 from .report import LayerSparsity, SparsityReport
 from .selection import (
     ElementwiseScores,
@@ -62,7 +62,14 @@ from .selection import (
 from .strategies import Strategy, resolve_strategy
 from .validation import check_fraction
 
-__all__ = ["DiskArray", "ShardMasks", "masks_from_shards", "open_shards", "save_packed_masks"]
+__all__ = [
+    "DiskArray",
+    "ShardMasks",
+    "default_left_out",
+    "masks_from_shards",
+    "open_shards",
+    "save_packed_masks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -732,6 +739,8 @@ class ShardMasks:
     shapes: list[tuple[int, ...]]
     packed: list[np.ndarray]
     report: SparsityReport
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+    """Tensors of two or more dimensions the default selection left out, with the reason."""
 
     def unpacked(self) -> list[np.ndarray]:
         """Boolean masks (needs 1 byte per weight of memory)."""
@@ -763,7 +772,11 @@ def masks_from_shards(
         initial: Shard files with the initial weights, for criteria that read them; tensors are
             matched by name.
         include: Which tensors to prune: a regular expression matched against tensor names, or
-            a predicate. Default: every tensor with two or more dimensions.
+            a predicate. Default: the weight matrices and kernels, as the framework adapters
+            choose them: tensors with two or more dimensions longer than 1, except embedding
+            and positional tables and learned tokens, recognised by name
+            (:func:`default_left_out`; listed in :attr:`ShardMasks.left_out`). Pruning less
+            than half of the shards' weights warns (:class:`ltp_core.LowCoverageWarning`).
         seed: Seed for tie-breaking and ``random``.
         min_layer_density: Share of each tensor's weights that must survive, ``0 <= d < 1``,
             as in :func:`ltp_core.compute_masks`: a global selection still prunes exactly
@@ -789,7 +802,19 @@ def masks_from_shards(
             f"large_final_global, or compute_masks on weights in memory. "
             f"Received: strategy={resolved.name!r}"
         )
-    selected = _select(open_shards(trained), include)
+    every = open_shards(trained)
+    selected, left_out = _select(every, include)
+    covered, total = sum(t.size for t in selected), sum(t.size for t in every)
+    if covered < total / 2:
+        shown = ", ".join(f"{name} ({why})" for name, why in left_out[:6]) or "1-d tensors"
+        warnings.warn(
+            f"The pruned tensors hold {covered} of the shards' {total} weights "
+            f"({covered / total:.0%}); left out: {shown}"
+            f"{' and more' if len(left_out) > 6 else ''}. Pass `include` (--include REGEX) to "
+            "choose the tensors, e.g. include='.' for all of them.",
+            LowCoverageWarning,
+            stacklevel=2,
+        )
     by_role: dict[str, list[DiskArray]] = {"trained": selected, "current": selected}
     if "initial" in criterion.needs:
         if initial is None:
@@ -868,7 +893,11 @@ def masks_from_shards(
         if collapsed:
             warn_layer_collapse(resolved.name, fraction, collapsed, 2)
     return ShardMasks(
-        [t.name for t in selected], [t.shape for t in selected], packed, SparsityReport(layers)
+        [t.name for t in selected],
+        [t.shape for t in selected],
+        packed,
+        SparsityReport(layers),
+        left_out,
     )
 
 
@@ -919,11 +948,56 @@ def _packed_masks(
     return packed
 
 
+_TABLE_NAME = re.compile(
+    r"^(?:wte|wpe|shared|embed|embeds|embedding|embeddings|pos_embed|pos_embedding|cls_token"
+    r"|mask_token|dist_token|register_tokens|embed_\w+|\w+_embed|\w+_embeds|\w+_embeddings?"
+    r"|\w+_tokens?)$",
+    re.IGNORECASE,
+)
+"""Module (or parameter) names of embedding and positional tables and of learned tokens in
+common checkpoints: GPT-2 ``wte``/``wpe``, Llama ``embed_tokens``, BERT ``word_embeddings``,
+``position_embeddings``, ``token_type_embeddings``, T5 ``shared``, ViT ``pos_embed``,
+``cls_token``. The parameter's own name (``weight``) is dropped first."""
+
+
+def default_left_out(name: str, shape: Sequence[int]) -> str | None:
+    """Why the default selection of :func:`masks_from_shards` leaves a tensor out (or ``None``).
+
+    The default prunes weight matrices and kernels, as the framework adapters do: tensors with
+    at least two dimensions longer than 1, except embedding and positional tables and learned
+    tokens, recognised by name (see ``_TABLE_NAME``).
+
+    Example:
+        >>> default_left_out("transformer.h.0.attn.c_attn.weight", (768, 2304)) is None
+        True
+        >>> default_left_out("transformer.wte.weight", (50257, 768))
+        'embedding or positional table (by name)'
+        >>> default_left_out("ln_f.weight", (768,))
+        'fewer than 2 dimensions'
+    """
+    if sum(1 for n in shape if n > 1) < 2:
+        return "fewer than 2 dimensions" if len(shape) < 2 else "vector-shaped"
+    parts = re.split(r"[./]", name.removesuffix(":0"))
+    if len(parts) > 1 and parts[-1] in ("weight", "kernel", "embeddings"):
+        parts = parts[:-1]
+    if _TABLE_NAME.match(parts[-1]):
+        return "embedding or positional table (by name)"
+    return None
+
+
 def _select(
     tensors: list[DiskArray], include: str | Callable[[DiskArray], bool] | None
-) -> list[DiskArray]:
+) -> tuple[list[DiskArray], list[tuple[str, str]]]:
+    """The tensors to prune, and the tensors of 2+ dimensions left out by default (with why)."""
+    left_out: list[tuple[str, str]] = []
     if include is None:
-        chosen = [t for t in tensors if len(t.shape) >= 2]
+        chosen = []
+        for t in tensors:
+            reason = default_left_out(t.name, t.shape)
+            if reason is None:
+                chosen.append(t)
+            elif len(t.shape) >= 2:
+                left_out.append((t.name, reason))
     elif isinstance(include, str):
         pattern = re.compile(include)
         chosen = [t for t in tensors if pattern.search(t.name)]
@@ -933,10 +1007,11 @@ def _select(
         raise TypeError(f"`include` must be a regex or a predicate. Received: include={include!r}")
     if not chosen:
         raise ValueError(
-            "No prunable tensors were selected from the shards (default: tensors with 2+ "
-            f"dimensions). Received: {len(tensors)} tensors, include={include!r}"
+            "No prunable tensors were selected from the shards (default: weight matrices and "
+            "kernels, no embedding tables; pass `include` / --include REGEX to choose). "
+            f"Received: {len(tensors)} tensors, include={include!r}"
         )
-    return chosen
+    return chosen, left_out
 
 
 def save_packed_masks(path: str | os.PathLike[str], masks: ShardMasks, **metadata: Any) -> None:

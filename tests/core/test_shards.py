@@ -53,7 +53,7 @@ def write_safetensors(
 def weights(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        "embed": rng.normal(size=(64, 16)).astype(np.float32),
+        "stem": rng.normal(size=(64, 16)).astype(np.float32),
         "block.0.w": rng.normal(size=(16, 48)).astype(np.float32),
         "block.0.bias": rng.normal(size=(48,)).astype(np.float32),
         "block.1.w": rng.normal(size=(48, 16)).astype(np.float32),
@@ -74,7 +74,7 @@ def test_shard_masks_equal_in_memory_masks(
     tmp_path: Path, strategy: str, selection_path: str
 ) -> None:
     trained, initial = weights(0), weights(1)
-    write_safetensors(tmp_path / "a.safetensors", {k: trained[k] for k in ("embed", "block.0.w")})
+    write_safetensors(tmp_path / "a.safetensors", {k: trained[k] for k in ("stem", "block.0.w")})
     np.savez(tmp_path / "b.npz", **{k: trained[k] for k in ("block.0.bias", "block.1.w")})
     write_safetensors(tmp_path / "init.safetensors", initial)
     result = masks_from_shards(
@@ -84,7 +84,7 @@ def test_shard_masks_equal_in_memory_masks(
         initial=[tmp_path / "init.safetensors"],
         seed=4,
     )
-    names = ["embed", "block.0.w", "block.1.w"]  # 1-d bias excluded by default
+    names = ["stem", "block.0.w", "block.1.w"]  # 1-d bias excluded by default
     assert result.names == names
     expected = compute_masks(
         strategy,
@@ -102,8 +102,8 @@ def test_bfloat16_and_float16_shards(tmp_path: Path) -> None:
     w = weights()
     write_safetensors(
         tmp_path / "w.safetensors",
-        {"embed": w["embed"], "block.0.w": w["block.0.w"].astype(np.float16)},
-        bfloat16=frozenset({"embed"}),
+        {"stem": w["stem"], "block.0.w": w["block.0.w"].astype(np.float16)},
+        bfloat16=frozenset({"stem"}),
     )
     result = masks_from_shards([tmp_path / "w.safetensors"], "large_final_global", 0.5)
     assert result.report.kept == (64 * 16 + 16 * 48) // 2 + (64 * 16 + 16 * 48) % 2
@@ -146,7 +146,7 @@ def test_errors(tmp_path: Path) -> None:
     (tmp_path / "cut.safetensors").write_bytes(data[:-100])
     with pytest.raises(ValueError, match="truncated"):
         masks_from_shards([tmp_path / "cut.safetensors"], "large_final_global", 0.2)
-    np.savez(tmp_path / "dup.npz", embed=w["embed"])
+    np.savez(tmp_path / "dup.npz", stem=w["stem"])
     with pytest.raises(ValueError, match="unique"):
         open_shards([tmp_path / "t.safetensors", tmp_path / "dup.npz"])
     (tmp_path / "w.bin").write_bytes(b"x")
@@ -340,7 +340,7 @@ def test_npz_shards_check_member_crcs_while_streaming(tmp_path: Path, selection_
         masks_from_shards([tmp_path / "flipped.npz"], "large_final_global", 0.3)
     # the intact file streams through the same path and gives the in-memory masks
     result = masks_from_shards([tmp_path / "w.npz"], "large_final_global", 0.3)
-    names = ["embed", "block.0.w", "block.1.w"]
+    names = ["stem", "block.0.w", "block.1.w"]
     expected = compute_masks("large_final_global", 0.3, trained=[w[n] for n in names])
     for got, want in zip(result.unpacked(), expected, strict=True):
         np.testing.assert_array_equal(got, want)
@@ -467,7 +467,7 @@ def test_read_ahead_keeps_chunks_intact_across_abandoned_passes(
     from ltp_core import Strategy, selection
 
     w = weights()
-    names = ["embed", "block.0.w", "block.1.w"]
+    names = ["stem", "block.0.w", "block.1.w"]
     identity = Strategy.from_score_fn("identity", lambda x: x, scope="global", elementwise=True)
     expected = compute_masks(identity, 0.3, trained=[w[n] for n in names], seed=2)
     write_safetensors(tmp_path / "w.safetensors", w)
@@ -600,7 +600,7 @@ def test_one_usable_core_reads_without_a_worker_thread(
     monkeypatch.setattr(selection, "CHUNK_SIZE", 16)
     w = weights()
     np.savez(tmp_path / "w.npz", **w)
-    names = ["embed", "block.0.w", "block.1.w"]
+    names = ["stem", "block.0.w", "block.1.w"]
     result = masks_from_shards([tmp_path / "w.npz"], "large_final_global", 0.3, seed=1)
     expected = compute_masks("large_final_global", 0.3, trained=[w[n] for n in names], seed=1)
     for got, want in zip(result.unpacked(), expected, strict=True):
@@ -694,7 +694,7 @@ def test_two_threads_select_alternate_chunks_of_a_tensor(
         ("SMALL_ALIVE", 8),
         ("MIN_SAMPLE", 8),
         ("SAMPLE_SIZE", 64),
-        ("CHUNK_SIZE", 16),  # 64-entry chunks from disk: 16 chunks in embed, 12 in block.0.w
+        ("CHUNK_SIZE", 16),  # 64-entry chunks from disk: 16 chunks in stem, 12 in block.0.w
     ]:
         monkeypatch.setattr(selection, name, value)
     calls: list[object] = []
@@ -718,7 +718,7 @@ def test_two_threads_select_alternate_chunks_of_a_tensor(
         monkeypatch.setattr(selection, "_fused_pass", give_up_first)
     w = weights(3)
     w["block.1.w"] = w["block.1.w"][:, :13]  # 624 entries: 9 chunks, the last one short
-    names = ["embed", "block.0.w", "block.1.w"]
+    names = ["stem", "block.0.w", "block.1.w"]
     if bad_chunk is not None:  # no sample to find it: the pass does
         w["block.0.w"].reshape(-1)[bad_chunk * 64 + 5] = np.nan
         monkeypatch.setattr(selection, "_sample_alive_scores", lambda *a: (np.empty(0), None))
@@ -739,7 +739,7 @@ def test_two_threads_select_alternate_chunks_of_a_tensor(
     assert _read_ahead_threads() == []
 
 
-@pytest.mark.parametrize("member", ["embed", "block.0.bias", "block.1.w"])
+@pytest.mark.parametrize("member", ["stem", "block.0.bias", "block.1.w"])
 @pytest.mark.parametrize("where", [0, 64 * 4 + 3, 64 * 4 * 5 + 1, -3])
 def test_a_flipped_bit_in_any_chunk_is_found_when_two_threads_read_a_member(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str, where: int
@@ -842,3 +842,50 @@ def test_a_global_selection_that_empties_a_tensor_warns(tmp_path: Path) -> None:
         kept = masks_from_shards([path], "large_final_global", 0.8, min_layer_density=0.1)
         masks_from_shards([path], "large_final", 0.5)  # layer scope never empties a tensor
     assert [layer.kept for layer in kept.report.layers] == [1, 1]
+
+
+def test_default_selection_leaves_embedding_tables_and_tokens_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from ltp_core import LowCoverageWarning
+    from ltp_core.cli import main as ltp
+
+    rng = np.random.default_rng(0)
+    tensors = {  # a GPT-2-like checkpoint: tables by name, a learned token, matrices, a norm
+        "transformer.wte.weight": rng.normal(size=(50, 8)).astype(np.float32),
+        "transformer.wpe.weight": rng.normal(size=(16, 8)).astype(np.float32),
+        "transformer.cls_token": rng.normal(size=(1, 1, 8)).astype(np.float32),
+        "transformer.h.0.attn.c_attn.weight": rng.normal(size=(8, 24)).astype(np.float32),
+        "transformer.h.0.mlp.c_fc.weight": rng.normal(size=(8, 32)).astype(np.float32),
+        "transformer.h.0.ln_1.weight": np.ones(8, np.float32),
+        "lm_head.weight": rng.normal(size=(50, 8)).astype(np.float32),
+    }
+    path = tmp_path / "model.safetensors"
+    write_safetensors(path, tensors)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1,104 of 1,872 weights pruned: no coverage warning
+        result = masks_from_shards([path], "large_final_global", 0.5)
+    assert result.names == [
+        "transformer.h.0.attn.c_attn.weight",
+        "transformer.h.0.mlp.c_fc.weight",
+        "lm_head.weight",
+    ]
+    assert result.left_out == [
+        ("transformer.wte.weight", "embedding or positional table (by name)"),
+        ("transformer.wpe.weight", "embedding or positional table (by name)"),
+        ("transformer.cls_token", "vector-shaped"),
+    ]
+    assert masks_from_shards([path], "large_final", 0.5, include="wte").names == [
+        "transformer.wte.weight"  # an explicit choice is taken as given
+    ]
+    assert ltp(["mask", str(path), "--fraction", "0.5", "--out", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "left out by default: transformer.wte.weight (embedding" in out and "--include" in out
+    small = {k: v for k, v in tensors.items() if k != "lm_head.weight"}  # tables dominate
+    write_safetensors(tmp_path / "small.safetensors", small)
+    with pytest.warns(
+        LowCoverageWarning, match=r"448 of .* 992 weights \(45%\); left out: transformer.wte.weight"
+    ):
+        masks_from_shards([tmp_path / "small.safetensors"], "large_final", 0.5)
