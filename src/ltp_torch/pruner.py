@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -394,11 +395,29 @@ class LotteryTicketPruner:
 
         Non-prunable parameters and buffers (biases, batch-norm statistics) are reset too.
         Parameter identity is kept, so an existing optimizer still trains the module.
+        Parameters and buffers added to the module after the rewind point was recorded (a new
+        head) have no rewind value: they keep their current values, with a warning naming them.
         """
         module = unwrap_module(module)
         parameters = self.parameters(module)
         rest = self._initial_state if self._rewind_state is None else self._rewind_state
         restore_snapshot(module, rest)
+        known = set(rest).union(self._names)
+        unknown = [
+            name
+            for name, _ in [*module.named_parameters(), *module.named_buffers()]
+            if name not in known
+        ]
+        if unknown:
+            message = (
+                f"rewind: {len(unknown)} parameters/buffers of the module were not there when "
+                f"the rewind point was recorded and keep their current values: "
+                f"{unknown[:8]}{' ...' if len(unknown) > 8 else ''}. Create the pruner once the "
+                "model is complete, or record a rewind point that includes them with "
+                f"set_rewind_weights(module). Received: module of type {type(module).__name__}"
+            )
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
         write_into(parameters, self._core.rewind_weights)
         apply_masks_(parameters, self.mask_tensors(parameters))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -96,3 +97,25 @@ def test_rewind_into_a_mismatched_module_changes_nothing() -> None:
         pruner.rewind(other)
     for name, value in other.state_dict().items():
         assert torch.equal(value, before[name]), name
+
+
+def test_rewind_warns_about_tensors_added_after_the_rewind_point() -> None:
+    """A head added after the pruner was created has no initial value: rewind used to leave it
+    trained without a word."""
+
+    def rewind_warnings(pruner: LotteryTicketPruner, model: nn.Module) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pruner.rewind(model)
+        return [str(w.message) for w in caught]
+
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "random")
+    assert rewind_warnings(pruner, model) == []
+    model.add_module("head", nn.Linear(3, 2))
+    model.register_buffer("scale", torch.ones(2))
+    (message,) = rewind_warnings(pruner, model)
+    assert "['head.weight', 'head.bias', 'scale']" in message and "keep their current" in message
+    pruner.set_rewind_weights(model)  # now the head has a rewind value
+    assert rewind_warnings(pruner, model) == []
