@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -899,6 +900,22 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """A warning as the command line shows it: one ``ltp: warning: ...`` line with its class.
+
+    Example:
+        >>> _format_warning(UserWarning("layer 'a' emptied"), UserWarning, "x.py", 1)
+        "ltp: warning: layer 'a' emptied (UserWarning)\\n"
+    """
+    return f"ltp: warning: {message} ({category.__name__})\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ltp`` console script.
 
@@ -910,7 +927,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(parser, argv)
     _configure_logging()
     try:
-        return _COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # printed as "ltp: warning: ...", not as source lines
+            warnings.formatwarning = _format_warning
+            return _COMMANDS[args.command](args)
     except UsageError as error:
         subcommand = getattr(parser, "subcommands", {}).get(args.command, parser)
         subcommand.print_usage(sys.stderr)

@@ -889,3 +889,16 @@ def test_default_selection_leaves_embedding_tables_and_tokens_out(
         LowCoverageWarning, match=r"448 of .* 992 weights \(45%\); left out: transformer.wte.weight"
     ):
         masks_from_shards([tmp_path / "small.safetensors"], "large_final", 0.5)
+
+
+def test_ltp_mask_prints_warnings_as_one_line_each(tmp_path: Path) -> None:
+    path = tmp_path / "w.npz"
+    np.savez(path, small=np.full((2, 2), 0.01), big=np.arange(1.0, 7.0).reshape(2, 3))
+    argv = ["mask", str(path), "--fraction", "0.9", "--out", str(tmp_path / "m.npz")]
+    script = f"import sys; from ltp_core.cli import main; sys.exit(main({argv!r}))"
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # no file name, no source line
+    assert lines[0].startswith("ltp: warning: Global selection (large_final_global, fraction=0.9)")
+    assert lines[0].endswith("(LayerCollapseWarning)")
