@@ -379,7 +379,8 @@ def warn_layer_collapse(
         f"Global selection ({strategy}, fraction={fraction}) pruned every remaining "
         f"weight of {len(collapsed)} layer(s): {list(collapsed)}. A layer with no weights blocks "
         "the signal through the network (layer collapse). Remedies: pass "
-        "min_layer_density= (e.g. 0.01) to keep a share of every layer, use the 'lamp' "
+        "min_layer_density= (--min-layer-density in ltp, e.g. 0.01) to keep a share of every "
+        "layer, use the 'lamp' "
         "strategy (keeps at least one weight per layer), exclude the layer with "
         "layer_rates={name: 0}, or prune in layer scope.",
         LayerCollapseWarning,
