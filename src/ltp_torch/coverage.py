@@ -22,6 +22,7 @@ from ltp_torch.roles import FROZEN, NOT_SELECTED, ParameterInfo
 
 __all__ = [
     "LOW_COVERAGE_ADVICE",
+    "check_parametrized_scores",
     "check_weight_norm_rows",
     "left_out_tensors",
     "probe_parametrizations",
@@ -181,6 +182,68 @@ def check_weight_norm_rows(
         + ". weight_norm divides by the row's norm, which is 0 now, so the effective weight "
         "of those rows is NaN. Prune these layers less (`layer_rates=`), or remove "
         "weight_norm before pruning (torch.nn.utils.parametrize.remove_parametrizations).",
+        stacklevel,
+    )
+    return True
+
+
+#: Parametrizations whose effective weight is its original times one positive scale per tensor
+#: (``weight_norm`` only with ``dim=None``, see :func:`check_parametrized_scores`).
+_UNIFORM_SCALE = ("spectral_norm", "torch.nn.utils.prune")
+
+
+def check_parametrized_scores(
+    names: Sequence[str],
+    parametrizations: Sequence[str | None],
+    weight_norm_dims: dict[int, int],
+    scope: str,
+    scale_free: bool,
+    stacklevel: int,
+) -> bool:
+    """Warn when a ranking criterion scored parametrized originals whose ranking differs from
+    that of the effective weights the layers use.
+
+    The pruner scores the tensors that train (the originals). ``weight_norm`` rescales each
+    row of its direction by ``g / ||v||``, so magnitudes of ``v`` rank rows differently from
+    the effective weight; ``spectral_norm`` divides the whole tensor by ``sigma``, which
+    changes nothing within the layer but changes the layer's magnitudes against the others in
+    a global ranking. Custom parametrizations are unknown and always reported.
+
+    Args:
+        names: The pruner's parameter names.
+        parametrizations: The parametrization of each (``None`` for a plain parameter).
+        weight_norm_dims: ``{index: dim}`` of the ``weight_norm`` directions (``-1``: the norm
+            of the whole tensor, one scale).
+        scope: The strategy's scope, ``"layer"`` or ``"global"``.
+        scale_free: Whether the strategy's ranking ignores one positive scale per tensor and
+            weight set (layer scope or ``lamp``, with a criterion of one weight set or of
+            ranks): then ``spectral_norm`` and ``weight_norm(dim=None)`` change nothing.
+        stacklevel: Passed to :func:`warnings.warn`.
+
+    Returns:
+        Whether a warning was issued.
+    """
+    affected = []
+    for index, (name, label) in enumerate(zip(names, parametrizations, strict=True)):
+        if label is None:
+            continue
+        uniform = label in _UNIFORM_SCALE or weight_norm_dims.get(index) == -1
+        if uniform and scale_free:
+            continue
+        if label == "torch.nn.utils.prune":
+            continue
+        affected.append(f"'{name}' ({label})")
+    if not affected:
+        return False
+    _warn(
+        "The scores of " + ", ".join(affected) + " are computed from the trained originals, "
+        "not from the effective weights the layers use (weight_norm scales each row of its "
+        "direction by g/||v||, spectral_norm the whole tensor by 1/sigma), so these masks "
+        "differ from ranking the effective weights. To rank effective weights, remove the "
+        "parametrization before pruning (torch.nn.utils.parametrize.remove_parametrizations) "
+        "and add it back after rewinding; with spectral_norm, a layer-scope strategy of one weight "
+        f"set (large_final, large_init, ...) or 'lamp' ranks exactly. Received: {scope}-scope "
+        "strategy",
         stacklevel,
     )
     return True

@@ -21,9 +21,11 @@ from torch import nn
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import io as core_io
 from ltp_core.layout import load_masks_for
+from ltp_core.strategies import resolve_strategy
 from ltp_core.summary import PrunableTensor, PruningSummary, build_summary
 from ltp_torch.arrays import to_numpy, write_into
 from ltp_torch.coverage import (
+    check_parametrized_scores,
     check_weight_norm_rows,
     left_out_tensors,
     probe_parametrizations,
@@ -46,6 +48,20 @@ logger = logging.getLogger(__name__)
 _FORMAT = "ltp_torch.LotteryTicketPruner"
 _FORMAT_VERSION = 1
 _LAYOUT = "torch"
+
+
+#: Criteria of two weight sets whose ranking one positive scale per set does not change.
+_RANK_ONLY = ("large_init_large_final", "large_final_same_sign")
+
+
+def _scale_free(strategy: Any) -> bool:
+    """Whether ``strategy`` ranks the same when each layer's weights are scaled by one positive
+    factor per weight set (initial, trained, current): layer scope or ``lamp``, and a criterion
+    of one weight set or of ranks only (``movement``/``magnitude_increase`` subtract sets whose
+    scales may differ)."""
+    criterion = strategy.criterion
+    per_layer = strategy.scope == "layer" or criterion.name == "lamp"
+    return per_layer and (len(criterion.needs) <= 1 or criterion.name in _RANK_ONLY)
 
 
 def _check_finite(names: Sequence[str], arrays: Sequence[np.ndarray], argument: str) -> None:
@@ -107,6 +123,7 @@ class LotteryTicketPruner:
         self._core = CorePruner(initial, names=self._names, seed=seed)
         self._left_out = tuple(left_out_tensors(infos, selected))
         self._weight_norm_dims = weight_norm_dims(selected)
+        self._parametrizations = [info.parametrization for info in selected]
         probe_parametrizations(selected, stacklevel=3)
         warn_low_coverage(selected, infos, stacklevel=3)
         self._initial_state = snapshot(module, exclude=set(self._names))
@@ -291,6 +308,16 @@ class LotteryTicketPruner:
         )
         self._mask_version += 1
         self._check_parametrized_masks()
+        strategy = resolve_strategy(prune_strategy)
+        if not strategy.criterion.random and any(self._parametrizations):
+            check_parametrized_scores(
+                self._names,
+                self._parametrizations,
+                self._weight_norm_dims,
+                strategy.scope,
+                scale_free=_scale_free(strategy),
+                stacklevel=3,
+            )
 
     def _check_parametrized_masks(self) -> None:
         if self._weight_norm_dims:

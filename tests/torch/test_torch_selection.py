@@ -315,6 +315,40 @@ def test_weight_norm_rows_emptied_warn() -> None:
         pruner.set_masks(masks)
 
 
+def test_scores_of_rescaled_originals_warn_when_their_ranking_differs() -> None:
+    """The pruner ranks the originals that train; weight_norm rescales each row of its
+    direction (g/||v||), spectral_norm the whole tensor (1/sigma). Magnitude pruning of the
+    originals then silently differed from magnitude pruning of the weights the layers use."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        parametrizations.weight_norm(nn.Linear(6, 8)),
+        parametrizations.spectral_norm(nn.Linear(8, 8)),
+        nn.Linear(8, 2),
+    )
+    with torch.no_grad():  # as training does: g and ||v|| drift apart row by row
+        net[0].parametrizations.weight.original0.mul_(torch.linspace(0.2, 5.0, 8)[:, None])
+    effective = net[0].weight.detach().abs()
+    pruner = LotteryTicketPruner(net)
+    pruner.set_pretrained_weights(net)
+
+    def warned(strategy: str) -> list[str]:
+        pruner.reset_masks()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pruner.calc_prune_mask(net, 0.5, strategy)
+        assert all(w.filename == __file__ for w in caught)
+        return [str(w.message) for w in caught if w.category is ParametrizationWarning]
+
+    (message,) = warned("large_final")
+    assert "'0.parametrizations.weight.original1' (weight_norm)" in message
+    assert "spectral_norm" not in message.split(" are computed")[0]  # one scale: same ranking
+    by_effective = effective > effective.flatten().median()
+    assert not torch.equal(torch.from_numpy(pruner.masks[0]), by_effective)  # what it is about
+    (message,) = warned("large_final_global")  # 1/sigma changes the layer against the others
+    assert "'1.parametrizations.weight.original' (spectral_norm)" in message
+    assert warned("random") == [] and warned("random_global") == []
+
+
 def test_old_hook_based_weight_norm_and_spectral_norm() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
