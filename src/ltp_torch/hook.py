@@ -116,6 +116,7 @@ class PrunerHook:
         self._params_list: list[torch.Tensor] = []
         self._masks_list: list[torch.Tensor] = []
         self._grad_masks: MaskTensors = [None] * len(self._parameters)
+        self._grad_version = -1
         self._refresh()
         self._handle: Any = optimizer.register_step_post_hook(self._after_step)
         self._grad_handles: list[Any] = []
@@ -147,6 +148,7 @@ class PrunerHook:
         """Fetch the current masks, zero weights and optimizer state at pruned entries."""
         masks: MaskTensors = self._pruner.mask_tensors(self._parameters)
         self._grad_masks = list(masks)
+        self._grad_version = self._pruner.mask_version
         pairs = [(p, m) for p, m in zip(self._parameters, masks, strict=True) if m is not None]
         self._params_list = [p for p, _ in pairs]
         self._masks_list = [m for _, m in pairs]
@@ -158,11 +160,16 @@ class PrunerHook:
     def _gradient_masker(self, index: int) -> Callable[[torch.Tensor], torch.Tensor | None]:
         """The tensor hook of parameter ``index``: its gradient with pruned entries zero.
 
-        The masks are those of the last refresh: a mask change applies to gradients from the
-        next optimizer step on (weights must not change in the middle of a backward pass).
+        Gradients follow the pruner's current masks at once (a checkpoint loaded into the
+        pruner after the hook was created, a new level): only the weights and the optimizer
+        state wait for the next step or :meth:`refresh` (weights must not change in the middle
+        of a backward pass).
         """
 
         def mask_gradient(grad: torch.Tensor) -> torch.Tensor | None:
+            if self._grad_version != self._pruner.mask_version:
+                self._grad_masks = list(self._pruner.mask_tensors(self._parameters))
+                self._grad_version = self._pruner.mask_version
             return masked_gradient(grad, self._grad_masks[index])
 
         return mask_gradient

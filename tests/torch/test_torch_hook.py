@@ -291,6 +291,23 @@ def test_gradient_clipping_sees_the_pruned_network() -> None:
         assert torch.equal(parameter, original), name
 
 
+def test_gradients_follow_a_mask_change_at_once() -> None:
+    """Resuming: the hook exists before the checkpoint's masks are loaded into the pruner. The
+    first backward after the load must already see the loaded masks (clipping in that step)."""
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with PrunerHook(pruner, model, optimizer):
+        saved = pruned_pruner(copy.deepcopy(model)).state_dict()
+        pruner.load_state_dict(saved)
+        optimizer.zero_grad()
+        x, y = mlp_batch()
+        nn.functional.cross_entropy(model(x), y).backward()
+        for parameter, mask in zip(pruner.parameters(model), pruner.masks, strict=True):
+            assert bool((parameter.grad[~torch.from_numpy(mask)] == 0).all())
+            assert bool((parameter.grad[torch.from_numpy(mask)] != 0).any())
+
+
 def test_mask_gradients_false_leaves_gradients_dense() -> None:
     model = make_mlp()
     pruner = pruned_pruner(model)
