@@ -653,8 +653,10 @@ class _SampleCurves:
     def scores(self, side: int) -> np.ndarray:
         """Estimated scores (side -1: lower bounds, 0: central, +1: upper), non-decreasing in
         each layer, shifted by ``2 l`` (so sorted over all layers)."""
-        below = self.prefix - side * self.error
-        total = self.total + side * self.total_error  # S(t) = total - B(t), at its bound
+        # a score t**2 / S(t) is smallest where S(t) = total - B(t) is largest: the sum of
+        # squares below t (B) at its lower bound and the total at its upper bound
+        below = self.prefix + side * self.error
+        total = self.total - side * self.total_error
         rest = total - np.clip(below, 0.0, total)
         scores: np.ndarray = np.ones_like(self.squares)
         np.divide(self.squares, rest, out=scores, where=rest > self.squares)

@@ -714,3 +714,48 @@ def test_lamp_with_floors_equals_pruning_in_score_order_under_caps(
             assert all(np.array_equal(m.ravel(), r) for m, r in zip(new, reference, strict=True))
             assert all(int(m.sum()) >= f for m, f in zip(new, floors, strict=True))
     assert capped_somewhere  # the floors did bind: the rounds were exercised
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.8, 0.95])
+def test_sampled_lamp_bracket_holds_at_the_first_try(
+    fraction: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the bracket's score curves must widen it by the scores' error bars: with them inverted
+    # (upper-bound scores for the lower end), the bracket came out empty from fraction ~0.8 on
+    # and every call made a second pass (or fell back to sorting every layer)
+    from ltp_core import strategies
+
+    monkeypatch.setattr(strategies, "_LAMP_SAMPLED_MIN", 1)
+    monkeypatch.setattr(strategies, "_LAMP_WHOLE_SUM", 1000)  # totals from blocks: error bars
+    monkeypatch.setattr(strategies, "_DOT_ROW", 64)
+    attempts: list[bool] = []
+    real = strategies._lamp_select_sampled
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real(*args, **kwargs)
+        attempts.append(result is not None)
+        return result
+
+    monkeypatch.setattr(strategies, "_lamp_select_sampled", spy)
+    rng = np.random.default_rng(3)
+    shapes = [(300, 400), (400, 400), (100, 800), (500, 100)]
+    trained = [rng.standard_normal(s, dtype=np.float32) * (i + 1) for i, s in enumerate(shapes)]
+    for seed in range(3):
+        attempts.clear()
+        masks = compute_masks("lamp", fraction, trained=trained, seed=seed)
+        assert attempts == [True]
+        n = sum(w.size for w in trained)
+        assert sum(int((~m).sum()) for m in masks) == count_to_prune(fraction, n)
+
+
+def test_sample_curves_lower_bounds_lie_below_upper_bounds() -> None:
+    from ltp_core.strategies import _LampEstimate, _SampleCurves
+
+    sample = np.array([0.1, 0.5, 1.0, 2.0])
+    squares = sample**2
+    prefix = np.concatenate(([0.0], np.cumsum(squares))) * 10.0
+    error = np.full(prefix.size, 0.5)
+    estimate = _LampEstimate(sample, 10.0, float(prefix[-1]), prefix, error, False, 1.0)
+    curves = _SampleCurves([estimate, estimate])
+    low, mid, high = (curves.scores(side) for side in (-1, 0, 1))
+    assert np.all(low <= mid) and np.all(mid <= high) and np.any(low < high)
