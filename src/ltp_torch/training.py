@@ -140,12 +140,40 @@ class MaskedTraining:
         self._hooks = [PrunerHook(self.pruner, module, optimizer) for optimizer in chosen]
         self.steps = int(steps_done)
         if self._wants_capture():
-            if self.steps >= int(self.rewind_iteration or 0):
-                self._capture()
-            else:
+            target = int(self.rewind_iteration or 0)
+            if self.steps < target:
                 self._counters = [
                     optimizer.register_step_post_hook(self._after_step) for optimizer in chosen
                 ]
+            elif self.steps == target:
+                self._capture()
+            else:
+                self._resumed_past_target(target)
+
+    def _resumed_past_target(self, target: int) -> None:
+        """A run resumed after optimizer step ``target``: the weights of that step are gone.
+
+        Capturing now would make the resume step's weights the rewind point (and overwrite a
+        rewind point loaded with the pruner's saved state).
+        """
+        if self.pruner._rewind_state is not None:
+            self.captured_at = target
+            logger.info(
+                "Resumed at optimizer step %d, after rewind_iteration=%d: keeping the pruner's "
+                "rewind point (from its saved state)",
+                self.steps,
+                target,
+            )
+            return
+        logger.warning(
+            "Resumed at optimizer step %d, after rewind_iteration=%d, with a pruner that has no "
+            "rewind point: the weights after step %d are gone, so none is captured (rewind() "
+            "would use the initial weights). Load the pruner state saved with the checkpoint "
+            "(pruner.load_state_dict) before resuming, or rerun the dense training.",
+            self.steps,
+            target,
+            target,
+        )
 
     def _capture(self) -> None:
         if self._module is None:  # stopped: nothing to capture from
@@ -172,7 +200,12 @@ class MaskedTraining:
         Args:
             warn: Warn when the rewind point was wanted but training stopped before it.
         """
-        if warn and self.active and self._wants_capture():
+        if (
+            warn
+            and self.active
+            and self._wants_capture()
+            and self.steps < int(self.rewind_iteration or 0)  # else start() said why
+        ):
             logger.warning(
                 "The rewind point was not captured: training stopped after %d optimizer steps, "
                 "before rewind_iteration=%s. Train longer or lower rewind_iteration.",

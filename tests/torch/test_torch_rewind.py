@@ -11,6 +11,7 @@ from torch import nn
 from torch_models import make_convnet, make_mlp, mlp_batch
 
 from ltp_torch import LotteryTicketPruner, PrunerHook, RewindPointHook
+from ltp_torch.training import MaskedTraining
 
 
 def step(model: nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
@@ -119,3 +120,41 @@ def test_rewind_warns_about_tensors_added_after_the_rewind_point() -> None:
     assert "['head.weight', 'head.bias', 'scale']" in message and "keep their current" in message
     pruner.set_rewind_weights(model)  # now the head has a rewind value
     assert rewind_warnings(pruner, model) == []
+
+
+def test_trainer_resumed_after_the_rewind_iteration_keeps_the_saved_rewind_point(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the Lightning and HF callbacks run. Resuming at step 4 a run that captured its
+    rewind point at step 2 (restored with the pruner's saved state) used to capture the step-4
+    weights over it, silently."""
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    training = MaskedTraining(pruner, rewind_iteration=2)
+    training.start(model, [optimizer])
+    for seed in range(4):
+        step(model, optimizer, seed)
+    training.stop()
+    saved = pruner.state_dict()
+    at_step_2 = [w.clone() for w in saved["rewind_state"].values()]
+
+    resumed = LotteryTicketPruner(make_mlp(seed=1))
+    resumed.load_state_dict(saved)
+    again = MaskedTraining(resumed, rewind_iteration=2)  # a new callback: captured_at unknown
+    again.start(model, [optimizer], steps_done=4)
+    assert again.captured_at == 2
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(resumed.state_dict()["rewind_state"].values(), at_step_2, strict=True)
+    )
+    again.stop()
+
+    fresh = LotteryTicketPruner(model)  # the saved state was not loaded: nothing to keep
+    late = MaskedTraining(fresh, rewind_iteration=2)
+    with caplog.at_level("WARNING", logger="ltp_torch"):
+        late.start(model, [optimizer], steps_done=4)
+        late.stop()
+    assert late.captured_at is None and fresh.state_dict()["rewind_state"] is None
+    assert caplog.text.count("after rewind_iteration=2") == 1
+    assert "not captured" not in caplog.text  # one warning, not two
