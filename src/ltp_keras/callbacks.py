@@ -115,7 +115,9 @@ class PrunerCallback(keras.callbacks.Callback):
     At the end of each epoch ``logs["sparsity"]`` is the fraction of the prunable weights that
     are pruned, so it shows in the progress bar, ``CSVLogger`` and ``TensorBoard`` (put those
     after this callback in the list). One instance can be reused across ``fit()`` calls; masks
-    are read from the pruner at each ``fit``.
+    are read from the pruner at each ``fit``, and again when they change during ``fit``
+    (gradual pruning from another callback): the newly pruned weights and their optimizer
+    state are zeroed before the next step and at that epoch's end.
 
     Args:
         pruner: The :class:`LotteryTicketPruner` holding the masks.
@@ -157,6 +159,13 @@ class PrunerCallback(keras.callbacks.Callback):
         self._enforcer: MaskEnforcer | None = None
         self._dwr_masks: list[np.ndarray] | None = None
         self._train_function: _TrainFunction | None = None
+        self._fitting = False
+        self._masks_seen: object = None
+
+    def _masks_token(self) -> object:
+        """The core's list of masks: replaced (never edited in place) whenever the masks
+        change (``calc_prune_mask``, ``set_masks``, ``reset_masks``, ``load_state_dict``)."""
+        return self.pruner.core._masks
 
     def _masks_are_new_for_dwr(self) -> bool:
         masks = self.pruner.masks
@@ -242,13 +251,45 @@ class PrunerCallback(keras.callbacks.Callback):
             _build_train_function(model)
             self._train_function = _TrainFunction(key, model.train_function, masks)
             logger.debug("PrunerCallback: built a masked train function")
+        self._masks_seen = self._masks_token()
+        self._fitting = True
+
+    def _follow_new_masks(self) -> None:
+        """Masks changed during ``fit`` (e.g. gradual pruning from another callback): zero the
+        newly pruned weights and their optimizer state and mask with the new masks from the
+        next step on (rebuilding the train function where it holds the mask values)."""
+        if not self._fitting or self._masks_token() is self._masks_seen:
+            return
+        model = self.model
+        enforcer = self._enforcer
+        self.pruner.apply_pruning(model)
+        if enforcer is not None:
+            enforcer.update(self.pruner.masks)
+            if self._step_holds_mask_values(model):
+                _build_train_function(model)
+                self._train_function = _TrainFunction(
+                    self._trace_key(model, enforcer),
+                    model.train_function,
+                    [m.copy() for m in self.pruner.masks],
+                )
+        self._masks_seen = self._masks_token()
+        logger.debug("PrunerCallback: masks changed during fit; now masking with the new ones")
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._follow_new_masks()
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # Validation during fit sees the new masks too.
+        self._follow_new_masks()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._follow_new_masks()
         if logs is not None:
             logs["sparsity"] = self.pruner.cumulative_pruning_rate
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
+        self._fitting = False
         self.pruner.apply_pruning(model)
         if self._enforcer is not None:
             self._enforcer.remove()

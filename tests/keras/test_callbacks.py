@@ -336,3 +336,45 @@ def test_sparsity_is_logged_for_csv_logger_and_history(tmp_path) -> None:  # typ
     lines = path.read_text().splitlines()
     column = lines[0].split(",").index("sparsity")
     assert [float(line.split(",")[column]) for line in lines[1:]] == [expected, expected]
+
+
+class _PruneEveryEpoch(keras.callbacks.Callback):
+    """Gradual pruning from the user's own callback: new masks at every epoch end, the model
+    left as it is (``PrunerCallback`` applies them)."""
+
+    def __init__(self, pruner: LotteryTicketPruner) -> None:
+        super().__init__()
+        self.pruner = pruner
+        self.kernels: list[np.ndarray] = []
+
+    def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+        self.kernels.append(to_numpy(self.pruner.prunable_variables(self.model)[0]))
+        self.pruner.calc_prune_mask(self.model, 0.5, "smallest_weights")
+
+
+@pytest.mark.parametrize("method", ["auto", "constraint"])
+def test_masks_changed_during_fit_are_enforced_from_the_next_step(method: str) -> None:
+    X, y = vector_data(32)
+    model = compile_model(make_mlp(), keras.optimizers.SGD(0.1, momentum=0.9))
+    pruner = LotteryTicketPruner(model)
+    check = ZeroCheck(pruner)  # after every batch and epoch, with the masks of that moment
+    callback = PrunerCallback(pruner, method=method)
+    gradual = _PruneEveryEpoch(pruner)
+    # The pruning callback runs first: PrunerCallback then applies its masks at the same epoch
+    # end (callbacks listed after it, like ZeroCheck here, see them applied).
+    history = model.fit(
+        X,
+        y,
+        batch_size=8,
+        epochs=3,
+        verbose=0,
+        validation_data=(X[:8], y[:8]),
+        callbacks=[gradual, callback, check],
+    )
+    assert pruner.level == 3 and check.checks == 1 + 3 * 4 + 3 + 3
+    assert history.history["sparsity"] == [0.5, 0.75, 0.875]
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+    momentum = slot_variables(model.optimizer, pruner.prunable_variables(model)[0])[0]
+    assert np.count_nonzero(to_numpy(momentum)[~pruner.masks[0]]) == 0
+    kept = pruner.masks[0]  # kept weights trained on after the masks changed
+    assert not np.array_equal(gradual.kernels[1][kept], gradual.kernels[2][kept])
