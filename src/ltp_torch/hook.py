@@ -18,6 +18,7 @@ update of one entry depends on others (``LBFGS``, ``Adafactor``'s factored stati
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -164,13 +165,21 @@ class PrunerHook:
         pruner after the hook was created, a new level): only the weights and the optimizer
         state wait for the next step or :meth:`refresh` (weights must not change in the middle
         of a backward pass).
+
+        The parameter holds the tensor hook; it refers to this object weakly, so a hook that was
+        never removed does not keep its optimizer (and the optimizer's state) alive after the
+        optimizer is dropped: the tensor hook then does nothing.
         """
+        reference = weakref.ref(self)
 
         def mask_gradient(grad: torch.Tensor) -> torch.Tensor | None:
-            if self._grad_version != self._pruner.mask_version:
-                self._grad_masks = list(self._pruner.mask_tensors(self._parameters))
-                self._grad_version = self._pruner.mask_version
-            return masked_gradient(grad, self._grad_masks[index])
+            hook = reference()
+            if hook is None:
+                return None
+            if hook._grad_version != hook._pruner.mask_version:
+                hook._grad_masks = list(hook._pruner.mask_tensors(hook._parameters))
+                hook._grad_version = hook._pruner.mask_version
+            return masked_gradient(grad, hook._grad_masks[index])
 
         return mask_gradient
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -306,6 +308,24 @@ def test_gradients_follow_a_mask_change_at_once() -> None:
         for parameter, mask in zip(pruner.parameters(model), pruner.masks, strict=True):
             assert bool((parameter.grad[~torch.from_numpy(mask)] == 0).all())
             assert bool((parameter.grad[torch.from_numpy(mask)] != 0).any())
+
+
+def test_a_hook_never_removed_does_not_keep_its_optimizer_alive() -> None:
+    """The gradient hooks live on the parameters: they must not hold the PrunerHook (and
+    through it the optimizer and its state, twice the model's size for Adam) once the user
+    drops the optimizer, as IMP loops do at every level."""
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    optimizers = []
+    for seed in range(2):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        PrunerHook(pruner, model, optimizer)  # no remove(), no context manager
+        step(model, optimizer, mlp_batch(seed=seed))
+        optimizers.append(weakref.ref(optimizer))
+        del optimizer
+    gc.collect()
+    assert [ref() for ref in optimizers] == [None, None]
+    step(model, torch.optim.SGD(model.parameters(), lr=0.1), mlp_batch())  # nothing stale runs
 
 
 def test_mask_gradients_false_leaves_gradients_dense() -> None:
