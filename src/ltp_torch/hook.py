@@ -33,6 +33,7 @@ from ltp_torch.masking import (
     zero_optimizer_state_,
     zero_pruned_,
 )
+from ltp_torch.parameters import unwrap_module
 from ltp_torch.pruner import LotteryTicketPruner
 
 __all__ = ["PrunerHook"]
@@ -55,7 +56,8 @@ class PrunerHook:
 
     Creating the hook zeroes the pruned weights and the matching optimizer state at once, and
     from then on the gradients of pruned entries are zero as soon as ``backward()`` computes
-    them (so gradient clipping by norm sees the pruned network's gradient). Later
+    them (so gradient clipping by norm sees the pruned network's gradient), and
+    ``load_state_dict`` into the module or one of its layers zeroes them again. Later
     mask changes (another :meth:`LotteryTicketPruner.calc_prune_mask`, ``set_masks``,
     ``reset_masks`` or ``load_state_dict``) are picked up after the next step, or at once with
     :meth:`refresh`.
@@ -127,6 +129,7 @@ class PrunerHook:
                 for index, parameter in enumerate(self._parameters)
                 if parameter.requires_grad
             ]
+        self._load_handles = self._register_load_hooks(unwrap_module(module))
 
     def _warn_if_not_optimized(self) -> None:
         optimized = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
@@ -176,12 +179,57 @@ class PrunerHook:
             hook = reference()
             if hook is None:
                 return None
-            if hook._grad_version != hook._pruner.mask_version:
-                hook._grad_masks = list(hook._pruner.mask_tensors(hook._parameters))
-                hook._grad_version = hook._pruner.mask_version
-            return masked_gradient(grad, hook._grad_masks[index])
+            return masked_gradient(grad, hook._current_masks()[index])
 
         return mask_gradient
+
+    def _current_masks(self) -> MaskTensors:
+        """The pruner's current masks for the hooked parameters (cached per mask version)."""
+        if self._grad_version != self._pruner.mask_version:
+            self._grad_masks = list(self._pruner.mask_tensors(self._parameters))
+            self._grad_version = self._pruner.mask_version
+        return self._grad_masks
+
+    def _register_load_hooks(self, root: nn.Module) -> list[Any]:
+        """Zero pruned entries again right after ``load_state_dict`` writes into their layers.
+
+        Loading a state dict (dense weights, a checkpoint from before pruning) copies values
+        into the parameters in place; without this the pruned entries would stay dense until
+        the next optimizer step, so an evaluation or a checkpoint in between saw the dense
+        model. A post hook on each layer that owns a pruned parameter runs whenever a
+        ``load_state_dict`` reaches that layer (the model's, a wrapper's or the layer's own).
+        Like the gradient hooks, it refers to this object weakly.
+        """
+        owned: dict[str, list[tuple[int, str]]] = {}
+        for index, name in enumerate(self._pruner.names):
+            prefix, _, local = name.rpartition(".")
+            owned.setdefault(prefix, []).append((index, local))
+        reference = weakref.ref(self)
+        handles = []
+        for prefix, entries in owned.items():
+
+            def zero_after_load(
+                layer: nn.Module, incompatible: Any, entries: list[tuple[int, str]] = entries
+            ) -> None:
+                del incompatible
+                hook = reference()
+                if hook is None:
+                    return
+                masks = hook._current_masks()
+                with torch.no_grad():
+                    for index, local in entries:
+                        parameter = layer._parameters.get(local)
+                        mask = masks[index]
+                        if (
+                            parameter is not None
+                            and mask is not None
+                            and parameter.shape == hook._parameters[index].shape
+                        ):
+                            zero_pruned_(parameter, mask)
+
+            owner = root.get_submodule(prefix) if prefix else root
+            handles.append(owner.register_load_state_dict_post_hook(zero_after_load))
+        return handles
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -211,9 +259,10 @@ class PrunerHook:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        for handle in self._grad_handles:
+        for handle in [*self._grad_handles, *self._load_handles]:
             handle.remove()
         self._grad_handles = []
+        self._load_handles = []
 
     def __enter__(self) -> PrunerHook:
         return self

@@ -328,6 +328,26 @@ def test_a_hook_never_removed_does_not_keep_its_optimizer_alive() -> None:
     step(model, torch.optim.SGD(model.parameters(), lr=0.1), mlp_batch())  # nothing stale runs
 
 
+def test_load_state_dict_cannot_bring_pruned_weights_back() -> None:
+    """Loading dense weights (a checkpoint from before pruning) while the hook is on used to
+    leave the pruned entries dense until the next optimizer step: an evaluation or checkpoint in
+    between saw the dense model."""
+    model = make_convnet()
+    dense = copy.deepcopy(model.state_dict())
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = pruned_counts(pruner)
+    with PrunerHook(pruner, model, optimizer):
+        model.load_state_dict(dense)
+        assert zero_counts(pruner, model) == expected
+        model.conv1.load_state_dict({"weight": dense["conv1.weight"], "bias": dense["conv1.bias"]})
+        nn.DataParallel(model).load_state_dict({f"module.{k}": v for k, v in dense.items()})
+        assert zero_counts(pruner, model) == expected
+        assert torch.equal(model.conv1.bias, dense["conv1.bias"])  # the rest is loaded as is
+    model.load_state_dict(dense)  # the hook is removed: nothing is masked any more
+    assert zero_counts(pruner, model) == [0] * len(expected)
+
+
 def test_mask_gradients_false_leaves_gradients_dense() -> None:
     model = make_mlp()
     pruner = pruned_pruner(model)
