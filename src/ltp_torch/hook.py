@@ -123,12 +123,8 @@ class PrunerHook:
         self._refresh()
         self._handle: Any = optimizer.register_step_post_hook(self._after_step)
         self._grad_handles: list[Any] = []
-        if mask_gradients:
-            self._grad_handles = [
-                parameter.register_hook(self._gradient_masker(index))  # type: ignore[no-untyped-call]
-                for index, parameter in enumerate(self._parameters)
-                if parameter.requires_grad
-            ]
+        self._unhooked = list(range(len(self._parameters))) if mask_gradients else []
+        self._hook_gradients()
         self._load_handles = self._register_load_hooks(unwrap_module(module))
 
     def _warn_if_not_optimized(self) -> None:
@@ -183,6 +179,20 @@ class PrunerHook:
 
         return mask_gradient
 
+    def _hook_gradients(self) -> None:
+        """Put the gradient hook on every pruned parameter that requires gradients and has
+        none yet: at creation, and after each step for parameters unfrozen since (a frozen
+        tensor cannot take a hook)."""
+        waiting = []
+        for index in self._unhooked:
+            parameter = self._parameters[index]
+            if parameter.requires_grad:
+                masker = self._gradient_masker(index)
+                self._grad_handles.append(parameter.register_hook(masker))  # type: ignore[no-untyped-call]
+            else:
+                waiting.append(index)
+        self._unhooked = waiting
+
     def _current_masks(self) -> MaskTensors:
         """The pruner's current masks for the hooked parameters (cached per mask version)."""
         if self._grad_version != self._pruner.mask_version:
@@ -234,6 +244,8 @@ class PrunerHook:
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         del optimizer, args, kwargs
+        if self._unhooked:
+            self._hook_gradients()
         if self._version != self._pruner.mask_version:
             self._refresh()
             return
@@ -245,8 +257,11 @@ class PrunerHook:
 
         Useful right after :meth:`LotteryTicketPruner.calc_prune_mask` when the module is
         evaluated or saved before training continues. Zeroes the optimizer state at pruned
-        entries too (unless disabled).
+        entries too (unless disabled), and puts the gradient masking on parameters unfrozen
+        since the hook was created.
         """
+        if self._unhooked:
+            self._hook_gradients()
         self._refresh()
 
     @property
@@ -263,6 +278,7 @@ class PrunerHook:
             handle.remove()
         self._grad_handles = []
         self._load_handles = []
+        self._unhooked = []
 
     def __enter__(self) -> PrunerHook:
         return self

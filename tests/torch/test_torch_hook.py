@@ -348,6 +348,28 @@ def test_load_state_dict_cannot_bring_pruned_weights_back() -> None:
     assert zero_counts(pruner, model) == [0] * len(expected)
 
 
+def test_parameters_unfrozen_later_get_masked_gradients() -> None:
+    """Gradual unfreezing: a frozen tensor cannot take a gradient hook when the PrunerHook is
+    created; it gets one after the first step (or refresh()) that finds it trainable."""
+    model = make_mlp()
+    model[0].weight.requires_grad_(False)
+    pruner = LotteryTicketPruner(model, prunable=["0.weight", "2.2.weight"])
+    pruner.calc_prune_mask(model, 0.5, "random")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruned = ~torch.from_numpy(pruner.masks[0])
+    with PrunerHook(pruner, model, optimizer) as hook:
+        step(model, optimizer, mlp_batch())
+        model[0].weight.requires_grad_(True)
+        step(model, optimizer, mlp_batch(seed=1))  # the hook goes on after this step
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(mlp_batch()[0]), mlp_batch()[1]).backward()
+        assert bool((model[0].weight.grad[pruned] == 0).all())
+        model[2][2].weight.requires_grad_(False)
+        model[2][2].weight.requires_grad_(True)
+        hook.refresh()  # nothing new to hook: refresh is idempotent
+    assert zero_counts(pruner, model) == pruned_counts(pruner)
+
+
 def test_mask_gradients_false_leaves_gradients_dense() -> None:
     model = make_mlp()
     pruner = pruned_pruner(model)
