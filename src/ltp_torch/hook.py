@@ -18,6 +18,9 @@ update of one entry depends on others (``LBFGS``, ``Adafactor``'s factored stati
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import warnings
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -39,6 +42,18 @@ from ltp_torch.pruner import LotteryTicketPruner
 __all__ = ["PrunerHook"]
 
 logger = logging.getLogger(__name__)
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside torch and ltp_torch, for warnings raised
+    from inside torch's hook machinery (whose depth varies with the module tree)."""
+    inside = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+    frame = sys._getframe(1)  # the function that calls warnings.warn: stacklevel 1
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(inside):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def check_optimizer(optimizer: object) -> torch.optim.Optimizer:
@@ -125,6 +140,7 @@ class PrunerHook:
         self._grad_handles: list[Any] = []
         self._unhooked = list(range(len(self._parameters))) if mask_gradients else []
         self._hook_gradients()
+        self._zeroed_on_load: dict[str, int] = {}
         self._load_handles = self._register_load_hooks(unwrap_module(module))
 
     def _warn_if_not_optimized(self) -> None:
@@ -209,6 +225,10 @@ class PrunerHook:
         model. A post hook on each layer that owns a pruned parameter runs whenever a
         ``load_state_dict`` reaches that layer (the model's, a wrapper's or the layer's own).
         Like the gradient hooks, it refers to this object weakly.
+
+        Zeroing non-zero loaded values is reported (:meth:`_report_zeroed_on_load`, one warning
+        per load): it is what a dense load needs, but loading a checkpoint of *other* masks
+        into the model before its pruner state would lose the entries those masks keep.
         """
         owned: dict[str, list[tuple[int, str]]] = {}
         for index, name in enumerate(self._pruner.names):
@@ -235,15 +255,49 @@ class PrunerHook:
                             and mask is not None
                             and parameter.shape == hook._parameters[index].shape
                         ):
+                            before = int(torch.count_nonzero(parameter))
                             zero_pruned_(parameter, mask)
+                            zeroed = before - int(torch.count_nonzero(parameter))
+                            if zeroed:
+                                name = hook._pruner.names[index]
+                                hook._zeroed_on_load[name] = zeroed
 
             owner = root.get_submodule(prefix) if prefix else root
             handles.append(owner.register_load_state_dict_post_hook(zero_after_load))
+
+        def report_after_load(module: nn.Module, incompatible: Any) -> None:
+            del module, incompatible
+            hook = reference()
+            if hook is not None:
+                hook._report_zeroed_on_load()
+
+        handles.append(root.register_load_state_dict_post_hook(report_after_load))
         return handles
+
+    def _report_zeroed_on_load(self) -> None:
+        """Warn once for the pruned entries a ``load_state_dict`` brought back and that were
+        zeroed again (after a whole-model load, or at the next step for a layer's own)."""
+        if not self._zeroed_on_load:
+            return
+        zeroed = dict(self._zeroed_on_load)
+        self._zeroed_on_load.clear()
+        listed = ", ".join(f"'{name}' ({count})" for name, count in list(zeroed.items())[:6])
+        message = (
+            f"load_state_dict wrote non-zero values into {sum(zeroed.values())} pruned entries "
+            f"of {len(zeroed)} parameters ({listed}{', ...' if len(zeroed) > 6 else ''}); the "
+            "PrunerHook zeroed them again under the pruner's current masks. To restore a "
+            "checkpoint made with other masks, load the pruner's state before the model's "
+            "(as ltp_torch.load_checkpoint does). Received: a state dict with dense values at "
+            "pruned entries"
+        )
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=_caller_stacklevel())
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         del optimizer, args, kwargs
+        if self._zeroed_on_load:  # a layer's own load_state_dict since the last step
+            self._report_zeroed_on_load()
         if self._unhooked:
             self._hook_gradients()
         if self._version != self._pruner.mask_version:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -338,12 +339,21 @@ def test_load_state_dict_cannot_bring_pruned_weights_back() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     expected = pruned_counts(pruner)
     with PrunerHook(pruner, model, optimizer):
-        model.load_state_dict(dense)
+        with pytest.warns(UserWarning, match=r"load the pruner's state before") as caught:
+            model.load_state_dict(dense)
+        assert len(caught) == 1 and caught[0].filename == __file__
+        assert f"into {sum(expected)} pruned entries" in str(caught[0].message)
         assert zero_counts(pruner, model) == expected
+        with pytest.warns(UserWarning, match="pruned entries"):
+            nn.DataParallel(model).load_state_dict({f"module.{k}": v for k, v in dense.items()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.load_state_dict(copy.deepcopy(model.state_dict()))  # a ticket: nothing to say
         model.conv1.load_state_dict({"weight": dense["conv1.weight"], "bias": dense["conv1.bias"]})
-        nn.DataParallel(model).load_state_dict({f"module.{k}": v for k, v in dense.items()})
         assert zero_counts(pruner, model) == expected
         assert torch.equal(model.conv1.bias, dense["conv1.bias"])  # the rest is loaded as is
+        with pytest.warns(UserWarning, match=r"'conv1.weight'"):  # the layer's own load
+            step(model, optimizer, conv_batch())
     model.load_state_dict(dense)  # the hook is removed: nothing is masked any more
     assert zero_counts(pruner, model) == [0] * len(expected)
 
