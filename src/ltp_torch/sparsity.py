@@ -6,6 +6,7 @@ costs no device synchronisation.
 
 from __future__ import annotations
 
+import numbers
 from typing import Protocol
 
 from ltp_core.report import sparsity_report
@@ -77,8 +78,8 @@ def log_sparsity(
         The scalars written.
 
     Raises:
-        TypeError: ``writer`` has no ``add_scalar`` method, or ``pruner`` is not an
-            ``ltp_torch.LotteryTicketPruner``.
+        TypeError: ``writer`` has no ``add_scalar`` method, ``pruner`` is not an
+            ``ltp_torch.LotteryTicketPruner``, or ``step`` is not ``None`` or an integer.
 
     Example:
         >>> from torch import nn
@@ -97,6 +98,10 @@ def log_sparsity(
             "`writer` must have an add_scalar(tag, value, global_step) method, like "
             "torch.utils.tensorboard.SummaryWriter. "
             f"Received: writer of type {type(writer).__name__}"
+        )
+    if step is not None and (isinstance(step, bool) or not isinstance(step, numbers.Integral)):
+        raise TypeError(
+            f"`step` must be None or an integer (the global step). Received: step={step!r}"
         )
     scalars = sparsity_scalars(pruner, prefix)
     for tag, value in scalars.items():

@@ -53,6 +53,10 @@ def test_log_sparsity_writes_every_tag_at_the_step() -> None:
         sparsity_scalars(net)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="prefix"):
         sparsity_scalars(pruner, prefix="")
+    for step in ("7", 7.0, True):
+        with pytest.raises(TypeError, match=f"Received: step={step!r}"):
+            log_sparsity(writer, pruner, step=step)  # type: ignore[arg-type]
+    assert len(writer.calls) == 4  # nothing written by the failing calls
 
 
 def test_summary_writer_event_file(tmp_path: Path) -> None:
