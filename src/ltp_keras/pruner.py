@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -149,6 +151,7 @@ class LotteryTicketPruner:
         self._initial_others = read_arrays(others)
         self._rewind_others: list[np.ndarray] | None = None
         self._legacy_positions = _legacy_positions(model, variables)
+        self._enforcers: weakref.WeakSet[MaskEnforcer] = weakref.WeakSet()
         logger.debug("Pruning %d variables of %s: %s", len(names), model.name, names)
 
     # ------------------------------------------------------------------ core state
@@ -327,6 +330,7 @@ class LotteryTicketPruner:
             layer_rates=self._layer_rates(model, layer_rates),
             min_layer_density=min_layer_density,
         )
+        self._masks_changed()
 
     def apply_pruning(self, model: keras.Model) -> None:
         """Zero the pruned weights of ``model`` and their optimizer state, in place."""
@@ -353,6 +357,7 @@ class LotteryTicketPruner:
     def reset_masks(self) -> None:
         """Keep every weight again (cumulative rate and level restart from zero)."""
         self._core.reset_masks()
+        self._masks_changed()
 
     # ------------------------------------------------------------------ rewinding
     def set_rewind_weights(self, model: keras.Model) -> None:
@@ -384,7 +389,34 @@ class LotteryTicketPruner:
             >>> with pruner.enforce_masks(model):
             ...     pass  # optimizer.apply(...) steps keep pruned weights at zero here
         """
-        return MaskEnforcer(self.prunable_variables(model), self.masks)
+        enforcer = MaskEnforcer(self.prunable_variables(model), self.masks)
+        self._enforcers.add(enforcer)
+        return enforcer
+
+    def _masks_changed(self) -> None:
+        """Give the new masks to the enforcers of :meth:`enforce_masks` (a ``with`` block that
+        spans several levels masks with the current ones from the next optimizer step on)."""
+        installed = False
+        for enforcer in list(self._enforcers):
+            enforcer.update(self.masks)
+            installed = installed or enforcer.installed
+        if installed and keras.backend.backend() == "jax":
+            warnings.warn(
+                "The masks changed inside `with pruner.enforce_masks(model)`: a train step that "
+                "jax.jit traced before keeps the old masks. Trace the step again (define it "
+                "anew, or jax.jit it again) after calc_prune_mask/set_masks.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_enforcers", None)  # live training helpers, not pruner state
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._enforcers = weakref.WeakSet()
 
     # ------------------------------------------------------------------ 0.8.1 compatibility
     @property
@@ -485,6 +517,7 @@ class LotteryTicketPruner:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (non-prunable rewind weights are not included)."""
         self._core.load_state_dict(state)
+        self._masks_changed()
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the core pruner's state to a portable ``.npz`` file."""
@@ -497,6 +530,7 @@ class LotteryTicketPruner:
             TypeError, ValueError: Masks of the wrong dtype, count or shapes (nothing changes).
         """
         self._core.set_masks(masks)
+        self._masks_changed()
 
     def save_masks(self, path: str | os.PathLike[str]) -> None:
         """Write the masks to a portable mask file (``.npz``, the core's format), atomically.

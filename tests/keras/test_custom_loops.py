@@ -115,3 +115,39 @@ def test_jax_stateless_loop() -> None:
         for variable, value in zip(model.trainable_variables, state[0], strict=True):
             variable.assign(value)
     _assert_zeros(model, pruner)
+
+
+def test_masks_changed_inside_enforce_masks_apply_from_the_next_step() -> None:
+    # Gradual pruning inside one `with` block: the enforcer follows the pruner's new masks.
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+
+    def steps() -> None:
+        for _ in range(2):
+            grads = [
+                keras.ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32"))
+                for v in model.trainable_variables
+            ]
+            optimizer.apply(grads, model.trainable_variables)
+
+    def edited_masks() -> list[np.ndarray]:
+        masks = [np.array(m) for m in pruner.masks]
+        masks[1][0] = False
+        return masks
+
+    changes = [
+        lambda: pruner.calc_prune_mask(model, 0.5, "smallest_weights"),
+        lambda: pruner.set_masks(edited_masks()),
+    ]
+    with pruner.enforce_masks(model):
+        steps()
+        for change in changes:
+            if BACKEND == "jax":  # a jitted step would hold the old masks: say so
+                with pytest.warns(UserWarning, match="Trace the step again"):
+                    change()
+            else:
+                change()
+            steps()
+            _assert_zeros(model, pruner)
