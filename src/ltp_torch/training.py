@@ -137,7 +137,12 @@ class MaskedTraining:
                 f"Received: pruned parameters {self.pruner.names}"
             )
         self._module = module
-        self._hooks = [PrunerHook(self.pruner, module, optimizer) for optimizer in chosen]
+        # Each hook masks every pruned weight after its optimizer's steps; the gradients need
+        # masking once (the first hook's tensor hooks cover every pruned parameter).
+        self._hooks = [
+            PrunerHook(self.pruner, module, optimizer, mask_gradients=index == 0)
+            for index, optimizer in enumerate(chosen)
+        ]
         self.steps = int(steps_done)
         if self._wants_capture():
             target = int(self.rewind_iteration or 0)
