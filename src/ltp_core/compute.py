@@ -93,8 +93,9 @@ def normalize_layer_rates(layer_rates: Any, names: Sequence[str], fraction: floa
 
     Raises:
         TypeError: Not a mapping, or a key/value of the wrong type.
-        ValueError: Unknown name or index, negative or non-finite multiplier, or a multiplier
-            that would prune a whole layer (``fraction * multiplier >= 1``).
+        ValueError: Unknown name or index, negative or non-finite multiplier, a multiplier
+            that would prune a whole layer (``fraction * multiplier >= 1``), or two keys that
+            select the same array (a name and an index) with different multipliers.
 
     Example:
         >>> normalize_layer_rates({"out": 0.5, 0: 0}, ["a", "b", "out"], 0.2)
@@ -103,6 +104,7 @@ def normalize_layer_rates(layer_rates: Any, names: Sequence[str], fraction: floa
     rates = [1.0] * len(names)
     if layer_rates is None:
         return rates
+    set_by: dict[int, Any] = {}
     if not isinstance(layer_rates, Mapping):
         raise TypeError(
             "`layer_rates` must be a dict {layer name or index: multiplier}. "
@@ -144,6 +146,14 @@ def normalize_layer_rates(layer_rates: Any, names: Sequence[str], fraction: floa
                 f"`layer_rates[{key!r}]` times the fraction {fraction} must stay below 1 "
                 f"(it would prune the whole layer). Received: layer_rates[{key!r}]={value!r}"
             )
+        if index in set_by and rates[index] != multiplier:
+            other = set_by[index]
+            raise ValueError(
+                f"`layer_rates` keys {other!r} and {key!r} both select {names[index]!r} with "
+                f"different multipliers; give each layer one. Received: layer_rates[{other!r}]="
+                f"{layer_rates[other]!r}, layer_rates[{key!r}]={value!r}"
+            )
+        set_by[index] = key
         rates[index] = multiplier
     return rates
 

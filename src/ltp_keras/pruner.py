@@ -8,6 +8,7 @@ writes masked values back (weights, optimizer slots, rewind points).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import warnings
 import weakref
@@ -70,11 +71,24 @@ def _legacy_positions(
     """``(index in model.layers, index in that layer's weights, its weight count)`` of each
     variable: how lottery-ticket-pruner 0.8.1 addressed weights."""
     found: dict[int, tuple[int, int, int]] = {}
-    for layer_index, layer in enumerate(model.layers):
+    # A layer passed as the model (no ``layers`` list) has no 0.8.1 positions.
+    for layer_index, layer in enumerate(getattr(model, "layers", ())):
         weights = layer.weights
         for weight_index, weight in enumerate(weights):
             found.setdefault(id(weight), (layer_index, weight_index, len(weights)))
     return [found.get(id(v)) for v in variables]
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _key_repr(key: Any) -> str:
+    return repr(key.path) if isinstance(key, keras.Variable) else repr(key)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -282,16 +296,38 @@ class LotteryTicketPruner:
             return layer_rates
         variables = self.prunable_variables(model)
         result: dict[Any, float] = {}
+        origin: dict[Any, Any] = {}  # resolved key -> the user's key, for error messages
         for key, rate in layer_rates.items():
             if isinstance(key, keras.Variable):
                 matches = [i for i, v in enumerate(variables) if v is key]
-                result.update({i: rate for i in matches} if matches else {str(key.path): rate})
+                resolved = matches if matches else [str(key.path)]
             elif isinstance(key, str) and key not in self._index:
                 # A layer name selects that layer's prunable variables.
                 matches = [i for i, n in enumerate(self.names) if key in n.split("/")[:-1]]
-                result.update({i: rate for i in matches} if matches else {key: rate})
+                resolved = matches if matches else [key]
+            elif isinstance(key, str):
+                resolved = [self._index[key]]
+            elif _is_index(key) and -len(self.names) <= int(key) < len(self.names):
+                resolved = [int(key) % len(self.names)]
             else:
-                result[key] = rate
+                resolved = [key]
+            for item in resolved:
+                if (
+                    item in result
+                    and _is_real(rate)
+                    and _is_real(result[item])
+                    and float(rate) != float(result[item])
+                ):
+                    other = origin[item]
+                    name = self.names[item] if isinstance(item, int) else item
+                    raise ValueError(
+                        f"`layer_rates` keys {_key_repr(other)} and {_key_repr(key)} both select "
+                        f"{name!r} with different multipliers; give each layer one. Received: "
+                        f"layer_rates[{_key_repr(other)}]={layer_rates[other]!r}, "
+                        f"layer_rates[{_key_repr(key)}]={rate!r}"
+                    )
+                result[item] = rate
+                origin[item] = key
         return result
 
     # ------------------------------------------------------------------ the old API

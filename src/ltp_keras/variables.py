@@ -12,6 +12,7 @@ variable paths.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -407,6 +408,22 @@ def _check_lora_kernels(model: keras.layers.Layer, selected: Sequence[keras.Vari
         )
 
 
+def _check_predicate(prunable: Callable[..., Any]) -> None:
+    """A ``prunable=`` predicate must accept one positional argument (a ``keras.Variable``)."""
+    try:
+        signature = inspect.signature(prunable)
+    except (TypeError, ValueError):  # builtins without a signature: call them as they are
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise TypeError(
+            "A `prunable` predicate is called with one argument, each keras.Variable, and "
+            f"returns whether to prune it; this one's signature is {signature}. "
+            f"Received: prunable={prunable!r}"
+        ) from None
+
+
 def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[keras.Variable]:
     """Return the model's prunable variables, in ``model.weights`` order.
 
@@ -450,6 +467,7 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
             )
         selected = _select_by_name(model, prunable)
     elif callable(prunable):
+        _check_predicate(prunable)
         selected = [v for v in weights if _is_float_variable(v) and prunable(v)]
     elif (
         isinstance(prunable, Sequence)

@@ -146,6 +146,12 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         "prune the whole layer",
     ),
     (
+        "layer rates conflict",  # an index and its negative twin, different multipliers
+        lambda: pruner().calc_prune_mask(W, 0.2, "large_final", layer_rates={0: 0.5, -2: 1}),
+        ValueError,
+        "layer_rates[0]=0.5, layer_rates[-2]=1",
+    ),
+    (
         "layer rates type",
         lambda: pruner().calc_prune_mask(W, 0.2, "large_final", layer_rates=[1, 2]),
         TypeError,

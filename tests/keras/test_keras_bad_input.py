@@ -57,6 +57,10 @@ CASES: list[tuple[str, Case, type[Exception], str]] = [
     ("layer_rates_unknown",
      lambda p, m, t: p.calc_prune_mask(m, 0.5, "smallest_weights", layer_rates={"nope": 2.0}),
      ValueError, r"layer_rates.*Received: layer_rates key 'nope'"),
+    ("layer_rates_conflict",  # a layer name and its kernel's path, different multipliers
+     lambda p, m, t: p.calc_prune_mask(
+         m, 0.5, "smallest_weights", layer_rates={"out": 0.5, "mlp/out/kernel": 0}),
+     ValueError, r"keys 'out' and 'mlp/out/kernel'.*Received: layer_rates\['out'\]=0\.5"),
     # models
     ("model_not_keras", lambda p, m, t: LotteryTicketPruner("model"),
      TypeError, r"`model`.*Received: model of type str"),
@@ -80,6 +84,8 @@ CASES: list[tuple[str, Case, type[Exception], str]] = [
      ValueError, r"`prunable`.*Received: prunable=\['nope/kernel'\]"),
     ("prunable_selects_nothing", lambda p, m, t: LotteryTicketPruner(m, prunable=lambda v: False),
      ValueError, r"`prunable=`.*Received: model 'mlp'.*prunable="),
+    ("prunable_predicate_arity", lambda p, m, t: LotteryTicketPruner(m, prunable=lambda v, w: 1),
+     TypeError, r"`prunable` predicate is called with one argument.*Received: prunable="),
     ("seed_str", lambda p, m, t: LotteryTicketPruner(m, seed="x"),
      TypeError, r"`seed`.*Received: seed='x'"),
     # callbacks
@@ -132,3 +138,14 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(
 
 def test_at_least_fifteen_cases() -> None:
     assert len(CASES) >= 15
+
+
+def test_a_layer_can_be_the_model() -> None:
+    # `model=` accepts a layer (a block of a bigger model): it has no `layers` list.
+    model = make_mlp()
+    layer = model.get_layer("hidden")
+    pruner = LotteryTicketPruner(layer)
+    pruner.calc_prune_mask(layer, 0.5, "smallest_weights")
+    pruner.apply_pruning(layer)
+    assert pruner.names == ["mlp/hidden/kernel"]
+    assert int(np.sum(keras.ops.convert_to_numpy(layer.kernel) == 0)) == 10 * 16 // 2
