@@ -64,6 +64,18 @@ def _scale_free(strategy: Any) -> bool:
     return per_layer and (len(criterion.needs) <= 1 or criterion.name in _RANK_ONLY)
 
 
+def _check_materialized(names: Sequence[str], parameters: Sequence[torch.Tensor]) -> None:
+    """Raise a ValueError naming the first parameter on the meta device (it holds no values)."""
+    for name, parameter in zip(names, parameters, strict=True):
+        if parameter.is_meta:
+            raise ValueError(
+                f"Parameter '{name}' is on the meta device and holds no values to prune or "
+                "rewind to. Materialize the model first (e.g. model.to_empty(device='cpu') and "
+                "load its weights, or build it without a meta-device context). "
+                f"Received: module with meta parameter '{name}'"
+            )
+
+
 def _check_finite(names: Sequence[str], arrays: Sequence[np.ndarray], argument: str) -> None:
     """Raise a ValueError naming the parameter when a weight array holds NaN or inf."""
     for name, array in zip(names, arrays, strict=True):
@@ -118,6 +130,7 @@ class LotteryTicketPruner:
         self._shapes = [tuple(info.parameter.shape) for info in selected]
         self._kinds = [info.layout for info in selected]
         self._roles = [info.kind_label for info in selected]
+        _check_materialized(self._names, [info.parameter for info in selected])
         initial = [to_numpy(info.parameter) for info in selected]
         _check_finite(self._names, initial, "module")
         self._core = CorePruner(initial, names=self._names, seed=seed)
@@ -231,9 +244,12 @@ class LotteryTicketPruner:
         """Return ``module``'s prunable parameters (the very objects, in the pruner's order).
 
         Raises:
-            ValueError: When the module does not have the pruner's parameters and shapes.
+            ValueError: When the module does not have the pruner's parameters and shapes, or
+                they are on the meta device (no values).
         """
-        return resolve_parameters(module, self._names, self._shapes)
+        parameters = resolve_parameters(module, self._names, self._shapes)
+        _check_materialized(self._names, parameters)
+        return parameters
 
     def weights(self, module: nn.Module) -> list[np.ndarray]:
         """Copy ``module``'s prunable weights into NumPy arrays (half precision as float32)."""

@@ -443,3 +443,18 @@ def test_missing_files_are_file_not_found(env: Env) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_checkpoint(env.tmp / "nowhere.pt", env.model, env.optimizer, env.pruner)
     assert_same(env.pruner.state_dict(), before)
+
+
+def test_meta_device_models_are_a_clear_error() -> None:
+    """A model built under torch.device("meta") holds no values: creating a pruner raised
+    torch's "Cannot copy out of meta tensor", and rewind() into one silently did nothing."""
+    with torch.device("meta"):
+        empty = make_mlp()
+    with pytest.raises(ValueError, match=r"'0\.weight' is on the meta device"):
+        LotteryTicketPruner(empty)
+    model = make_mlp()
+    pruner = LotteryTicketPruner(model)
+    for method in (pruner.rewind, pruner.apply_pruning, pruner.set_pretrained_weights):
+        with pytest.raises(ValueError, match="Received: module with meta parameter '0.weight'"):
+            method(model.to("meta"))
+        model = make_mlp()
