@@ -455,6 +455,6 @@ def test_meta_device_models_are_a_clear_error() -> None:
     model = make_mlp()
     pruner = LotteryTicketPruner(model)
     for method in (pruner.rewind, pruner.apply_pruning, pruner.set_pretrained_weights):
-        with pytest.raises(ValueError, match="Received: module with meta parameter '0.weight'"):
+        with pytest.raises(ValueError, match=r"Received: module with meta parameter '0\.weight'"):
             method(model.to("meta"))
         model = make_mlp()
