@@ -551,8 +551,22 @@ class LotteryTicketPruner:
         return self._core.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` output (non-prunable rewind weights are not included)."""
-        self._core.load_state_dict(state)
+        """Restore :meth:`state_dict` output (non-prunable rewind weights are not included).
+
+        Variables are matched by order and shape; the names stay this model's variable paths
+        (a state saved from another instance, whose auto-generated layer names differ, does
+        not rename them, so ``layer_rates``, ``index_of`` and ``summary`` keep meaning this
+        model's layers).
+        """
+        validated = self._core.check_state_dict(state)  # errors name the saved variables
+        own = list(self._index)
+        if validated["names"] != own:
+            logger.info(
+                "Loaded a state saved with other variable paths %s; keeping %s",
+                validated["names"],
+                own,
+            )
+        self._core._assign_state({**validated, "names": own})
         self._masks_changed()
 
     def save(self, path: str | os.PathLike[str]) -> None:

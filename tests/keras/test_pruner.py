@@ -213,3 +213,25 @@ def test_bfloat16_kernels_are_pruned() -> None:
     kernel = pruner.prunable_variables(model)[0]
     assert keras.backend.standardize_dtype(kernel.dtype) == "bfloat16"
     assert np.sum(to_numpy(kernel).astype(np.float32) == 0) == 12
+
+
+def test_loading_another_instances_state_keeps_this_models_names() -> None:
+    # The state's model had other auto-generated layer names, shifted by one against this
+    # model's: a layer name in `layer_rates` must still mean this model's layer.
+    def build(names: list[str]) -> keras.Model:
+        return keras.Sequential(
+            [keras.Input((4,))]
+            + [keras.layers.Dense(n, name=name) for n, name in zip([6, 6, 2], names, strict=True)]
+        )
+
+    saved_model = build(["dense_1", "dense_2", "dense_3"])
+    saved = LotteryTicketPruner(saved_model)
+    saved.calc_prune_mask(saved_model, 0.5, "smallest_weights")
+    model = build(["dense", "dense_1", "dense_2"])
+    pruner = LotteryTicketPruner(model)
+    names = list(pruner.names)
+    pruner.load_state_dict(saved.state_dict())
+    assert pruner.names == names and pruner.level == 1
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights", layer_rates={"dense_2": 0})
+    assert [int((~m).sum()) for m in pruner.masks] == [18, 27, 6]  # dense_2 (the output) kept
+    assert pruner.index_of(names[2]) == 2
