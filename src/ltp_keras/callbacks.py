@@ -256,13 +256,16 @@ class PrunerCallback(keras.callbacks.Callback):
 
     def _follow_new_masks(self) -> None:
         """Masks changed during ``fit`` (e.g. gradual pruning from another callback): zero the
-        newly pruned weights and their optimizer state and mask with the new masks from the
-        next step on (rebuilding the train function where it holds the mask values)."""
+        newly pruned weights and their optimizer state (and rescale once with ``use_dwr``) and
+        mask with the new masks from the next step on (rebuilding the train function where it
+        holds the mask values)."""
         if not self._fitting or self._masks_token() is self._masks_seen:
             return
         model = self.model
         enforcer = self._enforcer
         self.pruner.apply_pruning(model)
+        if self.use_dwr and self._masks_are_new_for_dwr():
+            self.pruner.apply_dwr(model)  # once per new set of masks, when they take effect
         if enforcer is not None:
             enforcer.update(self.pruner.masks)
             if self._step_holds_mask_values(model):

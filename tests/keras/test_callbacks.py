@@ -378,3 +378,18 @@ def test_masks_changed_during_fit_are_enforced_from_the_next_step(method: str) -
     assert np.count_nonzero(to_numpy(momentum)[~pruner.masks[0]]) == 0
     kept = pruner.masks[0]  # kept weights trained on after the masks changed
     assert not np.array_equal(gradual.kernels[1][kept], gradual.kernels[2][kept])
+
+
+def test_use_dwr_rescales_masks_changed_during_fit_once_when_they_take_effect() -> None:
+    X, y = vector_data(16)
+    model = compile_model(make_mlp(), keras.optimizers.SGD(0.0))  # weights change by DWR only
+    pruner = LotteryTicketPruner(model)
+    gradual = _PruneEveryEpoch(pruner)
+    callback = PrunerCallback(pruner, use_dwr=True)
+    model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[gradual, callback])
+    kernel = to_numpy(pruner.prunable_variables(model)[0])
+    kept = pruner.masks[0]
+    # Rescaled by size / kept when the masks changed at the epoch end: 1 / 0.5 = 2x.
+    np.testing.assert_allclose(kernel[kept], 2 * gradual.kernels[0][kept], rtol=1e-6)
+    model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])  # same masks
+    np.testing.assert_array_equal(to_numpy(pruner.prunable_variables(model)[0]), kernel)
