@@ -145,6 +145,10 @@ class LotteryTicketPruner:
         self._prunable = prunable
         positions = {id(v): i for i, v in enumerate(model_weights(model))}
         self._positions = [positions[id(v)] for v in variables]
+        self._weight_count = len(positions)
+        # The variables themselves, weakly: a model that holds them (e.g. one that wraps this
+        # model as a layer) is matched by identity, not by position.
+        self._variable_refs = [weakref.ref(v) for v in variables]
         names = unique_names(variables)
         self._core = CorePruner(read_arrays(variables), names=names, seed=seed)
         self._index = {name: i for i, name in enumerate(names)}
@@ -249,6 +253,19 @@ class LotteryTicketPruner:
             ValueError: The model's prunable variables differ in count or shape.
         """
         weights = model_weights(model)
+        originals = [ref() for ref in getattr(self, "_variable_refs", ())]
+        if originals and all(v is not None for v in originals):
+            present = {id(w) for w in weights}
+            if all(id(v) in present for v in originals):
+                return originals  # type: ignore[return-value]
+        count = getattr(self, "_weight_count", len(weights))
+        if len(weights) != count:
+            raise ValueError(
+                f"The model does not hold this pruner's variables and is not another instance "
+                f"of its architecture: it has {len(weights)} weights, the pruner's model had "
+                f"{count}. Pass the model the pruner was created with (or a model wrapping it), "
+                f"or a model of the same architecture. Received: model {model.name!r}"
+            )
         variables = [weights[i] for i in self._positions if i < len(weights)]
         shapes = [tuple(v.shape) for v in variables]
         if shapes != self.shapes:
@@ -448,11 +465,13 @@ class LotteryTicketPruner:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_enforcers", None)  # live training helpers, not pruner state
+        state.pop("_variable_refs", None)  # a copy matches models by position
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._enforcers = weakref.WeakSet()
+        self._variable_refs = []
 
     # ------------------------------------------------------------------ 0.8.1 compatibility
     @property

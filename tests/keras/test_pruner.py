@@ -235,3 +235,26 @@ def test_loading_another_instances_state_keeps_this_models_names() -> None:
     pruner.calc_prune_mask(model, 0.5, "smallest_weights", layer_rates={"dense_2": 0})
     assert [int((~m).sum()) for m in pruner.masks] == [18, 27, 6]  # dense_2 (the output) kept
     assert pruner.index_of(names[2]) == 2
+
+
+def test_a_model_wrapping_the_pruners_model_prunes_its_variables() -> None:
+    # Fine-tuning wrapper: a layer of the same shape in front of the pruned model. Matching by
+    # position picked that layer's kernel and left the last one dense.
+    base = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8, name="b1"), keras.layers.Dense(8, name="b2")],
+        name="base",
+    )
+    pruner = LotteryTicketPruner(base)
+    pruner.calc_prune_mask(base, 0.5, "smallest_weights")
+    inputs = keras.Input((8,))
+    wrapper = keras.Model(inputs, base(keras.layers.Dense(8, name="pre")(inputs)))
+    variables = pruner.prunable_variables(wrapper)
+    assert [v.path for v in variables] == pruner.names == ["base/b1/kernel", "base/b2/kernel"]
+    pruner.apply_pruning(wrapper)
+    assert [int(np.sum(to_numpy(v) == 0)) for v in variables] == [32, 32]
+    # Another instance wrapped the same way holds none of them: refused, not matched by position.
+    other = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8), keras.layers.Dense(8)], name="other"
+    )
+    with pytest.raises(ValueError, match="has 6 weights, the pruner's model had 4"):
+        pruner.prunable_variables(keras.Model(inputs, other(keras.layers.Dense(8)(inputs))))
