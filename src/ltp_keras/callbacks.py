@@ -351,6 +351,8 @@ class RewindCheckpoint(keras.callbacks.Callback):
                 raise ValueError(f"`{name}` must be a non-negative int. Received: {name}={value!r}")
         self.iteration = None if iteration is None else int(iteration)
         self.epoch = None if epoch is None else int(epoch)
+        if not isinstance(once, (bool, np.bool_)):
+            raise TypeError(f"`once` must be a bool. Received: once={once!r}")
         self.once = bool(once)
         self.captured_at: int | None = None
         self._steps_before_epoch = 0

@@ -14,7 +14,7 @@ from keras_models import make_mlp
 from state_utils import assert_same_state
 
 from ltp_core import io as core_io
-from ltp_keras import LotteryTicketPruner, PrunerCallback
+from ltp_keras import LotteryTicketPruner, PrunerCallback, RewindCheckpoint
 
 Case = Callable[[LotteryTicketPruner, keras.Model, Path], Any]
 
@@ -93,6 +93,8 @@ CASES: list[tuple[str, Case, type[Exception], str]] = [
      TypeError, r"`pruner`.*Received: pruner of type str"),
     ("callback_dwr_str", lambda p, m, t: PrunerCallback(p, use_dwr="yes"),
      TypeError, r"`use_dwr`.*Received: use_dwr='yes'"),
+    ("rewind_checkpoint_once_str", lambda p, m, t: RewindCheckpoint(p, iteration=1, once="no"),
+     TypeError, r"`once` must be a bool.*Received: once='no'"),
     # masks
     ("masks_float", lambda p, m, t: p.set_masks([np.ones(s, np.float32) for s in p.shapes]),
      TypeError, r"`masks\[0\]`.*Received: masks\[0\] with dtype=float32"),
