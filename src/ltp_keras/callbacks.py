@@ -22,11 +22,25 @@ def _inner(constraint: Any) -> Any:
     return constraint
 
 
+def _own_train_step(model: keras.Model) -> bool:
+    """Whether ``model`` trains with Keras' own ``train_step`` (not one of the user's)."""
+    if "train_step" in vars(model):
+        return False
+    for cls in type(model).__mro__:
+        if "train_step" in vars(cls):
+            return cls.__module__.split(".")[0] == "keras"
+    return False
+
+
 def _masks_gradients(model: keras.Model) -> bool:
     """Gradient masking is used where it was measured faster than the constraint: the
     TensorFlow trainer (JAX fuses the constraint into the compiled update; on torch the
-    constraint's bitwise AND measured cheaper than wrapping ``optimizer.apply``)."""
-    return keras.backend.backend() == "tensorflow"
+    constraint's bitwise AND measured cheaper than wrapping ``optimizer.apply``), with Keras'
+    own ``train_step``, which applies every gradient with ``model.optimizer``. A custom
+    ``train_step`` may update variables with optimizers of its own (a GAN's generator and
+    discriminator optimizers): only the constraint, applied by every Keras optimizer, holds
+    there."""
+    return keras.backend.backend() == "tensorflow" and _own_train_step(model)
 
 
 def _build_train_function(model: keras.Model) -> None:

@@ -393,3 +393,43 @@ def test_use_dwr_rescales_masks_changed_during_fit_once_when_they_take_effect() 
     np.testing.assert_allclose(kernel[kept], 2 * gradual.kernels[0][kept], rtol=1e-6)
     model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])  # same masks
     np.testing.assert_array_equal(to_numpy(pruner.prunable_variables(model)[0]), kernel)
+
+
+class TwoOptimizers(keras.Model):
+    """A custom ``train_step`` that updates each layer with an optimizer of its own, as a GAN
+    does; ``model.optimizer`` (from ``compile()``'s default) is never used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = keras.layers.Dense(8)
+        self.second = keras.layers.Dense(3)
+        self.optimizers = [keras.optimizers.Adam(0.01), keras.optimizers.SGD(0.1, momentum=0.9)]
+
+    def call(self, x):  # type: ignore[no-untyped-def]
+        return self.second(self.first(x))
+
+    def train_step(self, data):  # type: ignore[no-untyped-def]
+        import tensorflow as tf
+
+        x, y = data
+        with tf.GradientTape(persistent=True) as tape:
+            loss = tf.reduce_mean((self(x, training=True) - tf.one_hot(y, 3)) ** 2)
+        for layer, optimizer in zip([self.first, self.second], self.optimizers, strict=True):
+            variables = layer.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return {"loss": loss}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow train_step")
+def test_custom_train_step_with_its_own_optimizers_keeps_zeros() -> None:
+    # Masked gradients of model.optimizer cannot reach other optimizers: the constraint does.
+    X, y = vector_data(16)
+    model = TwoOptimizers()
+    model(X[:1])
+    model.compile()
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "random")
+    check = ZeroCheck(pruner)
+    model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner), check])
+    assert check.checks == 1 + 2 + 1
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
