@@ -136,7 +136,8 @@ class PrunerCallback(keras.callbacks.Callback):
     Args:
         pruner: The :class:`LotteryTicketPruner` holding the masks.
         use_dwr: Apply dynamic weight rescaling once when training starts with masks this
-            callback has not rescaled for yet (never compounding across epochs or fits).
+            callback has not rescaled for yet, or after ``pruner.rewind(model)`` (never
+            compounding across epochs or fits).
             ``1``/``0`` are accepted like ``True``/``False`` (lottery-ticket-pruner 0.8.1).
         method: ``"auto"`` (mask gradients where that is exact and faster, else the
             constraint) or ``"constraint"`` (always the mask constraint).
@@ -172,6 +173,7 @@ class PrunerCallback(keras.callbacks.Callback):
         self.method = method
         self._enforcer: MaskEnforcer | None = None
         self._dwr_masks: list[np.ndarray] | None = None
+        self._dwr_rewinds = 0
         self._train_function: _TrainFunction | None = None
         self._fitting = False
         self._masks_seen: object = None
@@ -182,12 +184,17 @@ class PrunerCallback(keras.callbacks.Callback):
         return self.pruner.core._masks
 
     def _masks_are_new_for_dwr(self) -> bool:
+        """Masks not rescaled for yet, or weights rewound by ``pruner.rewind`` since."""
         masks = self.pruner.masks
-        if self._dwr_masks is not None and all(
-            np.array_equal(a, b) for a, b in zip(self._dwr_masks, masks, strict=True)
+        rewinds = getattr(self.pruner, "_rewinds", 0)
+        if (
+            self._dwr_masks is not None
+            and self._dwr_rewinds == rewinds
+            and all(np.array_equal(a, b) for a, b in zip(self._dwr_masks, masks, strict=True))
         ):
             return False
         self._dwr_masks = [m.copy() for m in masks]
+        self._dwr_rewinds = rewinds
         return True
 
     def _enforcer_for(self, variables: list[keras.Variable]) -> MaskEnforcer:

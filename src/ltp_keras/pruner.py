@@ -429,6 +429,8 @@ class LotteryTicketPruner:
         sync_model_state(model)
         write_arrays(others, self._rewind_others or self._initial_others)
         self._write_masked(model, variables, self._core.rewind_weights)
+        # PrunerCallback(use_dwr=True) rescales rewound weights again, even for the same masks.
+        self._rewinds = getattr(self, "_rewinds", 0) + 1
 
     # ------------------------------------------------------------------ training helpers
     def enforce_masks(self, model: keras.Model) -> MaskEnforcer:

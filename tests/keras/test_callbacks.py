@@ -157,6 +157,11 @@ def test_use_dwr_scales_once_per_new_masks() -> None:
     model.fit(X, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])  # same masks
     for v, b, m in zip(pruner.prunable_variables(model), before, pruner.masks, strict=True):
         np.testing.assert_allclose(to_numpy(v), np.where(m, b * 4.0, 0.0), rtol=1e-6)
+    # A rewind (another trial with the same masks) is rescaled again, once.
+    pruner.rewind(model)
+    model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    for v, b, m in zip(pruner.prunable_variables(model), before, pruner.masks, strict=True):
+        np.testing.assert_allclose(to_numpy(v), np.where(m, b * 4.0, 0.0), rtol=1e-6)
     with pytest.raises(TypeError, match="Received: use_dwr='yes'"):
         PrunerCallback(pruner, use_dwr="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Received: pruner of type"):
