@@ -408,6 +408,27 @@ def _check_lora_kernels(model: keras.layers.Layer, selected: Sequence[keras.Vari
         )
 
 
+def _warn_layer_state(model: keras.layers.Layer, selected: Sequence[keras.Variable]) -> None:
+    """Warn about selected variables that a layer created non-trainable (state such as
+    BatchNormalization's moving statistics): no optimizer step masks them."""
+    state = {
+        id(v)
+        for layer in _walk_layers(model)
+        for v in getattr(layer, "_non_trainable_variables", [])
+    }
+    chosen = [v.path for v in selected if id(v) in state]
+    if chosen:
+        warnings.warn(
+            f"`prunable` selects non-trainable variables {chosen}: no optimizer updates them, "
+            f"so PrunerCallback and enforce_masks mask them only when masks are applied "
+            f"(apply_pruning, the start and end of fit). A layer that updates them while "
+            f"training (BatchNormalization's moving statistics) brings pruned entries back. "
+            f"Leave them out unless they never change.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _check_predicate(prunable: Callable[..., Any]) -> None:
     """A ``prunable=`` predicate must accept one positional argument (a ``keras.Variable``)."""
     try:
@@ -495,6 +516,7 @@ def select_prunable_variables(model: Any, prunable: Prunable = None) -> list[ker
             f"over keras.Variable or a list of variable paths. Received: prunable={prunable!r}"
         )
     _check_lora_kernels(model, selected)
+    _warn_layer_state(model, selected)
     if not selected:
         raise ValueError(
             f"The model has no prunable variables. Build it first (call it on a batch or use "

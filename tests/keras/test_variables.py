@@ -340,3 +340,17 @@ def test_conv_lstm_and_group_query_attention_roles() -> None:
         "gqa/value/kernel": "attention",
         "gqa/attention_output/kernel": "attention",
     }
+
+
+def test_selecting_layer_state_warns_that_no_optimizer_step_masks_it() -> None:
+    model = keras.Sequential(
+        [keras.Input((4,)), layers.Dense(3, name="d"), layers.BatchNormalization(name="bn")],
+        name="m",
+    )
+    with pytest.warns(UserWarning, match=r"non-trainable variables \['m/bn/moving_mean'\]"):
+        LotteryTicketPruner(model, prunable=["m/d/kernel", "m/bn/moving_mean"])
+    model.get_layer("d").trainable = False  # a frozen kernel never changes: no warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LotteryTicketPruner(model, prunable=["m/d/kernel"])
+    assert not [w for w in caught if "non-trainable variables" in str(w.message)]
