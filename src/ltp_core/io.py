@@ -150,6 +150,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         b'ok'
     """
     target = Path(path)
+    if target.is_dir():
+        raise ValueError(
+            "`path` is a folder; pass the path of a file (e.g. one inside it). "
+            f"Received: path={os.fspath(path)!r}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries_of(target)  # left by an earlier save of it that was killed
     handle, temporary = _create_temporary(target)

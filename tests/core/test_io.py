@@ -152,3 +152,13 @@ def test_repeated_saves_remove_what_killed_saves_left_but_not_live_temporaries(
         ".pruner_level_3.npz.keep-me",
         "pruner_level_3.npz",
     ]
+
+
+def test_saving_over_a_folder_names_the_folder_and_writes_nothing(tmp_path: Path) -> None:
+    from ltp_core import save_masks, save_state
+
+    state = LotteryTicketPruner([np.ones(3)]).state_dict()
+    for save in (lambda p: save_state(p, state), lambda p: save_masks(p, [np.ones(3, bool)])):
+        with pytest.raises(ValueError, match=r"`path` is a folder.*Received: path="):
+            save(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no temporary left behind
