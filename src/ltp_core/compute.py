@@ -170,6 +170,7 @@ def compute_masks(
     layer_rates: Mapping[str | int, float] | None = None,
     names: Sequence[str] | None = None,
     min_layer_density: float = 0.0,
+    warn_if_nothing: bool = True,
 ) -> list[np.ndarray]:
     """Compute new boolean masks (``True`` = kept) that prune ``fraction`` of what remains.
 
@@ -194,6 +195,9 @@ def compute_masks(
             the floors make impossible is a ``ValueError``. In layer scope (and for layers
             pruned alone through ``layer_rates``) nothing can take a layer's share, so a floor
             the layer's own count would break is a ``ValueError`` too.
+        warn_if_nothing: Warn (``NothingPrunedWarning``) when ``fraction > 0`` prunes no
+            weight; ``False`` for callers that report that themselves (the pruners do, per
+            level).
 
     Returns:
         One boolean array per weight array, each a subset of the corresponding old mask.
@@ -215,58 +219,14 @@ def compute_masks(
         >>> compute_masks("large_final", 0.25, trained=w)[0].tolist()
         [False, True, True, True]
     """
-    result, pruned, alive = masks_and_counts(
-        strategy,
-        fraction,
-        initial=initial,
-        trained=trained,
-        current=current,
-        masks=masks,
-        seed=seed,
-        layer_rates=layer_rates,
-        names=names,
-        min_layer_density=min_layer_density,
-        stacklevel=3,
-    )
-    if pruned == 0 and alive > 0 and fraction > 0:
-        warnings.warn(
-            f"compute_masks pruned no weight: fraction={fraction} of the {alive} alive weights "
-            "rounds down to 0 in every scope (exact count floor(fraction * alive) per scope) or "
-            "layer_rates exclude every layer. Raise the fraction or use a global strategy (one "
-            "count over all layers).",
-            NothingPrunedWarning,
-            stacklevel=2,
-        )
-    return result
-
-
-def masks_and_counts(
-    strategy: str | Strategy,
-    fraction: float,
-    *,
-    initial: Sequence[Any] | None = None,
-    trained: Sequence[Any] | None = None,
-    current: Sequence[Any] | None = None,
-    masks: Sequence[Any] | None = None,
-    seed: Any = None,
-    layer_rates: Mapping[str | int, float] | None = None,
-    names: Sequence[str] | None = None,
-    min_layer_density: float = 0.0,
-    stacklevel: int = 2,
-) -> tuple[list[np.ndarray], int, int]:
-    """:func:`compute_masks` without its nothing-pruned warning: the masks, the weights pruned
-    and the weights alive before (callers that word that warning themselves). ``stacklevel``:
-    where a :class:`LayerCollapseWarning` points, as for :func:`warnings.warn`.
-
-    Example:
-        >>> import numpy as np
-        >>> masks, pruned, alive = masks_and_counts("large_final", 0.5, trained=[np.ones(4)])
-        >>> pruned, alive
-        (2, 4)
-    """
     resolved = resolve_strategy(strategy, "strategy")
     fraction = check_fraction(fraction, "fraction")
     min_density = check_min_layer_density(min_layer_density)
+    if not isinstance(warn_if_nothing, bool):
+        raise TypeError(
+            "`warn_if_nothing` must be True or False. "
+            f"Received: warn_if_nothing={warn_if_nothing!r}"
+        )
     _check_seed(seed)
     given = {"initial": initial, "trained": trained, "current": current}
     arrays = _validated_arrays(given, resolved)
@@ -374,9 +334,18 @@ def masks_and_counts(
             if len(indices) > 1 and count and k >= count and not flat.any():
                 collapsed.append(layer_names[i])
     if collapsed:
-        warn_layer_collapse(resolved.name, fraction, collapsed, stacklevel)
-    masks_out = [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
-    return masks_out, sum(plan[3] for plan in plans), sum(sum(plan[2]) for plan in plans)
+        warn_layer_collapse(resolved.name, fraction, collapsed, 2)
+    alive_total = sum(sum(plan[2]) for plan in plans)
+    if warn_if_nothing and fraction > 0 and alive_total and not any(plan[3] for plan in plans):
+        warnings.warn(
+            f"compute_masks pruned no weight: fraction={fraction} of the {alive_total} alive "
+            "weights rounds down to 0 in every scope (exact count floor(fraction * alive) per "
+            "scope) or layer_rates exclude every layer. Raise the fraction or use a global "
+            "strategy (one count over all layers).",
+            NothingPrunedWarning,
+            stacklevel=2,
+        )
+    return [np.asarray(flat).reshape(shape) for flat, shape in zip(keep, shapes, strict=True)]
 
 
 def warn_layer_collapse(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import io
-from .compute import masks_and_counts
+from .compute import compute_masks
 from .masks import all_kept, apply_masks, count_kept, count_total
 from .notices import NothingPrunedWarning
 from .strategies import Strategy, resolve_strategy
@@ -251,7 +251,7 @@ class LotteryTicketPruner:
                 f"Received: prune_strategy={strategy.name!r} with no pretrained weights"
             )
         before = count_kept(self._masks)
-        masks, _, _ = masks_and_counts(
+        masks = compute_masks(
             strategy,
             fraction,
             initial=self._initial,
@@ -262,6 +262,7 @@ class LotteryTicketPruner:
             layer_rates=layer_rates,
             names=self._names,
             min_layer_density=min_layer_density,
+            warn_if_nothing=False,  # said below, per level
         )
         self._masks = masks
         self._level += 1

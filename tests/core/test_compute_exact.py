@@ -217,6 +217,11 @@ def test_a_fraction_that_prunes_nothing_warns_once() -> None:
         compute_masks("large_final_global", 0.2, trained=w)  # floor(1.4) = 1
         compute_masks("large_final", 0.0, trained=w)  # nothing asked for
         compute_masks("large_final", 0.5, trained=w, masks=[np.zeros(4, bool), np.zeros(3, bool)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_masks("large_final", 0.2, trained=w, warn_if_nothing=False)
+    with pytest.raises(TypeError, match=r"warn_if_nothing.*Received: warn_if_nothing='no'"):
+        compute_masks("large_final", 0.2, trained=w, warn_if_nothing="no")  # type: ignore[arg-type]
     pruner = LotteryTicketPruner(w)  # the pruner words the warning itself, once
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
