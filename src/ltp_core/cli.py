@@ -900,6 +900,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     return args
 
 
+_DEFAULT_FORMAT_WARNING = warnings.formatwarning
+
+
 def _format_warning(
     message: Warning | str,
     category: type[Warning],
@@ -907,13 +910,25 @@ def _format_warning(
     lineno: int,
     line: str | None = None,
 ) -> str:
-    """A warning as the command line shows it: one ``ltp: warning: ...`` line with its class.
+    """A warning of this library as the command line shows it: one ``ltp: warning: ...`` line
+    with its class; other libraries' warnings keep Python's format (file and line).
 
     Example:
-        >>> _format_warning(UserWarning("layer 'a' emptied"), UserWarning, "x.py", 1)
-        "ltp: warning: layer 'a' emptied (UserWarning)\\n"
+        >>> from ltp_core import LayerCollapseWarning as Collapse
+        >>> _format_warning(Collapse("layer 'a' emptied"), Collapse, "x.py", 1)
+        "ltp: warning: layer 'a' emptied (LayerCollapseWarning)\\n"
+        >>> _format_warning(UserWarning("other"), UserWarning, "x.py", 1)
+        'x.py:1: UserWarning: other\\n'
     """
+    ours = category.__module__.split(".")[0] in _PACKAGES or any(
+        f"{os.sep}{package}{os.sep}" in filename for package in _PACKAGES
+    )
+    if not ours:
+        return _DEFAULT_FORMAT_WARNING(message, category, filename, lineno, line)
     return f"ltp: warning: {message} ({category.__name__})\n"
+
+
+_PACKAGES = ("ltp_core", "ltp_torch", "ltp_keras")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

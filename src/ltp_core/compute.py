@@ -88,6 +88,33 @@ def _check_seed(seed: Any) -> None:
             )
 
 
+def check_layer_rate(label: str, value: Any, fraction: float) -> float:
+    """One ``layer_rates`` multiplier, checked: a finite real ``>= 0`` whose product with
+    ``fraction`` stays below 1. ``label``: the key as the user wrote it (for messages).
+
+    Example:
+        >>> check_layer_rate("'out'", 0.5, 0.2)
+        0.5
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`layer_rates` multipliers must be real numbers. "
+            f"Received: layer_rates[{label}]={value!r}"
+        )
+    multiplier = float(value)
+    if not math.isfinite(multiplier) or multiplier < 0:
+        raise ValueError(
+            f"`layer_rates` multipliers must be finite and >= 0 (0 excludes the layer). "
+            f"Received: layer_rates[{label}]={value!r}"
+        )
+    if fraction * multiplier >= 1.0:
+        raise ValueError(
+            f"`layer_rates[{label}]` times the fraction {fraction} must stay below 1 "
+            f"(it would prune the whole layer). Received: layer_rates[{label}]={value!r}"
+        )
+    return multiplier
+
+
 def normalize_layer_rates(layer_rates: Any, names: Sequence[str], fraction: float) -> list[float]:
     """Turn ``{name_or_index: multiplier}`` into one multiplier per array (default 1).
 
@@ -130,22 +157,7 @@ def normalize_layer_rates(layer_rates: Any, names: Sequence[str], fraction: floa
                 "`layer_rates` keys must be layer names (str) or indices (int). "
                 f"Received: layer_rates key {key!r}"
             )
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(
-                f"`layer_rates` multipliers must be real numbers. "
-                f"Received: layer_rates[{key!r}]={value!r}"
-            )
-        multiplier = float(value)
-        if not math.isfinite(multiplier) or multiplier < 0:
-            raise ValueError(
-                f"`layer_rates` multipliers must be finite and >= 0 (0 excludes the layer). "
-                f"Received: layer_rates[{key!r}]={value!r}"
-            )
-        if fraction * multiplier >= 1.0:
-            raise ValueError(
-                f"`layer_rates[{key!r}]` times the fraction {fraction} must stay below 1 "
-                f"(it would prune the whole layer). Received: layer_rates[{key!r}]={value!r}"
-            )
+        multiplier = check_layer_rate(repr(key), value, fraction)
         if index in set_by and rates[index] != multiplier:
             other = set_by[index]
             raise ValueError(

@@ -22,7 +22,9 @@ import numpy as np
 from ltp_core import LotteryTicketPruner as CorePruner
 from ltp_core import apply_masks
 from ltp_core import io as core_io
+from ltp_core.compute import check_layer_rate
 from ltp_core.layout import load_masks_for
+from ltp_core.pruner import check_prune_percentage
 from ltp_core.summary import PrunableTensor, PruningSummary, build_summary, warn_if_low_coverage
 
 from .masking import MaskEnforcer
@@ -307,10 +309,11 @@ class LotteryTicketPruner:
         zero_pruned_slots(getattr(model, "optimizer", None), variables, self.masks)
 
     def _layer_rates(
-        self, model: keras.Model, layer_rates: Mapping[Any, float] | None
+        self, model: keras.Model, layer_rates: Mapping[Any, float] | None, fraction: Any
     ) -> Mapping[Any, float] | None:
         if layer_rates is None or not isinstance(layer_rates, Mapping):
             return layer_rates
+        fraction = check_prune_percentage(fraction)
         variables = self.prunable_variables(model)
         result: dict[Any, float] = {}
         origin: dict[Any, Any] = {}  # resolved key -> the user's key, for error messages
@@ -328,6 +331,9 @@ class LotteryTicketPruner:
                 resolved = [int(key) % len(self.names)]
             else:
                 resolved = [key]
+            known = all(type(item) is int and 0 <= item < len(self.names) for item in resolved)
+            if known:  # unknown keys: the core's error; a bad value: named as the user wrote it
+                check_layer_rate(_key_repr(key), rate, fraction)
             for item in resolved:
                 if (
                     item in result
@@ -380,7 +386,7 @@ class LotteryTicketPruner:
             self._read(model),
             prune_percentage,
             prune_strategy,
-            layer_rates=self._layer_rates(model, layer_rates),
+            layer_rates=self._layer_rates(model, layer_rates, prune_percentage),
             min_layer_density=min_layer_density,
         )
         self._masks_changed()

@@ -61,6 +61,12 @@ CASES: list[tuple[str, Case, type[Exception], str]] = [
      lambda p, m, t: p.calc_prune_mask(
          m, 0.5, "smallest_weights", layer_rates={"out": 0.5, "mlp/out/kernel": 0}),
      ValueError, r"keys 'out' and 'mlp/out/kernel'.*Received: layer_rates\['out'\]=0\.5"),
+    ("layer_rates_negative_by_layer_name",  # named as given, not as the index it resolves to
+     lambda p, m, t: p.calc_prune_mask(m, 0.5, "smallest_weights", layer_rates={"out": -1}),
+     ValueError, r"finite and >= 0.*Received: layer_rates\['out'\]=-1"),
+    ("layer_rates_whole_layer_by_layer_name",
+     lambda p, m, t: p.calc_prune_mask(m, 0.5, "smallest_weights", layer_rates={"out": 2}),
+     ValueError, r"layer_rates\['out'\]` times the fraction 0.5"),
     # models
     ("model_not_keras", lambda p, m, t: LotteryTicketPruner("model"),
      TypeError, r"`model`.*Received: model of type str"),
