@@ -96,12 +96,13 @@ def check_layer_rate(label: str, value: Any, fraction: float) -> float:
         >>> check_layer_rate("'out'", 0.5, 0.2)
         0.5
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    multiplier = float(value) if real else math.nan
+    if not real:
         raise TypeError(
             f"`layer_rates` multipliers must be real numbers. "
             f"Received: layer_rates[{label}]={value!r}"
         )
-    multiplier = float(value)
     if not math.isfinite(multiplier) or multiplier < 0:
         raise ValueError(
             f"`layer_rates` multipliers must be finite and >= 0 (0 excludes the layer). "
