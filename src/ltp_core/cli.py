@@ -901,6 +901,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 
 
 _DEFAULT_FORMAT_WARNING = warnings.formatwarning
+_PACKAGES = ("ltp_core", "ltp_torch", "ltp_keras")  # whose warnings get the one-line format
 
 
 def _format_warning(
@@ -926,9 +927,6 @@ def _format_warning(
     if not ours:
         return _DEFAULT_FORMAT_WARNING(message, category, filename, lineno, line)
     return f"ltp: warning: {message} ({category.__name__})\n"
-
-
-_PACKAGES = ("ltp_core", "ltp_torch", "ltp_keras")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

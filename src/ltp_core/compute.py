@@ -96,13 +96,12 @@ def check_layer_rate(label: str, value: Any, fraction: float) -> float:
         >>> check_layer_rate("'out'", 0.5, 0.2)
         0.5
     """
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    multiplier = float(value) if real else math.nan
-    if not real:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"`layer_rates` multipliers must be real numbers. "
             f"Received: layer_rates[{label}]={value!r}"
         )
+    multiplier = float(value)
     if not math.isfinite(multiplier) or multiplier < 0:
         raise ValueError(
             f"`layer_rates` multipliers must be finite and >= 0 (0 excludes the layer). "
@@ -372,9 +371,8 @@ def warn_layer_collapse(
         f"weight of {len(collapsed)} layer(s): {list(collapsed)}. A layer with no weights blocks "
         "the signal through the network (layer collapse). Remedies: pass "
         "min_layer_density= (--min-layer-density in ltp, e.g. 0.01) to keep a share of every "
-        "layer, use the 'lamp' "
-        "strategy (keeps at least one weight per layer), exclude the layer with "
-        "layer_rates={name: 0}, or prune in layer scope.",
+        "layer, use the 'lamp' strategy (keeps at least one weight per layer), exclude the "
+        "layer with layer_rates={name: 0}, or prune in layer scope.",
         LayerCollapseWarning,
         stacklevel=stacklevel + 1,
     )

@@ -186,7 +186,7 @@ class PrunerCallback(keras.callbacks.Callback):
     def _masks_are_new_for_dwr(self) -> bool:
         """Masks not rescaled for yet, or weights rewound by ``pruner.rewind`` since."""
         masks = self.pruner.masks
-        rewinds = getattr(self.pruner, "_rewinds", 0)
+        rewinds = self.pruner._rewinds
         if (
             self._dwr_masks is not None
             and self._dwr_rewinds == rewinds
@@ -241,9 +241,7 @@ class PrunerCallback(keras.callbacks.Callback):
         variables = self.pruner.prunable_variables(model)
         if self._enforcer is not None:
             self._enforcer.remove()
-        self.pruner.apply_pruning(model)
-        if self.use_dwr and self._masks_are_new_for_dwr():
-            self.pruner.apply_dwr(model)
+        self._take_masks(model)
         enforcer = self._enforcer_for(variables)
         self._enforcer = enforcer
         optimizer = model.optimizer if self.method == "auto" and _masks_gradients(model) else None
@@ -269,11 +267,25 @@ class PrunerCallback(keras.callbacks.Callback):
         else:
             # The step Keras made for this fit has no masking (and JAX bakes mask values in at
             # trace time): build one that masks; it traces at its first call.
-            _build_train_function(model)
-            self._train_function = _TrainFunction(key, model.train_function, masks)
+            self._build_masked_step(model, key, masks)
             logger.debug("PrunerCallback: built a masked train function")
         self._masks_seen = self._masks_token()
         self._fitting = True
+
+    def _take_masks(self, model: keras.Model) -> None:
+        """Zero the pruned weights and their optimizer state; with ``use_dwr``, rescale once
+        per new set of masks, when they take effect."""
+        self.pruner.apply_pruning(model)
+        if self.use_dwr and self._masks_are_new_for_dwr():
+            self.pruner.apply_dwr(model)
+
+    def _build_masked_step(
+        self, model: keras.Model, key: _TraceKey, masks: list[np.ndarray] | None
+    ) -> None:
+        """Give ``model`` a train function that masks (it traces at its first call) and keep it
+        for the next ``fit`` with the same ``key`` (and ``masks``, where the step holds them)."""
+        _build_train_function(model)
+        self._train_function = _TrainFunction(key, model.train_function, masks)
 
     def _follow_new_masks(self) -> None:
         """Masks changed during ``fit`` (e.g. gradual pruning from another callback): zero the
@@ -284,18 +296,12 @@ class PrunerCallback(keras.callbacks.Callback):
             return
         model = self.model
         enforcer = self._enforcer
-        self.pruner.apply_pruning(model)
-        if self.use_dwr and self._masks_are_new_for_dwr():
-            self.pruner.apply_dwr(model)  # once per new set of masks, when they take effect
+        self._take_masks(model)
         if enforcer is not None:
             enforcer.update(self.pruner.masks)
             if self._step_holds_mask_values(model):
-                _build_train_function(model)
-                self._train_function = _TrainFunction(
-                    self._trace_key(model, enforcer),
-                    model.train_function,
-                    [m.copy() for m in self.pruner.masks],
-                )
+                masks = [m.copy() for m in self.pruner.masks]
+                self._build_masked_step(model, self._trace_key(model, enforcer), masks)
         self._masks_seen = self._masks_token()
         logger.debug("PrunerCallback: masks changed during fit; now masking with the new ones")
 

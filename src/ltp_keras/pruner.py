@@ -151,6 +151,7 @@ class LotteryTicketPruner:
         # The variables themselves, weakly: a model that holds them (e.g. one that wraps this
         # model as a layer) is matched by identity, not by position.
         self._variable_refs = [weakref.ref(v) for v in variables]
+        self._rewinds = 0  # rewinds so far (PrunerCallback(use_dwr=True) rescales after each)
         names = unique_names(variables)
         self._core = CorePruner(read_arrays(variables), names=names, seed=seed)
         self._index = {name: i for i, name in enumerate(names)}
@@ -255,7 +256,7 @@ class LotteryTicketPruner:
             ValueError: The model's prunable variables differ in count or shape.
         """
         weights = model_weights(model)
-        originals = [ref() for ref in getattr(self, "_variable_refs", ())]
+        originals = [ref() for ref in self._variable_refs]
         if originals and all(v is not None for v in originals):
             present = {id(w) for w in weights}
             if all(id(v) in present for v in originals):
@@ -436,7 +437,7 @@ class LotteryTicketPruner:
         write_arrays(others, self._rewind_others or self._initial_others)
         self._write_masked(model, variables, self._core.rewind_weights)
         # PrunerCallback(use_dwr=True) rescales rewound weights again, even for the same masks.
-        self._rewinds = getattr(self, "_rewinds", 0) + 1
+        self._rewinds += 1
 
     # ------------------------------------------------------------------ training helpers
     def enforce_masks(self, model: keras.Model) -> MaskEnforcer:
@@ -477,6 +478,7 @@ class LotteryTicketPruner:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_rewinds", 0)  # pickled before rewinds were counted
         self.__dict__.update(state)
         self._enforcers = weakref.WeakSet()
         self._variable_refs = []

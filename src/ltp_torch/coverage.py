@@ -189,7 +189,7 @@ def check_weight_norm_rows(
 
 #: Parametrizations whose effective weight is its original times one positive scale per tensor
 #: (``weight_norm`` only with ``dim=None``, see :func:`check_parametrized_scores`).
-_UNIFORM_SCALE = ("spectral_norm", "torch.nn.utils.prune")
+_UNIFORM_SCALE = ("spectral_norm",)
 
 
 def check_parametrized_scores(
@@ -225,12 +225,10 @@ def check_parametrized_scores(
     """
     affected = []
     for index, (name, label) in enumerate(zip(names, parametrizations, strict=True)):
-        if label is None:
+        if label is None or label == "torch.nn.utils.prune":  # the mask: scores unchanged
             continue
         uniform = label in _UNIFORM_SCALE or weight_norm_dims.get(index) == -1
         if uniform and scale_free:
-            continue
-        if label == "torch.nn.utils.prune":
             continue
         affected.append(f"'{name}' ({label})")
     if not affected:

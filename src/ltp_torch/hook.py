@@ -162,9 +162,7 @@ class PrunerHook:
 
     def _refresh(self) -> None:
         """Fetch the current masks, zero weights and optimizer state at pruned entries."""
-        masks: MaskTensors = self._pruner.mask_tensors(self._parameters)
-        self._grad_masks = list(masks)
-        self._grad_version = self._pruner.mask_version
+        masks = self._current_masks()
         pairs = [(p, m) for p, m in zip(self._parameters, masks, strict=True) if m is not None]
         self._params_list = [p for p, _ in pairs]
         self._masks_list = [m for _, m in pairs]
@@ -255,9 +253,9 @@ class PrunerHook:
                             and mask is not None
                             and parameter.shape == hook._parameters[index].shape
                         ):
-                            before = int(torch.count_nonzero(parameter))
+                            before = torch.count_nonzero(parameter)
                             zero_pruned_(parameter, mask)
-                            zeroed = before - int(torch.count_nonzero(parameter))
+                            zeroed = int(before - torch.count_nonzero(parameter))  # one sync
                             if zeroed:
                                 name = hook._pruner.names[index]
                                 hook._zeroed_on_load[name] = zeroed

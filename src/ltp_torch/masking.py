@@ -21,7 +21,6 @@ __all__ = [
     "apply_masks_",
     "bits_dtype",
     "mask_tensors",
-    "masked",
     "masked_gradient",
     "zero_optimizer_state_",
     "zero_pruned_",
@@ -81,39 +80,34 @@ def zero_pruned_(tensor: torch.Tensor, mask: torch.Tensor) -> None:
         >>> w.tolist()
         [0.0, 0.0, -2.5]
     """
-    if mask.element_size() != tensor.element_size() or mask.device != tensor.device:
-        mask = mask.to(device=tensor.device, dtype=bits_dtype(tensor.dtype))
+    mask = _bits_for(mask, tensor)
     with torch.no_grad():
         tensor.view(mask.dtype).bitwise_and_(mask)
 
 
-def masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """A new tensor equal to ``tensor`` with exactly ``+0.0`` where the bit ``mask`` is 0.
-
-    The out-of-place form of :func:`zero_pruned_`, for gradient hooks (which must not change
-    their argument).
-
-    Example:
-        >>> grad = torch.tensor([float("nan"), 2.0])
-        >>> masked(grad, torch.tensor([0, -1], dtype=torch.int32)).tolist(), grad.tolist()[1]
-        ([0.0, 2.0], 2.0)
-    """
+def _bits_for(mask: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """``mask`` as bits of ``tensor``'s width, on its device."""
     if mask.element_size() != tensor.element_size() or mask.device != tensor.device:
         mask = mask.to(device=tensor.device, dtype=bits_dtype(tensor.dtype))
-    return tensor.view(mask.dtype).bitwise_and(mask).view(tensor.dtype)
+    return mask
 
 
 def masked_gradient(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """A gradient hook's result: ``grad`` with pruned entries zero, or ``None`` (unchanged)
-    when nothing is pruned or the gradient is sparse.
+    """A gradient hook's result: a new tensor equal to ``grad`` with exactly ``+0.0`` where
+    the bit ``mask`` is 0 (the out-of-place form of :func:`zero_pruned_`: a hook must not
+    change its argument), or ``None`` (unchanged) when nothing is pruned or the gradient is
+    sparse.
 
     Example:
-        >>> masked_gradient(torch.ones(2), torch.tensor([0, -1], dtype=torch.int32)).tolist()
-        [0.0, 1.0]
+        >>> grad = torch.tensor([float("nan"), 2.0])
+        >>> mask = torch.tensor([0, -1], dtype=torch.int32)
+        >>> masked_gradient(grad, mask).tolist(), grad.tolist()[1]
+        ([0.0, 2.0], 2.0)
     """
     if mask is None or grad.layout != torch.strided:
         return None
-    return masked(grad, mask)
+    mask = _bits_for(mask, grad)
+    return grad.view(mask.dtype).bitwise_and(mask).view(grad.dtype)
 
 
 @torch.no_grad()
