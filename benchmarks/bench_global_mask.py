@@ -16,7 +16,9 @@ A second table (``--scopes``) compares, at 1M to 124M weights, layer scope
 
 Run: ``python benchmarks/bench_global_mask.py`` (about a minute; needs ~3 GB of RAM);
 ``python benchmarks/bench_global_mask.py --scopes`` (a few minutes; ``--only NAME`` runs one
-size: mlp1m, conv5m, resnet50, gpt2).
+size: mlp1m, conv5m, resnet50, gpt2); ``--many`` times each strategy per array on 1,000 and
+8,000 small arrays (a cost that grows with the number of arrays faster than linearly shows as a
+ratio above 1).
 Targets (issue 3): <= 6x one read pass at 124M, >= 10x faster than global_unstructured,
 <= 1.5 bytes/weight of extra memory. Issue 14: layer scope within 1.5x of global scope at every
 size. Issue 11: ``min_layer_density`` and ``lamp`` against the 6x bar.
@@ -31,6 +33,7 @@ import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -216,6 +219,32 @@ def run_scopes(
     }
 
 
+def _masks_of(strategy: str, weights: list[np.ndarray]) -> list[np.ndarray]:
+    return compute_masks(strategy, 0.5, trained=weights, initial=weights)
+
+
+def run_many(repeats: int) -> list[dict[str, str]]:
+    """Per-array cost of each strategy on 1,000 and 8,000 arrays of 8x8 weights, and its growth."""
+    rng = np.random.default_rng(0)
+    rows = []
+    strategies = ["large_final", "large_final_global", "random", "random_erk", "lamp"]
+    costs: dict[str, dict[int, float]] = {s: {} for s in strategies}
+    for count in (1000, 8000):
+        weights = [rng.standard_normal((8, 8), dtype=np.float32) for _ in range(count)]
+        for strategy in strategies:
+            costs[strategy][count] = timed(partial(_masks_of, strategy, weights), repeats) / count
+    for strategy, by_count in costs.items():
+        rows.append(
+            {
+                "strategy": strategy,
+                "per array, 1,000 arrays": f"{by_count[1000] * 1e6:.0f} us",
+                "per array, 8,000 arrays": f"{by_count[8000] * 1e6:.0f} us",
+                "growth (8,000 / 1,000)": f"**{by_count[8000] / by_count[1000]:.2f}**",
+            }
+        )
+    return rows
+
+
 def timed_both(fn: Callable[[], object]) -> tuple[float, float]:
     """Wall and process CPU seconds of one call (after a garbage collection)."""
     gc.collect()
@@ -242,7 +271,13 @@ def main() -> None:
         action="store_true",
         help="layer vs global scope, min_layer_density and lamp at 1M to 124M weights",
     )
+    parser.add_argument(
+        "--many", action="store_true", help="per-array cost on 1,000 and 8,000 small arrays"
+    )
     args = parser.parse_args()
+    if args.many:
+        print_table(run_many(max(1, args.repeats // 2)))
+        return
     cases = {
         "mlp1m": ("MLP 784-1024-256-10", mlp_1m_shapes()),
         "conv5m": ("3x3 conv stack", convnet_5m_shapes()),

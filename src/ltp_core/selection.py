@@ -595,6 +595,7 @@ def _sample_alive_scores(
     bounds = np.searchsorted(index, offsets)
     parts: list[np.ndarray] = []
     groups: list[np.ndarray] = []
+    grouped = 0  # sampled scores so far: the next source's groups are numbered from here
     in_runs = False
     for i, source in enumerate(sources):
         local = index[bounds[i] : bounds[i + 1]] - offsets[i]
@@ -619,7 +620,8 @@ def _sample_alive_scores(
         scores, alive = source.take(local)
         part = np.asarray(scores if alive is None else scores[alive])
         parts.append(part if part.dtype.kind == "f" else part.astype(np.float64))
-        groups.append((group if alive is None else group[alive]) + sum(g.size for g in groups))
+        groups.append((group if alive is None else group[alive]) + grouped)
+        grouped += groups[-1].size
     if not parts:
         return np.empty(0), None
     sample = parts[0] if len(parts) == 1 else np.concatenate(parts)
