@@ -172,7 +172,7 @@ class LotteryTicketPruner:
     @property
     def roles(self) -> list[str]:
         """Role of each prunable parameter (``"linear"``, ``"conv"``, ``"attention"``,
-        ``"recurrent"``, ``"hf_conv1d"``, ``"embedding"``...; a parametrized one as
+        ``"recurrent"``, ``"hf_conv1d"``, ``"experts"``, ``"embedding"``...; a parametrized one as
         ``"linear (weight_norm)"``). See :mod:`ltp_torch.roles`."""
         return list(self._roles)
 

@@ -1,7 +1,8 @@
 """What each parameter of a ``torch.nn.Module`` is: its *role*, judged from the layer that owns it.
 
 A role is either a prunable kind (:data:`PRUNABLE_KINDS`: ``"linear"``, ``"conv"``,
-``"conv_transpose"``, ``"attention"``, ``"recurrent"``, ``"hf_conv1d"``) or the reason a tensor is
+``"conv_transpose"``, ``"attention"``, ``"recurrent"``, ``"hf_conv1d"``, ``"experts"``) or the
+reason a tensor is
 not pruned by default (``"bias"``, ``"normalization"``, ``"embedding"``, ``"tied to embedding"``,
 ...). :mod:`ltp_torch.selectors` decides from roles; :meth:`ltp_torch.LotteryTicketPruner.summary`
 reports them.
@@ -17,6 +18,14 @@ Rules (the same in ``ltp_keras``; see ``docs/architectures.md``):
   (``_reverse`` too) and the cells' ``weight_ih``/``weight_hh`` are ``"recurrent"``;
 - a Hugging Face ``Conv1D`` (a module class named ``Conv1D`` with an integer ``nf`` and a 2-D
   ``weight`` of ``nf`` columns; ``transformers`` is never imported) is ``"hf_conv1d"``;
+- the stacked expert weights of a Hugging Face mixture-of-experts block (``transformers`` 5
+  stores every expert of a layer in one 3-D tensor, e.g. ``MixtralExperts.gate_up_proj`` of
+  shape ``(experts, 2 x intermediate, hidden)`` and ``down_proj``: a module class named
+  ``...Experts`` with an integer ``num_experts`` and a non-bias parameter of 3 dimensions whose
+  first is ``num_experts``) are ``"experts"``; the router's ``weight`` (a module class named
+  ``...Router`` with ``num_experts``, a 2-D ``(num_experts, hidden)`` matrix used as a linear
+  layer) is ``"linear"``, as the ``nn.Linear`` gate and per-expert ``nn.Linear`` layers of
+  ``transformers`` 4 were, so the same model is pruned alike under both versions;
 - a parametrized weight (``torch.nn.utils.parametrize``: ``parametrizations.weight_norm``,
   ``spectral_norm``, custom ones; also the older hook-based ``weight_norm``/``spectral_norm``) takes
   the role of the weight it produces, carried by the original tensor that trains: ``original``
@@ -62,6 +71,7 @@ PRUNABLE_KINDS: tuple[str, ...] = (
     "attention",
     "recurrent",
     "hf_conv1d",
+    "experts",
 )
 
 BIAS = "bias"
@@ -114,7 +124,8 @@ class ParameterInfo:
         role: A kind from :data:`PRUNABLE_KINDS`, or why it is not pruned by default.
         layout: Portable-mask layout: ``"dense"``, ``"conv"``, ``"conv_transpose"``,
             ``"gru"`` (GRU weights: transposed, first two gates swapped), ``"native"``
-            (projected LSTM weights, packed attention projections, Hugging Face ``Conv1D``:
+            (projected LSTM weights, packed attention projections, Hugging Face ``Conv1D``,
+            stacked mixture-of-experts weights:
             not mapped to Keras layout; LSTM and RNN weights are ``"dense"``) or ``"other"``
             (see :mod:`ltp_core.layout`).
         parametrization: ``"weight_norm"``, ``"spectral_norm"``, another parametrization's
@@ -180,6 +191,39 @@ def _is_hf_conv1d(module: nn.Module) -> bool:
     )
 
 
+def _experts_of(module: nn.Module, suffix: str) -> int | None:
+    """``num_experts`` of a module whose class name ends with ``suffix`` (a Hugging Face
+    ``...Experts``/``...Router``), or None."""
+    number = getattr(module, "num_experts", None)
+    if (
+        type(module).__name__.endswith(suffix)
+        and isinstance(number, int)
+        and not isinstance(number, bool)
+        and number > 0
+    ):
+        return number
+    return None
+
+
+def _moe_role(owner: nn.Module, local: str, parameter: nn.Parameter) -> _Occurrence | None:
+    """The role of a Hugging Face mixture-of-experts tensor: stacked expert weights, or the
+    router's matrix (a linear layer)."""
+    if isinstance(parameter, UninitializedParameter) or "bias" in local.lower():
+        return None
+    experts = _experts_of(owner, "Experts")
+    if experts is not None and parameter.dim() == 3 and parameter.shape[0] == experts:
+        return _Occurrence("experts", "native")
+    experts = _experts_of(owner, "Router")
+    if (
+        experts is not None
+        and local == "weight"
+        and parameter.dim() == 2
+        and parameter.shape[0] == experts
+    ):
+        return _Occurrence("linear", "dense")
+    return None
+
+
 def _recurrent_layout(owner: nn.Module, local: str) -> str:
     """``"dense"`` for LSTM and plain RNN input/hidden weights: Keras's ``kernel`` and
     ``recurrent_kernel`` transposed, with the same gate order (LSTM: input, forget, cell,
@@ -198,7 +242,7 @@ def _recurrent_layout(owner: nn.Module, local: str) -> str:
 
 
 def _layer_role(
-    owner: nn.Module | None, local: str, parent: nn.Module | None
+    owner: nn.Module | None, local: str, parameter: nn.Parameter, parent: nn.Module | None
 ) -> _Occurrence | None:
     """The prunable role of ``owner.<local>`` when it is a known layer's weight, else None."""
     if owner is None:
@@ -220,7 +264,7 @@ def _layer_role(
         return _Occurrence("recurrent", _recurrent_layout(owner, local))
     if local == "weight" and _is_hf_conv1d(owner):
         return _Occurrence("hf_conv1d", "native")
-    return None
+    return _moe_role(owner, local, parameter)
 
 
 def _left_out_reason(owner: nn.Module | None, local: str, parameter: nn.Parameter) -> str:
@@ -245,7 +289,7 @@ def _left_out_reason(owner: nn.Module | None, local: str, parameter: nn.Paramete
 def _role(
     owner: nn.Module | None, local: str, parameter: nn.Parameter, parent: nn.Module | None
 ) -> _Occurrence:
-    found = _layer_role(owner, local, parent)
+    found = _layer_role(owner, local, parameter, parent)
     return found if found is not None else _Occurrence(_left_out_reason(owner, local, parameter))
 
 

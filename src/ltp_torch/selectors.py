@@ -20,7 +20,8 @@ Pass a selector by name (``prunable="with_embeddings"``) or as an object
 name                      selects
 ========================  ====================================================================
 ``"default"``             weight matrices and kernels of linear, convolution, attention and
-                          recurrent layers and Hugging Face ``Conv1D`` (see
+                          recurrent layers, Hugging Face ``Conv1D`` and
+                          mixture-of-experts weights (see
                           :mod:`ltp_torch.roles`); parametrized ones through the original
                           that trains
 ``"with_embeddings"``     the default plus embeddings and the tensors tied to them

@@ -222,6 +222,63 @@ def vit() -> Case:
     return Case(model, loss, names)
 
 
+def decoder_lm_loss(vocab: int) -> Callable[[nn.Module, torch.Generator], torch.Tensor]:
+    def loss(m: nn.Module, g: torch.Generator) -> torch.Tensor:
+        ids = torch.randint(0, vocab, (2, 8), generator=g)
+        return m(input_ids=ids, labels=ids).loss
+
+    return loss
+
+
+def llama() -> Case:
+    """GQA, RMSNorm, rotary positions, SwiGLU, lm_head tied to the token embedding."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    names = [f"model.layers.0.self_attn.{n}_proj.weight" for n in "qkvo"]
+    names += [f"model.layers.0.mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
+    return Case(model, decoder_lm_loss(40), names)
+
+
+def mixtral() -> Case:
+    """Mixture of experts: transformers 5 stacks each layer's experts in 3-D tensors (kind
+    ``experts``) behind a router matrix; transformers 4 had one nn.Linear per expert and a
+    Linear gate. Either way every matrix but the (untied) token embedding is pruned."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.MixtralConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+        num_local_experts=4, num_experts_per_tok=2,
+    )  # fmt: skip
+    model = transformers.MixtralForCausalLM(config)
+    names = [n for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
+    assert len(names) >= 8  # q, k, v, o, router, experts (2 stacked or 12 per-expert), lm_head
+    return Case(model, decoder_lm_loss(40), names)
+
+
+def t5() -> Case:
+    """Shared embedding tied to lm_head, relative attention bias tables (embeddings)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.T5Config(
+        vocab_size=40, d_model=16, d_kv=4, d_ff=24, num_layers=1, num_heads=4,
+        relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0,
+        pad_token_id=0,
+    )  # fmt: skip
+    model = transformers.T5ForConditionalGeneration(config)
+    attention = [f"{n}.weight" for n in "qkvo"]
+    names = [f"encoder.block.0.layer.0.SelfAttention.{n}" for n in attention]
+    names += [f"encoder.block.0.layer.1.DenseReluDense.{n}.weight" for n in ("wi", "wo")]
+    names += [f"decoder.block.0.layer.0.SelfAttention.{n}" for n in attention]
+    names += [f"decoder.block.0.layer.1.EncDecAttention.{n}" for n in attention]
+    names += [f"decoder.block.0.layer.2.DenseReluDense.{n}.weight" for n in ("wi", "wo")]
+    return Case(model, decoder_lm_loss(40), names)
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "transformer_encoder": transformer_encoder,
     "mha_kdim_vdim": mha_kdim_vdim,
@@ -232,6 +289,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "gpt2": gpt2,
     "bert": bert,
     "vit": vit,
+    "llama": llama,
+    "mixtral": mixtral,
+    "t5": t5,
 }
 
 

@@ -144,6 +144,47 @@ def test_conv1d_lookalikes_need_nf_and_matching_weight() -> None:
     assert roles_of(fake)["weight"] == "positional or other parameter"
 
 
+class TinyExperts(nn.Module):
+    """The layout of transformers 5's stacked mixture-of-experts weights (GPT-OSS style, with
+    biases), recognised by class name and shape like Conv1D."""
+
+    def __init__(self, experts: int = 4) -> None:
+        super().__init__()
+        self.num_experts = experts
+        self.gate_up_proj = nn.Parameter(torch.randn(experts, 8, 6))
+        self.gate_up_proj_bias = nn.Parameter(torch.zeros(experts, 6))
+        self.down_proj = nn.Parameter(torch.randn(experts, 6, 8))
+
+
+class TinyRouter(nn.Module):
+    def __init__(self, experts: int = 4) -> None:
+        super().__init__()
+        self.num_experts = experts
+        self.weight = nn.Parameter(torch.randn(experts, 8))
+        self.bias = nn.Parameter(torch.zeros(experts))
+
+
+def test_mixture_of_experts_stacked_weights_and_router() -> None:
+    moe = nn.ModuleDict({"router": TinyRouter(), "experts": TinyExperts()})
+    assert roles_of(moe) == {
+        "router.weight": "linear",
+        "router.bias": "bias",
+        "experts.gate_up_proj": "experts",
+        "experts.gate_up_proj_bias": "bias",
+        "experts.down_proj": "experts",
+    }
+    pruner = LotteryTicketPruner(moe)
+    assert pruner.kinds == ["dense", "native", "native"]
+    # Lookalikes: a first dimension other than num_experts, or another class name.
+    odd = TinyExperts()
+    odd.num_experts = 3
+    assert roles_of(odd)["down_proj"] == "positional or other parameter"
+    assert roles_of(nn.ModuleDict({"x": TinyRouter()}))["x.weight"] == "linear"
+    router = TinyRouter()
+    router.num_experts = True  # not an integer count
+    assert roles_of(router)["weight"] == "positional or other parameter"
+
+
 def test_hf_conv1d_is_recognised_without_importing_transformers() -> None:
     code = (
         "import sys, torch\n"
