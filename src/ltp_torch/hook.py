@@ -127,7 +127,10 @@ class PrunerHook:
                 raise TypeError(f"`{argument}` must be a bool. Received: {argument}={value!r}")
         self._optimizer = check_optimizer(optimizer)
         self._pruner = pruner
+        self._root = unwrap_module(module)
+        self._paths = [tuple(name.split(".")) for name in pruner.names]
         self._parameters = pruner.parameters(module)
+        self._mask_gradients = mask_gradients
         self._zero_state = zero_optimizer_state
         self._warn_if_not_optimized()
         self._version = -1
@@ -141,7 +144,7 @@ class PrunerHook:
         self._unhooked = list(range(len(self._parameters))) if mask_gradients else []
         self._hook_gradients()
         self._zeroed_on_load: dict[str, int] = {}
-        self._load_handles = self._register_load_hooks(unwrap_module(module))
+        self._load_handles = self._register_load_hooks(self._root)
 
     def _warn_if_not_optimized(self) -> None:
         optimized = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
@@ -159,6 +162,54 @@ class PrunerHook:
             )
         if missing:
             logger.info("Pruned parameters not in the optimizer (masked anyway): %s", missing)
+
+    def _replaced(self) -> list[int]:
+        """Indices of the pruned parameters the module no longer holds: replaced by new
+        ``Parameter`` objects since the hook was created (``layer.weight = nn.Parameter(...)``,
+        a new layer, ``load_state_dict(assign=True)``). A few dictionary lookups per tensor."""
+        changed = []
+        for index, path in enumerate(self._paths):
+            owner: nn.Module | None = self._root
+            for part in path[:-1]:
+                owner = owner._modules.get(part) if owner is not None else None
+            current = owner._parameters.get(path[-1]) if owner is not None else None
+            if current is not self._parameters[index]:
+                changed.append(index)
+        return changed
+
+    def _follow_replaced(self, changed: list[int]) -> None:
+        """Mask the module's new parameters from now on, and say so.
+
+        Without this the hook kept zeroing the old objects, which the module no longer uses,
+        and the new ones trained dense, silently. A module that no longer matches the pruner
+        (a name gone, another shape) is the pruner's ``ValueError``.
+        """
+        parameters = self._pruner.parameters(self._root)
+        optimized = {id(p) for group in self._optimizer.param_groups for p in group["params"]}
+        names = [self._pruner.names[index] for index in changed]
+        stale = [self._pruner.names[i] for i in changed if id(parameters[i]) not in optimized]
+        message = (
+            f"The module's parameters {names} were replaced by new Parameter objects after the "
+            "PrunerHook was created (a new layer, `layer.weight = nn.Parameter(...)`, "
+            "load_state_dict(assign=True)); the hook masks the new ones from now on. "
+        )
+        if stale:
+            message += (
+                f"The optimizer does not update {stale}: it still holds the old objects. Build "
+                "the optimizer and the PrunerHook after replacing parameters. "
+            )
+        message += f"Received: {len(changed)} replaced parameters"
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=_caller_stacklevel())
+        for handle in [*self._grad_handles, *self._load_handles]:
+            handle.remove()
+        self._grad_handles = []
+        self._parameters = parameters
+        self._grad_version = -1
+        self._unhooked = list(range(len(parameters))) if self._mask_gradients else []
+        self._hook_gradients()
+        self._load_handles = self._register_load_hooks(self._root)
+        self._version = -1  # weights and optimizer state at the next refresh
 
     def _refresh(self) -> None:
         """Fetch the current masks, zero weights and optimizer state at pruned entries."""
@@ -296,6 +347,9 @@ class PrunerHook:
         del optimizer, args, kwargs
         if self._zeroed_on_load:  # a layer's own load_state_dict since the last step
             self._report_zeroed_on_load()
+        changed = self._replaced()
+        if changed:
+            self._follow_replaced(changed)
         if self._unhooked:
             self._hook_gradients()
         if self._version != self._pruner.mask_version:
@@ -310,8 +364,12 @@ class PrunerHook:
         Useful right after :meth:`LotteryTicketPruner.calc_prune_mask` when the module is
         evaluated or saved before training continues. Zeroes the optimizer state at pruned
         entries too (unless disabled), and puts the gradient masking on parameters unfrozen
-        since the hook was created.
+        since the hook was created, and follows parameters the module replaced since (with a
+        warning).
         """
+        changed = self._replaced() if self.active else []
+        if changed:
+            self._follow_replaced(changed)
         if self._unhooked:
             self._hook_gradients()
         self._refresh()

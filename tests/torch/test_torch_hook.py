@@ -444,3 +444,39 @@ def test_zero_optimizer_state_can_be_disabled() -> None:
         assert zero_counts(pruner, model) == pruned_counts(pruner)
         for parameter, before in zip(pruner.parameters(model), momentum, strict=True):
             assert torch.equal(optimizer.state[parameter]["momentum_buffer"], before)
+
+
+def test_parameters_replaced_after_the_hook_are_masked_with_a_warning() -> None:
+    """A layer replaced while the hook is on (a new head, ``layer.weight = nn.Parameter(...)``)
+    used to train dense, silently: the hook kept zeroing the old objects."""
+    model = make_mlp()
+    pruner = pruned_pruner(model)
+    expected = pruned_counts(pruner)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with PrunerHook(pruner, model, optimizer) as hook:
+        model[2][2] = nn.Linear(8, 3)  # a new head of the same shape, trained from now on
+        optimizer.add_param_group({"params": list(model[2][2].parameters())})
+        with pytest.warns(UserWarning, match=r"\['2.2.weight'\] were replaced") as caught:
+            step(model, optimizer, mlp_batch())
+        assert "does not update" not in str(caught[0].message)
+        assert zero_counts(pruner, model) == expected
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            for seed in range(3):
+                step(model, optimizer, mlp_batch(seed))
+                assert zero_counts(pruner, model) == expected
+                head = model[2][2].weight
+                assert bool((head.grad[~torch.from_numpy(pruner.masks[2])] == 0).all())
+        assert_state_zero_where_pruned(pruner, model, optimizer)
+
+        # load_state_dict(assign=True) swaps in new objects the optimizer does not hold.
+        dense = {k: v.clone() + 1 for k, v in make_mlp(1).state_dict().items()}
+        with pytest.warns(UserWarning, match="pruned entries"):  # zeroed by the load hooks
+            model.load_state_dict(dense, assign=True)
+        with pytest.warns(UserWarning, match=r"optimizer does not update \['0.weight'"):
+            hook.refresh()
+        assert zero_counts(pruner, model) == expected
+
+        model[0] = nn.Linear(12, 5)  # no longer the pruner's architecture: an error, not silence
+        with pytest.raises(ValueError, match=r"'0.weight' has shape \(5, 12\)"):
+            optimizer.step()
