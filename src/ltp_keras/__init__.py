@@ -27,7 +27,7 @@ from ltp_core import __version__
 from .callbacks import PrunerCallback, RewindCheckpoint
 from .checkpoint import load_checkpoint, save_checkpoint
 from .masking import MaskConstraint, MaskEnforcer
-from .optimizer_state import slot_variables, zero_pruned_slots
+from .optimizer_state import reset_moving_averages, slot_variables, zero_pruned_slots
 from .pruner import LotteryTicketPruner
 from .ticket_search import find_ticket
 from .variables import SELECTORS, default_prunable_variables, select_prunable_variables
@@ -43,6 +43,7 @@ __all__ = [
     "default_prunable_variables",
     "find_ticket",
     "load_checkpoint",
+    "reset_moving_averages",
     "save_checkpoint",
     "select_prunable_variables",
     "slot_variables",

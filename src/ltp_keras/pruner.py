@@ -28,7 +28,7 @@ from ltp_core.pruner import check_prune_percentage
 from ltp_core.summary import PrunableTensor, PruningSummary, build_summary, warn_if_low_coverage
 
 from .masking import MaskEnforcer
-from .optimizer_state import zero_pruned_slots
+from .optimizer_state import reset_moving_averages, zero_pruned_slots
 from .variables import (
     Prunable,
     left_out_variables,
@@ -413,6 +413,9 @@ class LotteryTicketPruner:
             factor = mask.size / kept if kept else 0.0
             scaled.append((array * factor).astype(array.dtype))
         self._write_masked(model, variables, scaled)
+        # An optimizer's EMA would write the unscaled weights back (every
+        # ``ema_overwrite_frequency`` steps and at the end of fit).
+        reset_moving_averages(getattr(model, "optimizer", None), variables)
 
     def reset_masks(self) -> None:
         """Keep every weight again (cumulative rate and level restart from zero)."""
@@ -430,12 +433,18 @@ class LotteryTicketPruner:
     def rewind(self, model: keras.Model) -> None:
         """Set every weight of ``model`` to the rewind point (initial weights unless
         :meth:`set_rewind_weights` was called), with pruned weights and slots zeroed.
-        Variable identity is kept (optimizers hold references)."""
+        Variable identity is kept (optimizers hold references). An optimizer with
+        ``use_ema=True`` restarts its averages at the rewound weights (else its next overwrite
+        would bring the trained weights back); other optimizer state (moments, step count) is
+        kept: compile with a fresh optimizer for a run that starts from scratch."""
         variables = self.prunable_variables(model)
         others = self._other_variables(model, variables)
         sync_model_state(model)
         write_arrays(others, self._rewind_others or self._initial_others)
         self._write_masked(model, variables, self._core.rewind_weights)
+        # An optimizer's EMA averages still hold the trained weights: the next overwrite (every
+        # ``ema_overwrite_frequency`` steps, and at the end of fit) would undo the rewind.
+        reset_moving_averages(getattr(model, "optimizer", None), [*variables, *others])
         # PrunerCallback(use_dwr=True) rescales rewound weights again, even for the same masks.
         self._rewinds += 1
 

@@ -126,6 +126,30 @@ def test_ema_weights_keep_zeros() -> None:
         assert np.count_nonzero(to_numpy(average)[~mask]) == 0
 
 
+@pytest.mark.parametrize("use_dwr", [False, True])
+def test_rewind_and_dwr_restart_the_ema_averages(use_dwr: bool) -> None:
+    """The EMA averages held the trained weights: the overwrite at the end of ``fit`` (and every
+    ``ema_overwrite_frequency`` steps) brought them back over the rewound (or rescaled) ones."""
+    X, y = vector_data(32)
+    optimizer = keras.optimizers.SGD(learning_rate=0.5, use_ema=True, ema_overwrite_frequency=2)
+    model = compile_model(make_mlp(), optimizer=optimizer)
+    pruner = LotteryTicketPruner(model)
+    initial = [to_numpy(v) for v in model.trainable_variables]
+    model.fit(X, y, batch_size=8, verbose=0)  # dense training: the averages move away
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    pruner.rewind(model)
+    optimizer.learning_rate.assign(0.0)  # the weights must stay where rewind put them
+    callback = PrunerCallback(pruner, use_dwr=use_dwr)
+    model.fit(X, y, batch_size=8, verbose=0, callbacks=[callback, ZeroCheck(pruner)])
+    prunable = {id(v): m for v, m in zip(pruner.prunable_variables(model), pruner.masks, strict=True)}
+    for variable, start in zip(model.trainable_variables, initial, strict=True):
+        mask = prunable.get(id(variable))
+        expected = start if mask is None else np.where(mask, start, 0.0)
+        if use_dwr and mask is not None:
+            expected = expected * mask.size / mask.sum()
+        np.testing.assert_allclose(to_numpy(variable), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_callback_is_reusable_and_removes_its_constraints() -> None:
     X, y = vector_data(32)
     max_norm = keras.constraints.MaxNorm(5.0)
