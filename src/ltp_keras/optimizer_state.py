@@ -157,7 +157,7 @@ def reset_moving_averages(optimizer: Any, variables: Sequence[keras.Variable]) -
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
         >>> optimizer = keras.optimizers.SGD(use_ema=True)
         >>> optimizer.build(model.trainable_variables)
-        >>> model.layers[0].kernel.assign(np.full((2, 1), 3.0))
+        >>> _ = model.layers[0].kernel.assign(np.full((2, 1), 3.0))
         >>> reset_moving_averages(optimizer, [model.layers[0].kernel])
         1
         >>> (average,) = [s for s in slot_variables(optimizer, model.layers[0].kernel)]

@@ -141,7 +141,8 @@ def test_rewind_and_dwr_restart_the_ema_averages(use_dwr: bool) -> None:
     optimizer.learning_rate.assign(0.0)  # the weights must stay where rewind put them
     callback = PrunerCallback(pruner, use_dwr=use_dwr)
     model.fit(X, y, batch_size=8, verbose=0, callbacks=[callback, ZeroCheck(pruner)])
-    prunable = {id(v): m for v, m in zip(pruner.prunable_variables(model), pruner.masks, strict=True)}
+    variables = pruner.prunable_variables(model)
+    prunable = {id(v): m for v, m in zip(variables, pruner.masks, strict=True)}
     for variable, start in zip(model.trainable_variables, initial, strict=True):
         mask = prunable.get(id(variable))
         expected = start if mask is None else np.where(mask, start, 0.0)
