@@ -56,6 +56,29 @@ def _caller_stacklevel() -> int:
     return level
 
 
+def _module_walk(names: list[str]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """How to reach the layers owning ``names`` from the root, each module once.
+
+    Returns ``walk``, a list of ``(parent position, key)``: position 0 is the root and entry
+    ``i`` of ``walk`` gives the module at position ``i + 1`` as ``parent._modules[key]``
+    (parents before children); and ``owned``, ``(owner position, local name)`` per name.
+    """
+    positions = {"": 0}
+    walk: list[tuple[int, str]] = []
+    owned = []
+    for name in names:
+        parts = name.split(".")
+        prefix = ""
+        for part in parts[:-1]:
+            child = f"{prefix}.{part}" if prefix else part
+            if child not in positions:
+                walk.append((positions[prefix], part))
+                positions[child] = len(walk)
+            prefix = child
+        owned.append((positions[prefix], parts[-1]))
+    return walk, owned
+
+
 def check_optimizer(optimizer: object) -> torch.optim.Optimizer:
     """Return ``optimizer`` if it is a ``torch.optim.Optimizer``, else raise ``TypeError``."""
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -128,7 +151,7 @@ class PrunerHook:
         self._optimizer = check_optimizer(optimizer)
         self._pruner = pruner
         self._root = unwrap_module(module)
-        self._paths = [tuple(name.split(".")) for name in pruner.names]
+        self._walk, self._owned = _module_walk(pruner.names)
         self._parameters = pruner.parameters(module)
         self._mask_gradients = mask_gradients
         self._zero_state = zero_optimizer_state
@@ -167,12 +190,14 @@ class PrunerHook:
         """Indices of the pruned parameters the module no longer holds: replaced by new
         ``Parameter`` objects since the hook was created (``layer.weight = nn.Parameter(...)``,
         a new layer, ``load_state_dict(assign=True)``). A few dictionary lookups per tensor."""
+        modules: list[nn.Module | None] = [self._root]
+        for parent, key in self._walk:
+            owner = modules[parent]
+            modules.append(owner._modules.get(key) if owner is not None else None)
         changed = []
-        for index, path in enumerate(self._paths):
-            owner: nn.Module | None = self._root
-            for part in path[:-1]:
-                owner = owner._modules.get(part) if owner is not None else None
-            current = owner._parameters.get(path[-1]) if owner is not None else None
+        for index, (position, local) in enumerate(self._owned):
+            owner = modules[position]
+            current = owner._parameters.get(local) if owner is not None else None
             if current is not self._parameters[index]:
                 changed.append(index)
         return changed
