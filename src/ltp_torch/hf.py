@@ -6,10 +6,13 @@ Only this module imports ``transformers``.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from torch import nn
 
+from ltp_core.layout import load_masks_for
 from ltp_torch.pruner import LotteryTicketPruner
 from ltp_torch.training import MaskedTraining
 
@@ -20,7 +23,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         "ltp_torch.hf needs Hugging Face transformers: pip install 'lottery-tickets[transformers]'"
     ) from error
 
-__all__ = ["PrunerCallback"]
+__all__ = ["MASKS_FILE", "PrunerCallback"]
+
+logger = logging.getLogger(__name__)
+
+#: The file with the pruner's masks that :class:`PrunerCallback` writes into each checkpoint.
+MASKS_FILE = "ltp_masks.npz"
 
 
 class PrunerCallback(transformers.TrainerCallback):
@@ -35,9 +43,15 @@ class PrunerCallback(transformers.TrainerCallback):
 
     ``rewind_iteration=K`` captures the weights after the K-th optimizer step as the pruner's
     rewind point (once per callback instance, so one callback serves every pruning level).
-    Resuming with ``trainer.train(resume_from_checkpoint=...)`` counts on from the checkpoint's
-    ``global_step``; the pruner itself is not in the ``Trainer``'s checkpoints: save it next to
-    them with ``torch.save(pruner.state_dict(), path)`` and restore it with
+    Each checkpoint the ``Trainer`` saves gets the pruner's masks (``ltp_masks.npz``, the
+    portable mask file, bit-packed). Resuming with ``trainer.train(resume_from_checkpoint=...)``
+    counts on from the checkpoint's ``global_step``, and is refused (``ValueError``, before any
+    step) when the pruner keeps weights that the checkpoint's masks pruned: a fresh pruner in a
+    restarted process would otherwise train them back, silently. Restore the masks with
+    ``pruner.load_masks(os.path.join(checkpoint, "ltp_masks.npz"))`` first. Masks that prune
+    more than the checkpoint's (a new level rewound to a checkpoint) are accepted. The rest of
+    the pruner (initial, pretrained and rewind weights) is not in the checkpoints: save it next
+    to them with ``torch.save(pruner.state_dict(), path)`` and restore it with
     ``pruner.load_state_dict(torch.load(path, weights_only=True))``. DeepSpeed and FSDP
     (sharded parameters) are not supported.
 
@@ -96,8 +110,66 @@ class PrunerCallback(transformers.TrainerCallback):
                 "The Trainer gave this callback no model or optimizer at on_train_begin. "
                 f"Received: model={type(model).__name__}, optimizer={type(optimizer).__name__}"
             )
+        if state.global_step > 0:
+            self._check_resumed_masks(args, state)
         self.pruner.apply_pruning(model)
         self._training.start(model, [optimizer], steps_done=int(state.global_step))
+
+    def _check_resumed_masks(
+        self, args: transformers.TrainingArguments, state: transformers.TrainerState
+    ) -> None:
+        """Refuse to resume from a checkpoint whose masks pruned weights this pruner keeps."""
+        folders = [
+            getattr(args, "resume_from_checkpoint", None),
+            _checkpoint_folder(args, state),
+        ]
+        found = [f for f in folders if isinstance(f, str) and os.path.isfile(_masks_path(f))]
+        if not found:
+            logger.info(
+                "Resumed at step %d without a %s in the checkpoint: the pruner's masks are "
+                "used as they are",
+                state.global_step,
+                MASKS_FILE,
+            )
+            return
+        path = _masks_path(found[0])
+        pruner = self.pruner
+        saved, _ = load_masks_for(path, pruner.names, pruner.shapes, pruner.kinds, "torch", None)
+        revived = {
+            name: int((~old & new).sum())
+            for name, old, new in zip(pruner.names, saved, pruner.masks, strict=True)
+            if bool((~old & new).any())
+        }
+        if revived:
+            listed = ", ".join(f"'{n}' ({c})" for n, c in list(revived.items())[:4])
+            raise ValueError(
+                f"Resuming from {os.path.dirname(path)}, whose weights were trained with masks "
+                f"that prune {sum(revived.values())} weights this pruner keeps ({listed}"
+                f"{', ...' if len(revived) > 4 else ''}): training would bring them back. To "
+                f"continue that run, restore its masks first: pruner.load_masks({path!r}). To "
+                f"train those weights again on purpose, delete that file. Received: a pruner "
+                f"at level {pruner.level} with {pruner.cumulative_pruning_rate:.2%} pruned"
+            )
+
+    def on_save(
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        control: transformers.TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        """Write the pruner's masks into the checkpoint the ``Trainer`` has just saved."""
+        if not state.is_world_process_zero:
+            return
+        folder = _checkpoint_folder(args, state)
+        if not os.path.isdir(folder):
+            logger.warning(
+                "No checkpoint folder %s to write the pruner's masks into; resuming from this "
+                "checkpoint cannot check them. Save them yourself with pruner.save_masks(path)",
+                folder,
+            )
+            return
+        self.pruner.save_masks(_masks_path(folder))
 
     def on_train_end(
         self,
@@ -114,3 +186,15 @@ class PrunerCallback(transformers.TrainerCallback):
             f"{type(self).__name__}(pruner={self.pruner!r}, "
             f"rewind_iteration={self.rewind_iteration!r})"
         )
+
+
+def _checkpoint_folder(
+    args: transformers.TrainingArguments, state: transformers.TrainerState
+) -> str:
+    """The folder the ``Trainer`` saves the checkpoint of ``state.global_step`` in."""
+    prefix = transformers.trainer_utils.PREFIX_CHECKPOINT_DIR
+    return os.path.join(str(args.output_dir), f"{prefix}-{state.global_step}")
+
+
+def _masks_path(folder: str) -> str:
+    return os.path.join(folder, MASKS_FILE)

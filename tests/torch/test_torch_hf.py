@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 from ltp_torch import LotteryTicketPruner  # noqa: E402
-from ltp_torch.hf import PrunerCallback  # noqa: E402
+from ltp_torch.hf import MASKS_FILE, PrunerCallback  # noqa: E402
 
 VOCAB, LENGTH = 40, 8
 
@@ -147,6 +148,42 @@ def test_levels_reuse_one_callback_and_resume_counts_on(
         late = PrunerCallback(pruner, rewind_iteration=50)
         trainer_for(model, [late], tmp_path / "late", max_steps=1).train()
     assert "rewind point was not captured" in caplog.text and late.captured_at is None
+
+
+def test_checkpoints_hold_the_masks_and_resume_refuses_to_revive(tmp_path: Path) -> None:
+    """A restarted process resuming with a fresh pruner used to train every pruned weight back
+    (1358 of 1398 non-zero after two steps), silently: the checkpoints had no masks."""
+    model = tiny_bert()
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.6, "random")
+    run = tmp_path / "run"
+    trainer = trainer_for(model, [PrunerCallback(pruner)], run, save_strategy="steps", save_steps=2)
+    trainer.train()
+    saved = run / "checkpoint-2" / MASKS_FILE
+    check = LotteryTicketPruner(tiny_bert(seed=5))
+    check.load_masks(saved)
+    assert all(np.array_equal(a, b) for a, b in zip(check.masks, pruner.masks, strict=True))
+
+    restarted = tiny_bert(seed=3)
+    fresh = LotteryTicketPruner(restarted)
+    checker = ZeroChecker(pruner)  # the checkpoint's masks
+    trainer = trainer_for(restarted, [PrunerCallback(fresh), checker], run)
+    with pytest.raises(ValueError, match=r"pruner\.load_masks\(.*ltp_masks\.npz"):
+        trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
+    assert checker.zero_after_step == []  # refused before any step
+
+    fresh.load_masks(saved)
+    trainer = trainer_for(restarted, [PrunerCallback(fresh), checker], run)
+    trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
+    assert checker.zero_after_step == [True, True]
+
+    # A new level rewound to a checkpoint prunes more than it: accepted.
+    fresh.set_pretrained_weights(restarted)
+    fresh.calc_prune_mask(restarted, 0.5, "large_final")
+    checker = ZeroChecker(fresh)
+    trainer = trainer_for(restarted, [PrunerCallback(fresh), checker], run)
+    trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
+    assert checker.zero_after_step == [True, True]
 
 
 def test_bad_input(tmp_path: Path) -> None:
