@@ -89,6 +89,48 @@ def check_optimizer(optimizer: object) -> torch.optim.Optimizer:
     return optimizer
 
 
+class _InertLoadHook:
+    """What a copy or a pickle of a layer gets in place of a :class:`_LoadHook`: nothing to do
+    (the copy is not the model the ``PrunerHook`` masks)."""
+
+    def __call__(self, layer: nn.Module, incompatible: Any) -> None:
+        del layer, incompatible
+
+
+class _LoadHook:
+    """A ``load_state_dict`` post hook on one layer that owns pruned parameters (``entries``:
+    ``(index, local name)`` pairs), or on the root (``entries=None``: report once per load).
+
+    It refers to its ``PrunerHook`` and its layer weakly and acts only on that very layer. A
+    ``copy.deepcopy`` or pickle of the model (a best-model snapshot, ``AveragedModel``, a dense
+    baseline, ``torch.save(model)``) carries an inert stand-in instead: before, such a copy kept
+    zeroing loaded weights after ``hook.remove()``, and pickling failed on a local function.
+    """
+
+    def __init__(
+        self, hook: PrunerHook, layer: nn.Module, entries: list[tuple[int, str]] | None
+    ) -> None:
+        self._hook = weakref.ref(hook)
+        self._layer = weakref.ref(layer)
+        self._entries = entries
+
+    def __call__(self, layer: nn.Module, incompatible: Any) -> None:
+        del incompatible
+        hook = self._hook()
+        if hook is None or layer is not self._layer():
+            return
+        if self._entries is None:
+            hook._report_zeroed_on_load()
+        else:
+            hook._zero_after_load(layer, self._entries)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _InertLoadHook:
+        return _InertLoadHook()
+
+    def __reduce__(self) -> tuple[type[_InertLoadHook], tuple[()]]:
+        return (_InertLoadHook, ())
+
+
 class PrunerHook:
     """Enforce a pruner's masks on a module after every step of an optimizer.
 
@@ -308,45 +350,32 @@ class PrunerHook:
         for index, name in enumerate(self._pruner.names):
             prefix, _, local = name.rpartition(".")
             owned.setdefault(prefix, []).append((index, local))
-        reference = weakref.ref(self)
         handles = []
         for prefix, entries in owned.items():
-
-            def zero_after_load(
-                layer: nn.Module, incompatible: Any, entries: list[tuple[int, str]] = entries
-            ) -> None:
-                del incompatible
-                hook = reference()
-                if hook is None:
-                    return
-                masks = hook._current_masks()
-                with torch.no_grad():
-                    for index, local in entries:
-                        parameter = layer._parameters.get(local)
-                        mask = masks[index]
-                        if (
-                            parameter is not None
-                            and mask is not None
-                            and parameter.shape == hook._parameters[index].shape
-                        ):
-                            before = torch.count_nonzero(parameter)
-                            zero_pruned_(parameter, mask)
-                            zeroed = int(before - torch.count_nonzero(parameter))  # one sync
-                            if zeroed:
-                                name = hook._pruner.names[index]
-                                hook._zeroed_on_load[name] = zeroed
-
             owner = root.get_submodule(prefix) if prefix else root
-            handles.append(owner.register_load_state_dict_post_hook(zero_after_load))
-
-        def report_after_load(module: nn.Module, incompatible: Any) -> None:
-            del module, incompatible
-            hook = reference()
-            if hook is not None:
-                hook._report_zeroed_on_load()
-
-        handles.append(root.register_load_state_dict_post_hook(report_after_load))
+            handles.append(
+                owner.register_load_state_dict_post_hook(_LoadHook(self, owner, entries))
+            )
+        handles.append(root.register_load_state_dict_post_hook(_LoadHook(self, root, None)))
         return handles
+
+    @torch.no_grad()
+    def _zero_after_load(self, layer: nn.Module, entries: list[tuple[int, str]]) -> None:
+        """Zero the pruned entries of ``layer``'s pruned parameters after a load."""
+        masks = self._current_masks()
+        for index, local in entries:
+            parameter = layer._parameters.get(local)
+            mask = masks[index]
+            if (
+                parameter is not None
+                and mask is not None
+                and parameter.shape == self._parameters[index].shape
+            ):
+                before = torch.count_nonzero(parameter)
+                zero_pruned_(parameter, mask)
+                zeroed = int(before - torch.count_nonzero(parameter))  # one sync
+                if zeroed:
+                    self._zeroed_on_load[self._pruner.names[index]] = zeroed
 
     def _report_zeroed_on_load(self) -> None:
         """Warn once for the pruned entries a ``load_state_dict`` brought back and that were

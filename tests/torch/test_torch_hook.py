@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import io
+import pickle
 import warnings
 import weakref
 from collections.abc import Callable
@@ -480,3 +482,34 @@ def test_parameters_replaced_after_the_hook_are_masked_with_a_warning() -> None:
         model[0] = nn.Linear(12, 5)  # no longer the pruner's architecture: an error, not silence
         with pytest.raises(ValueError, match=r"'0.weight' has shape \(5, 12\)"):
             optimizer.step()
+
+
+def test_copies_and_pickles_of_a_hooked_model_are_not_masked() -> None:
+    """The load_state_dict hooks travelled with ``copy.deepcopy`` of the model (a best-model
+    snapshot, ``AveragedModel``, a dense baseline): loading dense weights into the copy zeroed
+    them, with a warning about the PrunerHook, even after ``hook.remove()``. And
+    ``pickle``/``torch.save(model)`` failed on a local function while the hook was on."""
+    model = make_mlp()
+    dense = copy.deepcopy(model.state_dict())
+    pruner = pruned_pruner(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = pruned_counts(pruner)
+    hook = PrunerHook(pruner, model, optimizer)
+    snapshot = copy.deepcopy(model)
+    averaged = torch.optim.swa_utils.AveragedModel(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    unpickled = torch.load(buffer, weights_only=False)
+    restored = pickle.loads(pickle.dumps(model))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for copied in (snapshot, averaged.module, unpickled, restored):
+            assert zero_counts(pruner, copied) == expected  # copied as they were: pruned
+            copied.load_state_dict(dense)
+            assert zero_counts(pruner, copied) == [0] * len(expected)  # a copy is not masked
+    with pytest.warns(UserWarning, match="pruned entries"):  # the hooked model still is
+        model.load_state_dict(dense)
+    assert zero_counts(pruner, model) == expected
+    hook.remove()
+    copy.deepcopy(model).load_state_dict(dense)  # nothing left behind either
