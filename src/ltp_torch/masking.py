@@ -125,6 +125,27 @@ def apply_masks_(parameters: Sequence[torch.Tensor], masks: Sequence[torch.Tenso
             zero_pruned_(parameter, mask)
 
 
+def _reset_lbfgs_history(optimizer: torch.optim.LBFGS) -> int:
+    """Forget ``LBFGS``'s curvature pairs and last direction, as a fresh optimizer would have
+    none; returns 1 if there was a history.
+
+    Its state is flat (all parameters concatenated), so it is not zeroed entry by entry: pairs
+    recorded under other masks span the pruned entries, so every later direction moved them
+    during the inner iterations of ``step(closure)`` (the closure's loss was taken with the
+    pruned weights back, and the post-step mask hid it). Histories built from masked gradients
+    stay at zero there. The evaluation count is kept.
+    """
+    params = optimizer.param_groups[0]["params"]
+    state = optimizer.state.get(params[0]) if params else None
+    if not state or "d" not in state:
+        return 0
+    for key in ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss"):
+        state.pop(key, None)
+    state.pop("al", None)
+    state["n_iter"] = 0
+    return 1
+
+
 @torch.no_grad()
 def zero_optimizer_state_(
     optimizer: torch.optim.Optimizer,
@@ -136,6 +157,7 @@ def zero_optimizer_state_(
     Every state tensor with the parameter's shape (SGD ``momentum_buffer``, Adam/AdamW
     ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``, RMSprop ``square_avg``, Adagrad ``sum``, ...) is
     zeroed where the mask prunes (``inf``/``NaN`` too); scalars such as ``step`` are left alone.
+    ``LBFGS``, whose state is flat, forgets its curvature history instead.
 
     Args:
         optimizer: The optimizer holding the state.
@@ -155,6 +177,8 @@ def zero_optimizer_state_(
         [0.0, 1.0]
     """
     changed = 0
+    if isinstance(optimizer, torch.optim.LBFGS) and any(m is not None for m in masks):
+        changed += _reset_lbfgs_history(optimizer)
     for parameter, mask in zip(parameters, masks, strict=True):
         if mask is None:
             continue

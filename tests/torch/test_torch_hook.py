@@ -513,3 +513,38 @@ def test_copies_and_pickles_of_a_hooked_model_are_not_masked() -> None:
     assert zero_counts(pruner, model) == expected
     hook.remove()
     copy.deepcopy(model).load_state_dict(dense)  # nothing left behind either
+
+
+def test_lbfgs_history_from_other_masks_cannot_move_pruned_weights() -> None:
+    """LBFGS keeps flat curvature pairs: a history recorded before pruning made every later
+    direction move the pruned weights during the inner iterations of ``step(closure)``, so the
+    closure's loss was taken with them back (36 of 36 in every evaluation but the first of each
+    step) and the post-step mask hid it."""
+    model = make_mlp()
+    x, y = mlp_batch()
+    pruner = LotteryTicketPruner(model)
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=4, history_size=4)
+    revived: list[int] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if pruner.level:
+            revived.append(sum(zero_counts(pruner, model)) - sum(pruned_counts(pruner)))
+        return loss
+
+    for _ in range(2):  # dense training: a history over every entry
+        optimizer.step(closure)
+    pruner.set_pretrained_weights(model)
+    pruner.calc_prune_mask(model, 0.5, "large_final")
+    with PrunerHook(pruner, model, optimizer) as hook:
+        for _ in range(2):
+            optimizer.step(closure)
+        pruner.calc_prune_mask(model, 0.5, "large_final")  # a mask change while training
+        hook.refresh()
+        for _ in range(2):
+            optimizer.step(closure)
+    assert len(revived) > 8
+    assert all(count >= 0 for count in revived), revived  # every pruned weight zero each time
+    assert zero_counts(pruner, model) == pruned_counts(pruner)
