@@ -15,6 +15,7 @@ Usage::
     python benchmarks/bench_imp.py                          # 3 rounds, 3 levels, 1000 steps
     python benchmarks/bench_imp.py --rounds 1 --levels 2 --iterations 300
     python benchmarks/bench_imp.py --frameworks keras --rounds 1 --levels 2 --iterations 500
+    python benchmarks/bench_imp.py --frameworks torch --model user_models:residual_mlp
     KERAS_BACKEND=torch python benchmarks/bench_imp.py --frameworks keras --rounds 1
 """
 
@@ -26,6 +27,7 @@ import io
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,7 +47,7 @@ def _run(
             "--framework",
             framework,
             "--model",
-            "lenet300_100",
+            args.model,
             "--levels",
             str(args.levels),
             "--seeds",
@@ -70,6 +72,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument(
+        "--model",
+        default="lenet300_100",
+        help="a built-in model, or module:function such as user_models:residual_mlp (a user's "
+        "own model, trained together through vmap; benchmarks/ is on the import path)",
+    )
     parser.add_argument(
         "--fashion-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist")
     )
@@ -105,9 +113,10 @@ def main() -> None:
             os.fspath(args.fashion_dir),
             "--no-download",
         ]
+    sys.path.insert(0, os.fspath(Path(__file__).resolve().parent))  # user_models
     runs = 2 * (1 + 3 * args.levels)
     print(
-        f"ltp imp lenet300_100, 2 seeds, {args.levels} levels x 3 arms ({runs} trainings of "
+        f"ltp imp {args.model}, 2 seeds, {args.levels} levels x 3 arms ({runs} trainings of "
         f"{args.iterations} steps), {args.rounds} rounds, torch threads 1, "
         f"Keras backend {os.environ['KERAS_BACKEND']} (batched: {args.keras_batched})"
     )

@@ -59,7 +59,7 @@ def write_into(targets: Sequence[torch.Tensor], values: Sequence[np.ndarray]) ->
         [1.0, 2.0]
     """
     for target, value in zip(targets, values, strict=True):
-        array = np.ascontiguousarray(value)
+        array = np.asarray(value, order="C")  # np.ascontiguousarray makes a 0-d array 1-d
         if not array.flags.writeable:  # the core hands out read-only views
             array = array.copy()
         source = torch.from_numpy(array)

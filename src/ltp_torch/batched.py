@@ -23,10 +23,13 @@ Results match the sequential loop up to float32 rounding: a batched matrix produ
 same products in another order than the single one (measured: weights agree to ~1e-6 relative
 after a few hundred steps; the masks are identical).
 
-Supported: ``nn.Sequential`` models made of ``Linear``, ``Conv2d`` (no groups, dilation 1, zero
-padding), ``ReLU``, ``MaxPool2d``, ``Flatten`` and ``Dropout(p=0)``: every built-in model of
-``ltp imp`` except those with dropout. :func:`stackable` says whether a model qualifies; others
-train sequentially.
+The hand-built program covers ``nn.Sequential`` models made of ``Linear``, ``Conv2d`` (no groups,
+dilation 1, zero padding), ``ReLU``, ``MaxPool2d``, ``Flatten`` and ``Dropout(p=0)``: every
+built-in model of ``ltp imp`` except those with dropout (:func:`stackable`). Other deterministic
+architectures (a user's ``--model`` with its own ``forward``, ``BatchNorm``, ``LayerNorm``,
+``GELU``, residual connections...) train together through ``torch.func.vmap``
+(:class:`ltp_torch.functional_stack.FunctionalStack`, same loop, same masks and optimizer step);
+models with dropout, parametrizations, hooks or frozen parameters train one at a time.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from torch import nn
 from torch.nn import functional
 
 from ltp_core.experiment.backend import EvalPoint, ProgressFn, TrainOutcome, TrainSettings
+from ltp_torch.functional_stack import FunctionalStack
 
 __all__ = ["ReplicasStoppedError", "stackable", "train_stacked"]
 
@@ -104,6 +108,20 @@ class _Stack:
         return [
             t for pair in zip(self.weights, self.biases, strict=True) for t in pair if t is not None
         ]
+
+    def train(self, mode: bool) -> None:
+        """No layer here behaves differently in training and evaluation."""
+
+    def write_back(self, models: Sequence[nn.Module], replica: int | None = None) -> None:
+        """Copy the trained replicas into their models (in place: parameter identity is kept)."""
+        _write_back(self, models, replica)
+
+    def bit_masks(
+        self, masks: Sequence[Sequence[np.ndarray] | None], prunable: Sequence[str]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(stacked weight, int bit mask)`` per masked weight (``prunable``: every
+        Linear/Conv2d weight in layer order, as :meth:`TorchBackend.train_batched` checks)."""
+        return _bit_masks(self, masks)
 
     def forward(self, x: torch.Tensor, shared: bool) -> torch.Tensor:
         """Logits ``[R, n, classes]`` for inputs ``[R, n, ...]`` (``shared``: one ``[n, ...]``)."""
@@ -265,7 +283,7 @@ def _fused_step(
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(
                 parameters,
-                list(grads),
+                _laid_out_like(grads, parameters),
                 averages,
                 squares,
                 [],
@@ -291,10 +309,10 @@ def _fused_step(
         def sgd(grads: Sequence[torch.Tensor]) -> None:
             first = not buffers
             if first:
-                buffers.extend(torch.empty_like(g) for g in grads)
+                buffers.extend(torch.empty_like(p) for p in parameters)
             torch._fused_sgd_(
                 parameters,
-                list(grads),
+                _laid_out_like(grads, parameters),
                 buffers,
                 weight_decay=weight_decay,
                 momentum=momentum,
@@ -311,17 +329,35 @@ def _fused_step(
     return None
 
 
+def _laid_out_like(
+    grads: Sequence[torch.Tensor], parameters: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``grads`` with their parameters' strides.
+
+    ``torch.autograd.grad`` returns a gradient in whatever layout its last kernel produced (the
+    weight gradients of a vmapped matrix product come out transposed), while the fused
+    optimizer kernels walk a parameter and its gradient in memory order: with other strides
+    they pair entries of the wrong positions, silently (``loss.backward()`` avoids this by
+    copying ``.grad`` into the parameter's layout).
+    """
+    return [
+        g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+        for g, p in zip(grads, parameters, strict=True)
+    ]
+
+
 def train_stacked(
     models: Sequence[nn.Module],
     masks: Sequence[Sequence[np.ndarray] | None],
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    evaluate: Callable[[_Stack, str], tuple[list[float], list[float]]],
+    evaluate: Callable[[_Stack | FunctionalStack, str], tuple[list[float], list[float]]],
     settings: Sequence[TrainSettings],
     make_optimizer: Callable[[list[torch.Tensor], TrainSettings], torch.optim.Optimizer],
     snapshot: Callable[[nn.Module], list[np.ndarray]],
     progress: Sequence[ProgressFn | None],
     stop: threading.Event | None = None,
+    prunable: Sequence[str] | None = None,
 ) -> list[TrainOutcome]:
     """Train ``models`` (replicas of one :func:`stackable` architecture) together, in place.
 
@@ -329,18 +365,22 @@ def train_stacked(
     is held at exactly zero in replica ``r`` after every step. Returns one outcome per model;
     each reports the batch's wall time divided by the number of replicas as its ``seconds``.
     When ``stop`` is set (another group failed), raises :class:`ReplicasStoppedError` at the next
-    step without writing the models back.
+    step without writing the models back. ``prunable``: the qualified names of the masked
+    tensors for a model :func:`stackable` refuses, which then trains through ``vmap``
+    (:class:`ltp_torch.functional_stack.FunctionalStack`); ``None`` for a :func:`stackable` one.
     Called by :meth:`ltp_torch.experiment.TorchBackend.train_batched`, which validates the input.
     """
     start = time.perf_counter()
     replicas = len(models)
     first = settings[0]
-    stack = _stack(models)
+    stack: _Stack | FunctionalStack = (
+        _stack(models) if prunable is None else FunctionalStack(models)
+    )
     optimizer = make_optimizer(stack.parameters, first)
-    bit_masks = _bit_masks(stack, masks)
+    bit_masks = stack.bit_masks(masks, prunable or [])
 
     # int32 views of the stacked weights' storage, made once (the tensors are updated in place)
-    bit_views = [(weight.detach().view(torch.int32), bits) for weight, bits in bit_masks]
+    bit_views = [(weight.detach().view(bits.dtype), bits) for weight, bits in bit_masks]
 
     def apply_masks() -> None:
         for view, bits in bit_views:
@@ -390,17 +430,21 @@ def train_stacked(
             optimizer.step()
         apply_masks()
         for r in captures.get(step, ()):
-            _write_back(stack, models, r)
+            stack.write_back(models, r)
             captured[r] = snapshot(models[r])
         if step % first.eval_every == 0 or step == first.iterations:
-            val_loss, val_acc = evaluate(stack, "val")
-            _, test_acc = evaluate(stack, "test")
+            stack.train(False)
+            try:
+                val_loss, val_acc = evaluate(stack, "val")
+                _, test_acc = evaluate(stack, "test")
+            finally:
+                stack.train(True)
             for r in range(replicas):
                 evaluations[r].append(EvalPoint(step, val_loss[r], val_acc[r], test_acc[r]))
                 callback = progress[r]
                 if callback is not None:
                     callback(step, first.iterations, {"val_acc": val_acc[r]})
-    _write_back(stack, models)
+    stack.write_back(models)
     seconds = (time.perf_counter() - start) / replicas
     return [
         TrainOutcome(evaluations[r], seconds, captured[r], {"batched_replicas": replicas})

@@ -328,26 +328,27 @@ class TorchBackend:
 
         Returns:
             One outcome per model, or ``None`` when these models cannot train together (an
-            architecture :func:`ltp_torch.batched.stackable` refuses, models of different
-            shapes, or settings that differ in more than ``seed`` and ``capture_at``): the
-            caller then trains them one by one with :meth:`train`.
+            architecture that neither :func:`ltp_torch.batched.stackable` nor
+            :func:`ltp_torch.functional_stack.functional_stack_reason` accepts, such as one with
+            dropout, models of different shapes, or settings that differ in more than ``seed``
+            and ``capture_at``; the reason is logged once): the caller then trains them one by
+            one with :meth:`train`.
 
         Raises:
             ValueError: As :meth:`train`.
         """
         from ltp_torch.batched import stackable, train_stacked
+        from ltp_torch.functional_stack import functional_stack_reason
 
         count = check_batch_lengths(models, masks, settings)
         if count == 0:
             return []
-        shapes = [[tuple(p.shape) for p in m.parameters()] for m in models]
+        shapes = [
+            [(name, tuple(t.shape), t.dtype) for name, t in m.state_dict().items()] for m in models
+        ]
+        types = [[type(module).__qualname__ for module in m.modules()] for m in models]
         reason = None
-        if not all(stackable(m) for m in models) or any(len(list(m.buffers())) for m in models):
-            reason = (
-                "the model is not an nn.Sequential of Linear, Conv2d, ReLU, MaxPool2d, Flatten "
-                "and Dropout(p=0) without buffers"
-            )
-        elif any(shape != shapes[0] for shape in shapes):
+        if any(shape != shapes[0] for shape in shapes) or any(t != types[0] for t in types):
             reason = "the models differ in architecture"
         elif settings_differ_beyond_seed(settings):
             reason = "the runs' settings differ in more than seed and capture_at"
@@ -362,9 +363,19 @@ class TorchBackend:
             if replica_masks is not None:
                 LotteryTicketPruner(models[0]).set_masks(replica_masks)  # validates shapes
         weights = [n for n, _ in models[0].named_parameters() if n.endswith("weight")]
-        if names != weights:
-            self._say_sequential("the prunable weights are not every Linear/Conv2d weight")
-            return None
+        hand_built = (
+            all(stackable(m) for m in models)
+            and not any(len(list(m.buffers())) for m in models)
+            and names == weights
+        )
+        prunable: list[str] | None = None
+        if not hand_built:  # any other deterministic architecture: through torch.func.vmap
+            example = tensors.x_train[: min(2, int(tensors.x_train.shape[0]))]
+            reason = functional_stack_reason(models[0], names, example)
+            if reason is not None:
+                self._say_sequential(reason)
+                return None
+            prunable = names
 
         def evaluate(stack: Any, split: str) -> tuple[list[float], list[float]]:
             x, y = (
@@ -393,6 +404,7 @@ class TorchBackend:
                 self.snapshot,
                 [callbacks[i] for i in members],
                 stop,
+                prunable,
             )
 
         start = time.perf_counter()
@@ -615,7 +627,7 @@ def _write(targets: list[torch.Tensor], values: Sequence[np.ndarray], argument_n
                 f"`{argument_name}[{index}]` must have shape {tuple(target.shape)}. "
                 f"Received: shape {array.shape}"
             )
-        source = torch.from_numpy(np.ascontiguousarray(array))
+        source = torch.from_numpy(np.asarray(array, order="C"))  # 0-d stays 0-d
         target.copy_(source.to(device=target.device, dtype=target.dtype))
 
 

@@ -29,6 +29,24 @@ MODULE = textwrap.dedent(
         (features,) = input_shape
         return nn.Sequential(nn.Linear(features, 16), nn.ReLU(), nn.LazyLinear(num_classes))
 
+    class ResidualBN(nn.Module):
+        def __init__(self, features, num_classes):
+            super().__init__()
+            self.inp = nn.Linear(features, 12)
+            self.norm = nn.BatchNorm1d(12)
+            self.block = nn.Sequential(nn.Linear(12, 12), nn.GELU(), nn.LayerNorm(12))
+            self.head = nn.Linear(12, num_classes)
+
+        def forward(self, x):
+            h = self.norm(self.inp(x.flatten(1))).relu()
+            return self.head(h + self.block(h))
+
+    def residual_bn(input_shape, num_classes):
+        features = 1
+        for size in input_shape:
+            features *= size
+        return ResidualBN(features, num_classes)
+
     def broken(input_shape, num_classes):
         raise ZeroDivisionError("no model today")
 
@@ -110,6 +128,21 @@ def test_imp_on_user_model_and_images(workspace: Path, capsys: pytest.CaptureFix
     # conv pruned at 10% per level, the output (last linear) layer at 10%
     ticket = next(r for r in document["records"] if r["level"] == 1 and r["arm"] == "ticket")
     assert ticket["layer_density"] == pytest.approx([1 - 3 / 36, 1 - 43 / 432])
+
+
+@pytest.mark.parametrize("mode", [[], ["--sequential"]], ids=["batched", "sequential"])
+def test_imp_on_a_user_model_with_batchnorm_and_its_own_forward(
+    workspace: Path, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    # BatchNorm's num_batches_tracked is a 0-d buffer: restoring a level's start weights used to
+    # fail at level 1 ("output with shape [] doesn't match the broadcast shape [1]").
+    argv = ["imp", "--model", "user_nets_for_ltp:residual_bn", "--dataset", "images.npz"]
+    code, err = run([*argv, "--levels", "2", "--seeds", "2", "--out", "run", *SHORT, *mode], capsys)
+    assert code == 0, err
+    records = json.loads((workspace / "run/results.json").read_text())["records"]
+    assert len(records) == 2 * (1 + 2 * 3)
+    together = {r["extra"].get("batched_replicas") for r in records if r["level"] > 0}
+    assert together == ({None} if mode else {6})  # a level's 6 runs trained together
 
 
 def test_oneshot_on_flat_features_with_float_labels(
