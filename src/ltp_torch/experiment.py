@@ -602,7 +602,10 @@ def _images(x: np.ndarray, device: torch.device) -> torch.Tensor:
             "`x` must be images of shape (n, height, width, channels) or features (n, d). "
             f"Received: x.shape={array.shape}"
         )
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+    # clone with the format, not .contiguous(): one-channel images permuted from NHWC count as
+    # contiguous with a channel stride of 1, which convolutions take for channels-last
+    nchw = torch.from_numpy(array).permute(0, 3, 1, 2)
+    return nchw.clone(memory_format=torch.contiguous_format).to(device)
 
 
 def _labels(y: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -10,10 +10,11 @@ exactly its own function (``BatchNorm`` statistics are per replica, its running 
 are updated per replica), so the gradient of the summed losses is each replica's own gradient.
 
 A model qualifies when :func:`functional_stack_reason` returns ``None``: no parametrizations or
-module hooks, every parameter trainable and floating point, and one probe forward pass in
-training mode under ``vmap`` that draws no random numbers (dropout in training mode would need
-other draws than the sequential run's), falls back to no per-replica loop (an operator
-without a batching rule), and does not fail. Others train one run at a time.
+module hooks, every parameter trainable and floating point, and probe passes under ``vmap`` (a
+training step's forward and backward pass, an evaluation's forward pass) that draw no random
+numbers (dropout in training mode would need other draws than the sequential run's), fall back
+to no per-replica loop (an operator without a batching rule), and do not fail. Others train one
+run at a time.
 """
 
 from __future__ import annotations
@@ -77,12 +78,15 @@ def functional_stack_reason(
     reason = _static_reason(model, prunable)
     if reason is not None:
         return reason
-    probe = FunctionalStack([model])
+    probe = FunctionalStack([model])  # copies: the model and its running statistics stay
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
+        try:  # one training step's forward and backward pass, as train_stacked makes them
+            logits = probe.forward(example.unsqueeze(0), shared=False)
+            torch.autograd.grad(logits.float().square().sum(), probe.parameters, allow_unused=True)
+            probe.train(False)  # and an evaluation's forward pass, one input for every replica
             with torch.no_grad():
-                probe.forward(example.unsqueeze(0), shared=False)
+                probe.forward(example, shared=True)
         except RuntimeError as error:
             text = str(error)
             if "random" in text and "randomness" in text:
@@ -111,7 +115,7 @@ class FunctionalStack:
             named = [dict(m.named_parameters()) for m in models]
             self.names = list(named[0])
             self.stacked = {
-                name: torch.stack([n[name].detach() for n in named]).requires_grad_()
+                name: _stacked([n[name].detach() for n in named]).requires_grad_()
                 for name in self.names
             }
             buffers = [dict(m.named_buffers()) for m in models]
@@ -172,6 +176,18 @@ class FunctionalStack:
                     bits[r].masked_fill_(~mask.to(tensor.device), 0)
             pairs.append((tensor, bits))
         return pairs
+
+
+def _stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors)``; a matrix (a linear weight) stored transposed per replica.
+
+    The vmapped matrix products give a ``[R, out, in]`` weight its gradient in that layout, so
+    the parameter in the same layout needs no copy before the fused optimizer step, and the
+    forward product reads it as the stacked program of :mod:`ltp_torch.batched` does.
+    """
+    if tensors[0].dim() != 2:
+        return torch.stack(list(tensors))
+    return torch.stack([t.t() for t in tensors]).transpose(1, 2)
 
 
 def _bits_dtype(tensor: torch.Tensor) -> torch.dtype:

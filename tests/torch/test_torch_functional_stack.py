@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -205,3 +206,20 @@ def test_the_probe_leaves_the_model_and_its_running_statistics_alone() -> None:
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert model.training
+
+
+def test_one_channel_images_keep_vmap_on_its_batching_rules(digits: Dataset) -> None:
+    # digits are 1-channel images: permuted from NHWC they counted as contiguous with a channel
+    # stride of 1, convolutions took them for channels-last, and in evaluation under vmap
+    # AdaptiveAvgPool2d fell back to a per-replica loop ("There is a performance drop ...").
+    def pooled() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+        )
+
+    backend = TorchBackend(parallel_groups=1)
+    models = [_seeded(pooled, s) for s in range(2)]
+    settings = [TrainSettings(iterations=4, eval_every=2, seed=s) for s in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backend.train_batched(models, [None, None], digits, settings) is not None
