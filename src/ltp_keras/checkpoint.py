@@ -8,6 +8,9 @@ checkpoint intact. The zip holds three entries:
   compiled model, the optimizer with its iteration count and slot variables);
 * ``pruner.npz``: the pruner's state in the portable ``.npz`` format of
   :func:`ltp_core.io.save_state` (masks, initial, pretrained and rewind prunable weights);
+* ``rewind_others.npz``: the pruner's rewind point of the other (non-prunable) weights:
+  biases, normalization, embeddings at initialization, and at ``set_rewind_weights`` (late
+  rewinding), so that ``pruner.rewind`` after resuming rewinds them too;
 * ``extra.json``: the format tag, its version and the caller's JSON-serializable ``extra``.
 
 Nothing in the file runs code on load (``.keras`` files load with ``safe_mode``, ``.npz`` with
@@ -16,6 +19,7 @@ Nothing in the file runs code on load (``.keras`` files load with ``safe_mode``,
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from ltp_core import io as core_io
 from ltp_core.io import atomic_write_bytes
@@ -41,6 +46,7 @@ CHECKPOINT_VERSION = 1
 _MODEL = "model.keras"
 _PRUNER = "pruner.npz"
 _EXTRA = "extra.json"
+_OTHERS = "rewind_others.npz"
 
 
 def _check_pruner(pruner: Any) -> None:
@@ -80,10 +86,10 @@ def save_checkpoint(
     Args:
         path: Destination file; parent folders are created.
         model: A built ``keras.Model``. If compiled, its optimizer state is saved too.
-        pruner: The :class:`~ltp_keras.LotteryTicketPruner`, or ``None``. Its rewind point of
-            non-prunable weights (:meth:`~ltp_keras.LotteryTicketPruner.set_rewind_weights`)
-            is not saved; masks, level, history and the prunable initial, pretrained and rewind
-            weights are.
+        pruner: The :class:`~ltp_keras.LotteryTicketPruner`, or ``None``. Its masks, level,
+            history, the prunable initial, pretrained and rewind weights, and the rewind point
+            of the other weights (biases, normalization: initial and late-rewind values) are
+            saved.
         extra: Anything else to keep (epoch, level, learning-rate schedule position) as a
             JSON-serializable value.
 
@@ -108,8 +114,12 @@ def save_checkpoint(
     """
     _check_pruner(pruner)
     document = _encode_extra(extra)
+    others = b""
     if pruner is not None:
         pruner.apply_pruning(model)
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **pruner._others_rewind_state())
+        others = buffer.getvalue()
     # The parts are staged next to the target (not in the system's temporary folder), locked
     # while in use: if the process is killed meanwhile, the next save of `path` removes them.
     with (
@@ -126,6 +136,7 @@ def save_checkpoint(
                 archive.write(model_file, _MODEL)
                 if pruner is not None:
                     archive.write(pruner_file, _PRUNER)
+                    archive.writestr(_OTHERS, others)
 
         atomic_write_bytes(path, write)
     logger.debug("Saved checkpoint %s", os.fspath(path))
@@ -183,6 +194,7 @@ def load_checkpoint(
                 archive.extract(_MODEL, folder)
                 if _PRUNER in names:
                     archive.extract(_PRUNER, folder)
+                others = archive.read(_OTHERS) if _OTHERS in names else None
         except (zipfile.BadZipFile, EOFError, OSError, UnicodeDecodeError, ValueError) as error:
             if isinstance(error, ValueError) and str(error).startswith(repr(os.fspath(path))):
                 raise
@@ -206,6 +218,12 @@ def load_checkpoint(
             except ValueError as error:
                 raise _not_a_checkpoint(path, f"bad {_PRUNER}: {error}") from error
             pruner.core.check_state_dict(state)  # before the (slow) model load; changes nothing
+            if others is not None:
+                try:
+                    with np.load(io.BytesIO(others), allow_pickle=False) as arrays:
+                        checked_others = pruner._check_others_rewind_state(dict(arrays))
+                except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+                    raise _not_a_checkpoint(path, f"bad {_OTHERS}: {error}") from error
         model_file = Path(folder) / _MODEL
         if not zipfile.is_zipfile(model_file):
             raise _not_a_checkpoint(
@@ -217,5 +235,14 @@ def load_checkpoint(
             raise _not_a_checkpoint(path, f"bad {_MODEL}: {error}") from error
     if pruner is not None and state is not None:
         pruner.load_state_dict(state)
+        if others is not None:
+            pruner._load_others_rewind_state(checked_others)
+        else:  # written before rewind_others.npz existed: pruner.rewind warns
+            logger.warning(
+                "%s holds no rewind point for the non-prunable weights (written by an older "
+                "ltp_keras): pruner.rewind will rewind biases and normalization to this "
+                "pruner's own values",
+                os.fspath(path),
+            )
     logger.debug("Loaded checkpoint %s", os.fspath(path))
     return model, document.get("extra")

@@ -171,6 +171,9 @@ class LotteryTicketPruner:
         self._other_shapes = [tuple(v.shape) for v in others]
         self._initial_others = read_arrays(others)
         self._rewind_others: list[np.ndarray] | None = None
+        # False after load_state_dict: the non-prunable rewind weights are this pruner's own,
+        # not those of the run the state was saved from (load_checkpoint restores them).
+        self._others_match_state = True
         self._legacy_positions = _legacy_positions(model, variables)
         self._enforcers: weakref.WeakSet[MaskEnforcer] = weakref.WeakSet()
         logger.debug("Pruning %d variables of %s: %s", len(names), model.name, names)
@@ -439,6 +442,17 @@ class LotteryTicketPruner:
         kept: compile with a fresh optimizer for a run that starts from scratch."""
         variables = self.prunable_variables(model)
         others = self._other_variables(model, variables)
+        if not getattr(self, "_others_match_state", True) and others:
+            warnings.warn(
+                "rewind: this pruner's state was loaded with load_state_dict, which holds the "
+                "prunable weights only; the other weights (biases, normalization, embeddings: "
+                f"{len(others)} arrays) are rewound to the values the model had when this pruner "
+                "was created (or at its own set_rewind_weights), not to those of the saved "
+                "run. Save and resume with ltp_keras.save_checkpoint/load_checkpoint, which "
+                "keep them.",
+                UserWarning,
+                stacklevel=2,
+            )
         sync_model_state(model)
         write_arrays(others, self._rewind_others or self._initial_others)
         self._write_masked(model, variables, self._core.rewind_weights)
@@ -605,7 +619,44 @@ class LotteryTicketPruner:
                 own,
             )
         self._core._assign_state({**validated, "names": own})
+        self._others_match_state = False
         self._masks_changed()
+
+    def _others_rewind_state(self) -> dict[str, np.ndarray]:
+        """The non-prunable weights' rewind point, as ``.npz`` entries (``save_checkpoint``)."""
+        arrays = {f"initial_{i}": a for i, a in enumerate(self._initial_others)}
+        if self._rewind_others is not None:
+            arrays.update({f"rewind_{i}": a for i, a in enumerate(self._rewind_others)})
+        return arrays
+
+    def _check_others_rewind_state(
+        self, arrays: Mapping[str, np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Validate :meth:`_others_rewind_state` output against this model; change nothing."""
+        count = len(self._other_shapes)
+        expected = {f"initial_{i}" for i in range(count)}
+        rewind = {f"rewind_{i}" for i in range(count)}
+        keys = set(arrays)
+        if keys not in (expected, expected | rewind) or any(
+            tuple(np.shape(arrays[f"{kind}_{i}"])) != shape
+            for kind in ("initial", "rewind")
+            for i, shape in enumerate(self._other_shapes)
+            if f"{kind}_{i}" in keys
+        ):
+            shapes = {key: tuple(np.shape(value)) for key, value in sorted(arrays.items())}
+            raise ValueError(
+                f"The non-prunable rewind weights do not match this pruner's model "
+                f"({count} arrays of shapes {self._other_shapes}). Received: {shapes}"
+            )
+        initial = [np.array(arrays[f"initial_{i}"]) for i in range(count)]
+        late = [np.array(arrays[f"rewind_{i}"]) for i in range(count)] if rewind <= keys else None
+        return initial, late
+
+    def _load_others_rewind_state(
+        self, checked: tuple[list[np.ndarray], list[np.ndarray] | None]
+    ) -> None:
+        self._initial_others, self._rewind_others = checked
+        self._others_match_state = True
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the core pruner's state to a portable ``.npz`` file."""

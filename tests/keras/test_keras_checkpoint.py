@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from keras_models import make_mlp
 
-from ltp_keras import LotteryTicketPruner, PrunerCallback, load_checkpoint, save_checkpoint
+from ltp_keras import (
+    LotteryTicketPruner,
+    PrunerCallback,
+    RewindCheckpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +46,12 @@ def _numpy(variables: list[keras.Variable]) -> list[np.ndarray]:
 def test_round_trip_restores_weights_optimizer_and_pruner(tmp_path: Path) -> None:
     model, pruner, path = _trained(tmp_path)
     with zipfile.ZipFile(path) as archive:
-        assert sorted(archive.namelist()) == ["extra.json", "model.keras", "pruner.npz"]
+        assert sorted(archive.namelist()) == [
+            "extra.json",
+            "model.keras",
+            "pruner.npz",
+            "rewind_others.npz",
+        ]
     assert [p.name for p in path.parent.iterdir()] == ["ckpt.zip"]
 
     fresh = LotteryTicketPruner(make_mlp(seed=3), seed=0)
@@ -209,3 +220,44 @@ def test_saving_again_removes_parts_a_killed_save_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.zip"]
     _, extra = load_checkpoint(path, LotteryTicketPruner(make_mlp(), seed=0))
     assert extra == {"level": 2}
+
+
+def _late_rewind_run(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, bias_initializer="random_normal", name="h"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(3, name="o"),
+        ],
+        name="late",
+    )
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    return model
+
+
+def test_rewind_after_resuming_restores_the_non_prunable_rewind_point(tmp_path: Path) -> None:
+    """Biases and normalization were rewound to the values of the model the resuming pruner was
+    built from (here another seed), not to the saved run's late-rewind point, silently."""
+    model = _late_rewind_run(seed=0)
+    pruner = LotteryTicketPruner(model)
+    x, y = _data()
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[RewindCheckpoint(pruner, iteration=2)])
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    path = tmp_path / "ckpt.zip"
+    save_checkpoint(path, model, pruner)
+    pruner.rewind(model)
+    expected = [keras.ops.convert_to_numpy(v) for v in model.weights]
+
+    resumed = LotteryTicketPruner(_late_rewind_run(seed=1))  # a new process
+    loaded, _ = load_checkpoint(path, resumed)
+    resumed.rewind(loaded)
+    for variable, want in zip(loaded.weights, expected, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), want, variable.path)
+
+    # The pruner's own state file holds the prunable weights only: rewind says so.
+    bare = LotteryTicketPruner(_late_rewind_run(seed=1))
+    bare.load_state_dict(pruner.state_dict())
+    with pytest.warns(UserWarning, match="save_checkpoint/load_checkpoint"):
+        bare.rewind(loaded)
