@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from ltp_torch.pruner import LotteryTicketPruner
 from ltp_torch.sparsity import sparsity_scalars
@@ -37,7 +38,8 @@ class PrunerCallback(pl.Callback):
     """A Lightning ``Callback`` that trains with a pruner's masks.
 
     - ``on_fit_start``: the pruned weights are zeroed (the sanity-check validation sees the
-      ticket).
+      ticket), also in the ``AveragedModel`` that another callback keeps of the model
+      (Lightning's ``EMAWeightAveraging``/``WeightAveraging`` copy it in ``setup``).
     - ``on_train_start``: a :class:`ltp_torch.PrunerHook` goes on every optimizer that updates a
       pruned parameter (``trainer.optimizers``, whatever ``configure_optimizers`` returned):
       weights are masked after each real optimizer step, so a micro-batch of gradient
@@ -139,8 +141,12 @@ class PrunerCallback(pl.Callback):
         return target
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Zero the pruned weights before anything (sanity check included) runs."""
-        self.pruner.apply_pruning(self._target(pl_module))
+        """Zero the pruned weights before anything (sanity check included) runs, in the model
+        and in the weight averages other callbacks keep of it."""
+        target = self._target(pl_module)
+        self.pruner.apply_pruning(target)
+        for average in _weight_averages(trainer, pl_module, target):
+            self.pruner.apply_pruning(average)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Hook the trainer's optimizers."""
@@ -187,3 +193,26 @@ class PrunerCallback(pl.Callback):
             f"{type(self).__name__}(pruner={self.pruner!r}, "
             f"rewind_iteration={self.rewind_iteration!r})"
         )
+
+
+def _weight_averages(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, target: nn.Module
+) -> list[nn.Module]:
+    """The copies of ``target`` inside the ``AveragedModel`` of any callback (Lightning's
+    ``WeightAveraging``/``EMAWeightAveraging``, which copy the model in ``setup``, before
+    ``on_fit_start`` zeroes it; a user's EMA callback).
+
+    Until its first update, such an average is the copy: dense where the ticket is pruned. The
+    validation it is swapped in for (the sanity check included) saw the dense model, and a run
+    that ended before the first update copied the dense weights into the model.
+    """
+    path = next((name for name, module in pl_module.named_modules() if module is target), None)
+    if path is None:
+        return []
+    averages = []
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        for value in vars(callback).values():
+            if isinstance(value, AveragedModel) and isinstance(value.module, nn.Module):
+                copy = value.module
+                averages.append(copy.get_submodule(path) if path else copy)
+    return averages

@@ -261,3 +261,40 @@ def test_masks_changed_during_fit_zero_weights_and_optimizer_state() -> None:
     assert midway.state_zero_after_next_step is True
     assert checker.zero_after_batch == [True] * 6
     assert pruner.cumulative_pruning_rate == pytest.approx(0.5, abs=0.01)
+
+
+class Validated(Classifier):
+    """Records, in every validation batch, the non-zero pruned weights of the model being
+    validated (Lightning's weight averaging swaps the average in for validation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pruner: LotteryTicketPruner | None = None
+        self.revived: list[int] = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        assert self.pruner is not None
+        pairs = zip(self.pruner.parameters(self.net), self.pruner.masks, strict=True)
+        counts = [int(p.detach()[~torch.from_numpy(m)].ne(0).sum()) for p, m in pairs]
+        self.revived.append(sum(counts))
+
+
+def test_weight_averaging_copies_are_pruned_too() -> None:
+    """EMAWeightAveraging copies the model in ``setup``, before ``on_fit_start`` zeroed it: the
+    sanity check validated that dense copy, and a run that ended before the average's first
+    update copied the dense weights into the model."""
+    averaging = pytest.importorskip("lightning.pytorch.callbacks")
+    torch.manual_seed(0)
+    model = Validated()
+    pruner = LotteryTicketPruner(model.net)  # on a submodule: found inside the copy too
+    pruner.calc_prune_mask(model.net, 0.6, "random")
+    model.pruner = pruner
+    kwargs = {**TRAINER_KWARGS, "num_sanity_val_steps": 2, "max_epochs": 1}
+    for starting_at in (None, 10_000):  # updated every step; never updated in this run
+        ema = averaging.EMAWeightAveraging(update_starting_at_step=starting_at)
+        callbacks = [ema, PrunerCallback(pruner, module=model.net)]
+        pl.Trainer(callbacks=callbacks, **kwargs).fit(model, loader(), loader(n=16))
+        assert model.revived and model.revived == [0] * len(model.revived), starting_at
+        for parameter, mask in zip(pruner.parameters(model.net), pruner.masks, strict=True):
+            assert bool((parameter.detach()[~torch.from_numpy(mask)] == 0).all()), starting_at
+        model.revived.clear()
