@@ -20,12 +20,11 @@ Rules (the same in ``ltp_keras``; see ``docs/architectures.md``):
   ``weight`` of ``nf`` columns; ``transformers`` is never imported) is ``"hf_conv1d"``;
 - the stacked expert weights of a Hugging Face mixture-of-experts block (``transformers`` 5
   stores every expert of a layer in one 3-D tensor, e.g. ``MixtralExperts.gate_up_proj`` of
-  shape ``(experts, 2 x intermediate, hidden)`` and ``down_proj``: a module class named
-  ``...Experts`` with an integer ``num_experts`` and a non-bias parameter of 3 dimensions whose
-  first is ``num_experts``) are ``"experts"``; the router's ``weight`` (a module class named
-  ``...Router`` with ``num_experts``, a 2-D ``(num_experts, hidden)`` matrix used as a linear
-  layer) is ``"linear"``, as the ``nn.Linear`` gate and per-expert ``nn.Linear`` layers of
-  ``transformers`` 4 were, so the same model is pruned alike under both versions;
+  shape ``(experts, 2 x intermediate, hidden)`` and ``down_proj``: every non-bias parameter of
+  3 dimensions of a module class named ``...Experts``) are ``"experts"``; the router's
+  ``weight`` (the 2-D ``(experts, hidden)`` matrix of a module class named ``...Router``, used
+  as a linear layer) is ``"linear"``, as the ``nn.Linear`` gate and per-expert ``nn.Linear``
+  layers of ``transformers`` 4 were, so the same model is pruned alike under both versions;
 - a parametrized weight (``torch.nn.utils.parametrize``: ``parametrizations.weight_norm``,
   ``spectral_norm``, custom ones; also the older hook-based ``weight_norm``/``spectral_norm``) takes
   the role of the weight it produces, carried by the original tensor that trains: ``original``
@@ -191,35 +190,16 @@ def _is_hf_conv1d(module: nn.Module) -> bool:
     )
 
 
-def _experts_of(module: nn.Module, suffix: str) -> int | None:
-    """``num_experts`` of a module whose class name ends with ``suffix`` (a Hugging Face
-    ``...Experts``/``...Router``), or None."""
-    number = getattr(module, "num_experts", None)
-    if (
-        type(module).__name__.endswith(suffix)
-        and isinstance(number, int)
-        and not isinstance(number, bool)
-        and number > 0
-    ):
-        return number
-    return None
-
-
 def _moe_role(owner: nn.Module, local: str, parameter: nn.Parameter) -> _Occurrence | None:
-    """The role of a Hugging Face mixture-of-experts tensor: stacked expert weights, or the
-    router's matrix (a linear layer)."""
+    """The role of a Hugging Face mixture-of-experts tensor: stacked expert weights (a 3-D
+    non-bias parameter of a ``...Experts`` module), or the router's matrix (the 2-D ``weight``
+    of a ``...Router`` module: a linear layer)."""
     if isinstance(parameter, UninitializedParameter) or "bias" in local.lower():
         return None
-    experts = _experts_of(owner, "Experts")
-    if experts is not None and parameter.dim() == 3 and parameter.shape[0] == experts:
+    kind = type(owner).__name__
+    if kind.endswith("Experts") and parameter.dim() == 3:
         return _Occurrence("experts", "native")
-    experts = _experts_of(owner, "Router")
-    if (
-        experts is not None
-        and local == "weight"
-        and parameter.dim() == 2
-        and parameter.shape[0] == experts
-    ):
+    if kind.endswith("Router") and local == "weight" and parameter.dim() == 2:
         return _Occurrence("linear", "dense")
     return None
 

@@ -146,7 +146,7 @@ def test_conv1d_lookalikes_need_nf_and_matching_weight() -> None:
 
 class TinyExperts(nn.Module):
     """The layout of transformers 5's stacked mixture-of-experts weights (GPT-OSS style, with
-    biases), recognised by class name and shape like Conv1D."""
+    biases), recognised by class name and rank like Conv1D."""
 
     def __init__(self, experts: int = 4) -> None:
         super().__init__()
@@ -175,14 +175,17 @@ def test_mixture_of_experts_stacked_weights_and_router() -> None:
     }
     pruner = LotteryTicketPruner(moe)
     assert pruner.kinds == ["dense", "native", "native"]
-    # Lookalikes: a first dimension other than num_experts, or another class name.
-    odd = TinyExperts()
-    odd.num_experts = 3
-    assert roles_of(odd)["down_proj"] == "positional or other parameter"
-    assert roles_of(nn.ModuleDict({"x": TinyRouter()}))["x.weight"] == "linear"
-    router = TinyRouter()
-    router.num_experts = True  # not an integer count
-    assert roles_of(router)["weight"] == "positional or other parameter"
+    # Judged by class name and rank, as transformers names them (whatever counts the experts).
+    lookalike = type("ExpertStack", (nn.Module,), {})()
+    lookalike.w = nn.Parameter(torch.randn(4, 8, 6))
+    lookalike.matrix = nn.Parameter(torch.randn(8, 6))
+    assert roles_of(lookalike) == {
+        "w": "positional or other parameter",
+        "matrix": "positional or other parameter",
+    }
+    flat = TinyExperts()
+    flat.scale = nn.Parameter(torch.ones(4, 6))  # 2-D: not a stack of matrices
+    assert roles_of(flat)["scale"] == "positional or other parameter"
 
 
 def test_hf_conv1d_is_recognised_without_importing_transformers() -> None:
