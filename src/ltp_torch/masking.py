@@ -125,19 +125,42 @@ def apply_masks_(parameters: Sequence[torch.Tensor], masks: Sequence[torch.Tenso
             zero_pruned_(parameter, mask)
 
 
-def _reset_lbfgs_history(optimizer: torch.optim.LBFGS) -> int:
-    """Forget ``LBFGS``'s curvature pairs and last direction, as a fresh optimizer would have
-    none; returns 1 if there was a history.
+def _reset_lbfgs_history(
+    optimizer: torch.optim.LBFGS,
+    parameters: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor | None],
+) -> int:
+    """Forget ``LBFGS``'s curvature pairs and last direction when they reach pruned entries, as
+    a fresh optimizer would have none; returns 1 if it did.
 
     Its state is flat (all parameters concatenated), so it is not zeroed entry by entry: pairs
     recorded under other masks span the pruned entries, so every later direction moved them
     during the inner iterations of ``step(closure)`` (the closure's loss was taken with the
-    pruned weights back, and the post-step mask hid it). Histories built from masked gradients
-    stay at zero there. The evaluation count is kept.
+    pruned weights back, and the post-step mask hid it). A history built from masked gradients
+    is zero there and is kept (a resumed run continues exactly). The evaluation count is kept.
     """
     params = optimizer.param_groups[0]["params"]
     state = optimizer.state.get(params[0]) if params else None
     if not state or "d" not in state:
+        return 0
+    by_id = {id(p): m for p, m in zip(parameters, masks, strict=True)}
+    pruned = torch.cat(
+        [
+            torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+            if by_id.get(id(p)) is None
+            else by_id[id(p)].reshape(-1).to(p.device) == 0  # type: ignore[union-attr]
+            for p in params
+        ]
+    )
+    flat = [state.get("d"), state.get("prev_flat_grad")]
+    flat += [*state.get("old_dirs", []), *state.get("old_stps", [])]
+    reaches = any(
+        isinstance(v, torch.Tensor)
+        and v.numel() == pruned.numel()
+        and bool(v.reshape(-1)[pruned.to(v.device)].ne(0).any())
+        for v in flat
+    )
+    if not reaches:
         return 0
     for key in ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss"):
         state.pop(key, None)
@@ -157,7 +180,8 @@ def zero_optimizer_state_(
     Every state tensor with the parameter's shape (SGD ``momentum_buffer``, Adam/AdamW
     ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``, RMSprop ``square_avg``, Adagrad ``sum``, ...) is
     zeroed where the mask prunes (``inf``/``NaN`` too); scalars such as ``step`` are left alone.
-    ``LBFGS``, whose state is flat, forgets its curvature history instead.
+    ``LBFGS``, whose state is flat, forgets its curvature history instead when it reaches
+    pruned entries.
 
     Args:
         optimizer: The optimizer holding the state.
@@ -178,7 +202,7 @@ def zero_optimizer_state_(
     """
     changed = 0
     if isinstance(optimizer, torch.optim.LBFGS) and any(m is not None for m in masks):
-        changed += _reset_lbfgs_history(optimizer)
+        changed += _reset_lbfgs_history(optimizer, parameters, masks)
     for parameter, mask in zip(parameters, masks, strict=True):
         if mask is None:
             continue

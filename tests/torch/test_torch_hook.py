@@ -548,3 +548,30 @@ def test_lbfgs_history_from_other_masks_cannot_move_pruned_weights() -> None:
     assert len(revived) > 8
     assert all(count >= 0 for count in revived), revived  # every pruned weight zero each time
     assert zero_counts(pruner, model) == pruned_counts(pruner)
+
+
+def test_lbfgs_history_within_the_masks_survives_a_refresh() -> None:
+    """Reloading the same masks (a resumed run: ``load_checkpoint``, ``set_masks``) keeps a
+    history built under them, so the run continues exactly as uninterrupted."""
+    x, y = mlp_batch()
+    finals = []
+    for reload in (False, True):
+        model = make_mlp()
+        pruner = pruned_pruner(model)
+        optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        with PrunerHook(pruner, model, optimizer) as hook:
+            for index in range(4):
+                optimizer.step(closure)
+                if reload and index == 1:
+                    pruner.set_masks(pruner.masks)
+                    hook.refresh()
+                    assert len(optimizer.state[next(model.parameters())]["old_dirs"]) > 0
+        finals.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*finals, strict=True))
