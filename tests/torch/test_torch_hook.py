@@ -560,7 +560,9 @@ def test_lbfgs_history_within_the_masks_survives_a_refresh() -> None:
         pruner = pruned_pruner(model)
         optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3)
 
-        def closure() -> torch.Tensor:
+        def closure(
+            model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer
+        ) -> torch.Tensor:
             optimizer.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
