@@ -33,6 +33,21 @@ OPTIMIZERS: dict[str, Callable[[list[nn.Parameter]], torch.optim.Optimizer]] = {
     "adam_amsgrad": lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True),
     "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5),
     "adagrad": lambda p: torch.optim.Adagrad(p, lr=1e-2),
+    "rmsprop_centered_wd": lambda p: torch.optim.RMSprop(
+        p, lr=1e-3, momentum=0.9, centered=True, weight_decay=1e-2
+    ),
+    "adadelta_wd": lambda p: torch.optim.Adadelta(p, weight_decay=1e-2),
+    "adamax_wd": lambda p: torch.optim.Adamax(p, lr=1e-2, weight_decay=1e-2),
+    "nadam_decoupled": lambda p: torch.optim.NAdam(
+        p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True
+    ),
+    "radam_decoupled": lambda p: torch.optim.RAdam(
+        p, lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True
+    ),
+    "rprop": lambda p: torch.optim.Rprop(p, lr=1e-2),
+    "asgd_wd": lambda p: torch.optim.ASGD(p, lr=1e-2, t0=1, weight_decay=1e-2),
+    "adam_fused": lambda p: torch.optim.Adam(p, lr=1e-2, fused=True),
+    "sgd_foreach": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, foreach=True),
 }
 
 MODELS = {
