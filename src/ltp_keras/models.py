@@ -17,7 +17,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ltp_core.experiment.models import call_model_factory, is_model_reference, model_spec
+from ltp_core.experiment.models import (
+    call_model_factory,
+    check_model_output,
+    is_model_reference,
+    model_spec,
+    probe_input,
+)
 
 __all__ = ["build_model", "build_user_model", "glorot_normal", "output_layer"]
 
@@ -30,11 +36,15 @@ def build_user_model(
     The factory gets ``(input_shape, num_classes)`` with Keras' layout: ``(height, width,
     channels)`` for images, ``(features,)`` for flat data. ``keras.utils.set_random_seed(seed)``
     runs first, so the initialization depends on ``seed`` (this sets Python's, NumPy's and the
-    backend's global seeds). An unbuilt model is built for ``input_shape``.
+    backend's global seeds). An unbuilt model is built for ``input_shape``, and called once in
+    inference mode on two examples to check that it returns logits.
 
     Raises:
         TypeError: The factory did not return a ``keras.Model``.
         RuntimeError: The factory raised.
+        ValueError: The model fails on input of ``input_shape``, or returns something else than
+            logits of shape ``(n, k)`` with ``k >= num_classes`` (see
+            :func:`ltp_core.experiment.models.check_model_output`).
     """
     shape = tuple(int(d) for d in input_shape)
     keras.utils.set_random_seed(int(seed))
@@ -46,6 +56,16 @@ def build_user_model(
         )
     if not model.built:
         model.build((None, *shape))
+    try:
+        out = model(probe_input(shape), training=False)
+    except Exception as error:
+        raise ValueError(
+            f"The model factory {reference} built a model that fails on input of shape "
+            f"{(2, *shape)}: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(out, list | tuple | dict):
+        out = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
+    check_model_output(reference, out, num_classes, shape)
     return model
 
 

@@ -16,7 +16,13 @@ import math
 import torch
 from torch import nn
 
-from ltp_core.experiment.models import call_model_factory, is_model_reference, model_spec
+from ltp_core.experiment.models import (
+    call_model_factory,
+    check_model_output,
+    is_model_reference,
+    model_spec,
+    probe_input,
+)
 
 __all__ = ["build_model", "init_glorot_normal_"]
 
@@ -88,11 +94,13 @@ def build_user_model(
     The factory gets ``(input_shape, num_classes)`` in PyTorch's layout: ``(channels, height,
     width)`` for images, ``(features,)`` for flat data. It runs under ``torch.manual_seed(seed)``
     (torch's global random state is restored after); lazy modules are materialized by one
-    forward pass of zeros.
+    forward pass of two examples of zeros in evaluation mode, which also checks the output.
 
     Raises:
         TypeError: The factory did not return an ``nn.Module``.
         RuntimeError: The factory raised.
+        ValueError: The model is not float32, fails on input of ``input_shape``, or returns
+            something else than logits of shape ``(n, k)`` with ``k >= num_classes``.
     """
     shape = tuple(int(d) for d in input_shape)
     torch_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
@@ -104,10 +112,48 @@ def build_user_model(
                 f"The model factory {reference} must return a torch.nn.Module for --framework "
                 f"torch. Received: {type(model).__module__}.{type(model).__name__}"
             )
-        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
-            with torch.no_grad():
-                model(torch.zeros((1, *torch_shape)))
+        _check_user_model(model, reference, torch_shape, num_classes)
     return model
+
+
+def _check_user_model(
+    model: nn.Module, reference: str, shape: tuple[int, ...], num_classes: int
+) -> None:
+    """Materialize lazy modules and check what the model computes on two examples.
+
+    The pass runs in evaluation mode (``BatchNorm`` statistics are not touched, and a lazy
+    ``BatchNorm`` accepts a batch of any size); the training loop needs float32 parameters and
+    logits of shape ``(n, num_classes)``.
+
+    Raises:
+        ValueError: Parameters that are not float32, or an output that is not logits (see
+            :func:`ltp_core.experiment.models.check_model_output`).
+    """
+    for name, parameter in model.named_parameters():
+        if (
+            not isinstance(parameter, nn.parameter.UninitializedParameter)
+            and parameter.dtype != torch.float32
+        ):
+            raise ValueError(
+                f"The model factory {reference} must build a float32 model: `ltp imp` trains on "
+                f"float32 data. Received: parameter {name!r} of dtype {parameter.dtype} (leave "
+                "out `.double()`/`.half()`, or train your own loop with ltp_torch.find_ticket)"
+            )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(probe_input(shape)))
+    except Exception as error:
+        raise ValueError(
+            f"The model factory {reference} built a model that fails on input of shape "
+            f"{(2, *shape)}: {type(error).__name__}: {error}"
+        ) from error
+    finally:
+        model.train(was_training)
+    if isinstance(out, torch.Tensor):
+        out = out.detach().to("cpu", torch.float64).numpy()
+    check_model_output(reference, out, num_classes, shape)
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:

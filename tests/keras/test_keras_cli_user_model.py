@@ -27,6 +27,23 @@ MODULE = textwrap.dedent(
 
     def torch_like(input_shape, num_classes):
         return object()
+
+    def probabilities(input_shape, num_classes):
+        return keras.Sequential([
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ])
+
+    def two_outputs(input_shape, num_classes):
+        inputs = keras.Input(input_shape)
+        flat = keras.layers.Flatten()(inputs)
+        return keras.Model(inputs, [keras.layers.Dense(num_classes)(flat), flat])
+
+    def one_output(input_shape, num_classes):
+        return keras.Sequential(
+            [keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(1)]
+        )
     """
 )
 
@@ -84,3 +101,23 @@ def test_keras_factory_returning_something_else(
     )
     lines = [line for line in err.strip().splitlines() if line.startswith("ltp: error: ")]
     assert code == 1 and len(lines) == 1 and "must return a keras.Model" in lines[0], err
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("probabilities", "Remove the final softmax"),
+        ("two_outputs", "Received: an output of type list"),
+        ("one_output", "Received: output of shape (2, 1)"),
+    ],
+)
+def test_keras_models_not_returning_logits_are_one_error_line(
+    workspace: Path, capsys: pytest.CaptureFixture[str], factory: str, message: str
+) -> None:
+    # before: a softmax head trained silently with softmax applied twice; the others failed with
+    # "unexpected IndexError/AttributeError ... please report it"
+    model = f"keras_user_nets_for_ltp:{factory}"
+    code, err = run([*ARGS, "--model", model, "--out", "bad", *SHORT], capsys)
+    lines = [line for line in err.strip().splitlines() if line.startswith("ltp: error: ")]
+    assert code == 1 and len(lines) == 1 and message in lines[0], err
+    assert not (workspace / "bad/results.json").exists()

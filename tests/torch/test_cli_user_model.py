@@ -47,6 +47,38 @@ MODULE = textwrap.dedent(
             features *= size
         return ResidualBN(features, num_classes)
 
+    def pair(input_shape, num_classes):
+        return _Pair(cnn(input_shape, num_classes))
+
+    class _Pair(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x), x
+
+    def one_output(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(1))
+
+    def probabilities(input_shape, num_classes):
+        return nn.Sequential(cnn(input_shape, num_classes), nn.Softmax(dim=1))
+
+    def float64(input_shape, num_classes):
+        return cnn(input_shape, num_classes).double()
+
+    def wide_head(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes + 5))
+
+    def lazy_batchnorm(input_shape, num_classes):
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.LazyLinear(8),
+            nn.LazyBatchNorm1d(),
+            nn.ReLU(),
+            nn.LazyLinear(num_classes),
+        )
+
     def broken(input_shape, num_classes):
         raise ZeroDivisionError("no model today")
 
@@ -176,6 +208,10 @@ def test_oneshot_on_flat_features_with_float_labels(
         ("not a reference:x", "images.npz", "--model"),
         ("user_nets_for_ltp:broken", "images.npz", "raised ZeroDivisionError: no model today"),
         ("user_nets_for_ltp:not_a_model", "images.npz", "must return a torch.nn.Module"),
+        ("user_nets_for_ltp:pair", "images.npz", "Received: an output of type tuple"),
+        ("user_nets_for_ltp:one_output", "images.npz", "Received: output of shape (2, 1)"),
+        ("user_nets_for_ltp:probabilities", "images.npz", "Remove the final softmax"),
+        ("user_nets_for_ltp:float64", "images.npz", "of dtype torch.float64"),
         ("user_nets_for_ltp:cnn", "nothere.npz", "No data file"),
         ("user_nets_for_ltp:cnn", "bad_missing.npz", "lacks the arrays ['y_test']"),
         ("user_nets_for_ltp:cnn", "bad_length.npz", "len(y_train)=5"),
@@ -198,3 +234,18 @@ def test_bad_models_and_data_are_one_error_line(
     assert code in (1, 2) and len(lines) == 1 and "Traceback" not in err, err
     assert message in lines[0]
     assert not (workspace / "bad/results.json").exists()
+
+
+def test_a_wider_head_warns_once_and_lazy_batchnorm_builds(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the output check runs in evaluation mode: a lazy BatchNorm is materialized by two examples
+    # (one example in training mode failed: "Expected more than 1 value per channel")
+    argv = ["imp", "--dataset", "images.npz", "--levels", "1", "--seeds", "2", *SHORT]
+    code, err = run([*argv, "--model", "user_nets_for_ltp:lazy_batchnorm", "--out", "a"], capsys)
+    assert code == 0, err
+    with pytest.warns(UserWarning, match="returns 8 logits per example") as caught:
+        code, err = run([*argv, "--model", "user_nets_for_ltp:wide_head", "--out", "b"], capsys)
+    assert code == 0, err
+    wide = [w for w in caught if "but the data has 3 classes" in str(w.message)]
+    assert len(wide) == 1  # once, not once per model built (2 seeds, a random_reinit each)

@@ -19,20 +19,26 @@ All use batch size 60 except ``mnist_cnn`` (128). Convolutions are 3x3 with ``sa
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "CUSTOM_MODEL",
     "MODEL_SPECS",
     "ModelSpec",
     "call_model_factory",
+    "check_model_output",
     "is_model_reference",
     "model_spec",
+    "probe_input",
     "resolve_model_factory",
 ]
 
@@ -229,6 +235,74 @@ def call_model_factory(reference: str, input_shape: tuple[int, ...], num_classes
             f"The model factory {reference}(input_shape={tuple(input_shape)}, "
             f"num_classes={num_classes}) raised {type(error).__name__}: {error}"
         ) from error
+
+
+_WARNED_WIDE: set[tuple[str, int, int]] = set()
+
+
+def check_model_output(
+    reference: str, output: Any, num_classes: int, input_shape: tuple[int, ...]
+) -> None:
+    """Check what a user's model returned for a probe batch: logits of shape ``(n, k)``.
+
+    ``output`` is the model's output as a NumPy array (or the object itself when it was not
+    one tensor). Both adapters call this once per built model, on two examples (zeros and a
+    ramp) in evaluation mode.
+
+    Raises:
+        ValueError: Not one 2-D array, fewer than ``num_classes`` columns, or probabilities
+            (every row non-negative and summing to 1: the model ends in a softmax, while the
+            loss takes logits and applies its own).
+
+    Example:
+        >>> import numpy as np
+        >>> check_model_output("m:f", np.array([[0.5, -1.0], [2.0, 0.0]]), 2, (4,))
+        >>> check_model_output("m:f", np.array([[0.25, 0.75], [0.5, 0.5]]), 2, (4,))
+        Traceback (most recent call last):
+        ...
+        ValueError: The model factory m:f must build a model returning logits, but its outputs are probabilities (each row is non-negative and sums to 1): the loss applies its own softmax. Remove the final softmax. Received: rows summing to 1 for inputs of shape (2, 4)
+    """  # noqa: E501
+    batch = (2, *input_shape)
+    if not isinstance(output, np.ndarray) or output.ndim != 2 or output.shape[1] < num_classes:
+        received = (
+            f"output of shape {tuple(output.shape)}"
+            if isinstance(output, np.ndarray)
+            else f"an output of type {type(output).__name__}"
+        )
+        raise ValueError(
+            f"The model factory {reference} must build a model returning logits of shape "
+            f"(n, num_classes) = (2, {num_classes}) for input of shape {batch}. "
+            f"Received: {received}"
+        )
+    rows = output.astype(np.float64)
+    if np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, rtol=0, atol=1e-4):
+        raise ValueError(
+            f"The model factory {reference} must build a model returning logits, but its outputs "
+            "are probabilities (each row is non-negative and sums to 1): the loss applies its "
+            "own softmax. Remove the final softmax. Received: rows summing to 1 for inputs of "
+            f"shape {batch}"
+        )
+    wide = (reference, int(output.shape[1]), int(num_classes))
+    if output.shape[1] > num_classes and wide not in _WARNED_WIDE:
+        _WARNED_WIDE.add(wide)  # once per process and model, not once per model built
+        warnings.warn(
+            f"The model built by {reference} returns {output.shape[1]} logits per example, but "
+            f"the data has {num_classes} classes: the extra {output.shape[1] - num_classes} are "
+            "never a target. Build the output layer with the factory's num_classes argument.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def probe_input(input_shape: tuple[int, ...]) -> Any:
+    """Two float32 examples of ``input_shape`` for :func:`check_model_output`: zeros and a ramp.
+
+    Example:
+        >>> probe_input((3,)).tolist()
+        [[0.0, 0.0, 0.0], [0.0, 0.5, 1.0]]
+    """
+    ramp = np.linspace(0.0, 1.0, math.prod(input_shape), dtype=np.float32).reshape(input_shape)
+    return np.stack([np.zeros(input_shape, dtype=np.float32), ramp])
 
 
 def model_spec(name: str) -> ModelSpec:
