@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
+import torch
 from torch import nn
 
 from ltp_core.layout import load_masks_for
@@ -111,26 +113,25 @@ class PrunerCallback(transformers.TrainerCallback):
                 f"Received: model={type(model).__name__}, optimizer={type(optimizer).__name__}"
             )
         if state.global_step > 0:
-            self._check_resumed_masks(args, state)
+            self._check_resumed_masks(args, state, model)
         self.pruner.apply_pruning(model)
         self._training.start(model, [optimizer], steps_done=int(state.global_step))
 
     def _check_resumed_masks(
-        self, args: transformers.TrainingArguments, state: transformers.TrainerState
+        self,
+        args: transformers.TrainingArguments,
+        state: transformers.TrainerState,
+        model: nn.Module,
     ) -> None:
-        """Refuse to resume from a checkpoint whose masks pruned weights this pruner keeps."""
+        """Refuse to resume from a checkpoint whose masks pruned weights this pruner keeps;
+        without a mask file, warn when the resumed weights look pruned where it keeps them."""
         folders = [
             getattr(args, "resume_from_checkpoint", None),
             _checkpoint_folder(args, state),
         ]
         found = [f for f in folders if isinstance(f, str) and os.path.isfile(_masks_path(f))]
         if not found:
-            logger.info(
-                "Resumed at step %d without a %s in the checkpoint: the pruner's masks are "
-                "used as they are",
-                state.global_step,
-                MASKS_FILE,
-            )
+            self._warn_if_zeros_where_kept(model, state)
             return
         path = _masks_path(found[0])
         pruner = self.pruner
@@ -149,6 +150,35 @@ class PrunerCallback(transformers.TrainerCallback):
                 f"continue that run, restore its masks first: pruner.load_masks({path!r}). To "
                 f"train those weights again on purpose, delete that file. Received: a pruner "
                 f"at level {pruner.level} with {pruner.cumulative_pruning_rate:.2%} pruned"
+            )
+
+    def _warn_if_zeros_where_kept(self, model: nn.Module, state: transformers.TrainerState) -> None:
+        """A checkpoint without masks (saved otherwise, or by an older version): trained
+        weights are practically never exactly zero, so many exact zeros where this pruner keeps
+        weights mean the checkpoint was trained with masks the pruner does not have."""
+        kept = zeros = 0
+        for parameter, mask in zip(self.pruner.parameters(model), self.pruner.masks, strict=True):
+            keep = torch.from_numpy(mask).to(parameter.device)
+            kept += int(keep.sum())
+            zeros += int((parameter.detach()[keep] == 0).sum())
+        if kept and zeros >= max(1, 0.05 * kept):
+            message = (
+                f"Resumed at step {state.global_step} from a checkpoint without {MASKS_FILE}, "
+                f"whose weights are exactly zero at {zeros} of the {kept} entries this pruner "
+                "keeps: it was probably trained with masks the pruner does not have, and "
+                "training will bring those weights back. Restore the pruner that trained it "
+                "(pruner.load_state_dict or pruner.load_masks) before resuming. Received: a "
+                f"pruner at level {self.pruner.level} with "
+                f"{self.pruner.cumulative_pruning_rate:.2%} pruned"
+            )
+            logger.warning(message)
+            warnings.warn(message, UserWarning, stacklevel=2)
+        else:
+            logger.info(
+                "Resumed at step %d without a %s in the checkpoint: the pruner's masks are "
+                "used as they are",
+                state.global_step,
+                MASKS_FILE,
             )
 
     def on_save(

@@ -185,6 +185,13 @@ def test_checkpoints_hold_the_masks_and_resume_refuses_to_revive(tmp_path: Path)
     trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
     assert checker.zero_after_step == [True, True]
 
+    # A checkpoint without the mask file (saved by an older version): its zeros give it away.
+    saved.unlink()
+    other = tiny_bert(seed=4)
+    trainer = trainer_for(other, [PrunerCallback(LotteryTicketPruner(other))], run, max_steps=3)
+    with pytest.warns(UserWarning, match=r"exactly zero at \d+ of the \d+ entries"):
+        trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
+
 
 def test_bad_input(tmp_path: Path) -> None:
     model = tiny_bert()
