@@ -245,7 +245,7 @@ class PrunerCallback(keras.callbacks.Callback):
         enforcer = self._enforcer_for(variables)
         self._enforcer = enforcer
         optimizer = model.optimizer if self.method == "auto" and _masks_gradients(model) else None
-        enforcer.install(optimizer)
+        enforcer.install(optimizer, ema_optimizer=model.optimizer)
         key = self._trace_key(model, enforcer)
         masks = (
             [m.copy() for m in self.pruner.masks] if self._step_holds_mask_values(model) else None

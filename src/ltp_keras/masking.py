@@ -230,6 +230,63 @@ class _GradientMasking:
                 self.optimizer.__dict__["apply"] = self.previous
 
 
+def _ema_optimizers(optimizer: Any) -> list[Any]:
+    """``optimizer`` and the optimizers it wraps (``LossScaleOptimizer``, ``MultiOptimizer``)
+    that keep moving averages (``use_ema=True``)."""
+    found: list[Any] = []
+    pending = [optimizer]
+    while pending:
+        current = pending.pop()
+        if current is None or any(current is f for f in found):
+            continue
+        if getattr(current, "use_ema", False) and callable(
+            getattr(current, "_update_model_variables_moving_average", None)
+        ):
+            found.append(current)
+        for value in vars(current).values():
+            for candidate in value if isinstance(value, (list, tuple)) else [value]:
+                if candidate is not current and isinstance(candidate, keras.optimizers.Optimizer):
+                    pending.append(candidate)
+    return found
+
+
+class _AverageMasking:
+    """Zero the pruned entries of one optimizer's EMA averages right after each update.
+
+    Keras updates the averages from the weights *before* applying the variables' constraints,
+    so with the mask constraint they absorbed the pruned entries' unconstrained values every
+    step: ``SwapEMAWeights`` evaluated (and ``finalize_variable_values`` wrote back) a model
+    whose pruned weights were not zero.
+    """
+
+    _NAME = "_update_model_variables_moving_average"
+
+    def __init__(self, optimizer: Any, masks_by_id: dict[int, keras.Variable]) -> None:
+        self.optimizer = optimizer
+        self.previous = optimizer.__dict__.get(self._NAME)
+        original = getattr(optimizer, self._NAME)
+
+        def update(trainable_variables: Any) -> Any:
+            trainable_variables = list(trainable_variables)
+            result = original(trainable_variables)
+            averages = getattr(optimizer, "_model_variables_moving_average", None) or []
+            for variable, average in zip(trainable_variables, averages, strict=False):
+                mask = masks_by_id.get(id(variable))
+                if mask is not None and average is not None:
+                    average.assign(_select(mask.value, average.value))
+            return result
+
+        self.wrapper = update
+        setattr(optimizer, self._NAME, update)
+
+    def remove(self) -> None:
+        if self.optimizer.__dict__.get(self._NAME) is self.wrapper:
+            if self.previous is None:
+                del self.optimizer.__dict__[self._NAME]
+            else:
+                self.optimizer.__dict__[self._NAME] = self.previous
+
+
 class MaskEnforcer:
     """Keep pruned entries of variables at zero during optimizer steps; a context manager.
 
@@ -273,6 +330,7 @@ class MaskEnforcer:
             value, dtype = _stored_mask(mask, variable)
             self._masks.append(keras.Variable(value, trainable=False, dtype=dtype, name="ltp_mask"))
         self._gradient_masking: _GradientMasking | None = None
+        self._average_masking: list[_AverageMasking] = []
         self._modes: list[str] = []
         self.installed = False
 
@@ -287,13 +345,18 @@ class MaskEnforcer:
         (empty when not installed)."""
         return list(self._modes)
 
-    def install(self, optimizer: Any = None) -> MaskEnforcer:
+    def install(self, optimizer: Any = None, *, ema_optimizer: Any = None) -> MaskEnforcer:
         """Start masking; returns self.
 
         Args:
             optimizer: If given and :func:`masks_gradients_exactly` holds for it, mask its
                 gradients for the variables without a constraint of their own; every other
                 variable gets a :class:`MaskConstraint` (replacing a stale one).
+            ema_optimizer: The optimizer that will train the variables, if it (or one it
+                wraps) has ``use_ema=True``: the pruned entries of its moving averages are
+                zeroed after each update too (Keras updates them before the constraints run,
+                so they took in the pruned entries' unconstrained values; ``SwapEMAWeights``
+                and the overwrite at the end of ``fit`` then brought them back).
         """
         self.remove()
         by_gradient = optimizer is not None and masks_gradients_exactly(optimizer)
@@ -310,6 +373,11 @@ class MaskEnforcer:
                 modes.append("constraint")
         if gradient_masks:
             self._gradient_masking = _GradientMasking(optimizer, gradient_masks)
+        if ema_optimizer is not None:
+            by_id = {id(v): m for v, m in zip(self._variables, self._masks, strict=True)}
+            self._average_masking = [
+                _AverageMasking(o, by_id) for o in _ema_optimizers(ema_optimizer)
+            ]
         self._modes = modes
         self.installed = True
         logger.debug("Masking %s", dict(zip((v.path for v in self._variables), modes, strict=True)))
@@ -324,6 +392,9 @@ class MaskEnforcer:
         if self._gradient_masking is not None:
             self._gradient_masking.remove()
             self._gradient_masking = None
+        for masking in self._average_masking:
+            masking.remove()
+        self._average_masking = []
         self._modes = []
         self.installed = False
 

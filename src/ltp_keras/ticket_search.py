@@ -288,7 +288,9 @@ class KerasUserBackend:
             pruner = LotteryTicketPruner(model, prunable=self._prunable)
             pruner.set_masks(list(run.masks))
             pruner.apply_pruning(model)  # zeroes the optimizer slots at pruned entries too
-            enforcer = pruner.enforce_masks(model).install()
+            enforcer = pruner.enforce_masks(model).install(
+                ema_optimizer=getattr(model, "optimizer", None)
+            )
         watch = _StepWatch(self, run.capture_at, start_step) if run.capture_at is not None else None
         original_fit = model.fit if watch is not None else None
 

@@ -126,6 +126,29 @@ def test_ema_weights_keep_zeros() -> None:
         assert np.count_nonzero(to_numpy(average)[~mask]) == 0
 
 
+@pytest.mark.parametrize("method", ["auto", "constraint"])
+def test_ema_averages_keep_zeros_so_swapped_ema_weights_are_pruned(method: str) -> None:
+    """Keras updates the EMA averages before the constraints run: with the mask constraint they
+    took in the pruned entries' unconstrained values, so ``SwapEMAWeights`` validated a model
+    whose pruned weights were not zero."""
+    X, y = vector_data(32)
+    optimizer = keras.optimizers.Adam(learning_rate=0.05, use_ema=True)
+    model = compile_model(make_mlp(), optimizer=optimizer)
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    check = ZeroCheck(pruner)  # also after every validation batch, on the swapped-in averages
+    swap = keras.callbacks.SwapEMAWeights()
+    callback = PrunerCallback(pruner, method=method)
+    model.fit(
+        X, y, batch_size=8, verbose=0, validation_data=(X, y), callbacks=[callback, swap, check]
+    )
+    assert check.checks == 1 + 4 + 4 + 1
+    for variable, mask in zip(pruner.prunable_variables(model), pruner.masks, strict=True):
+        (average,) = [s for s in slot_variables(optimizer, variable) if s.name.endswith("average")]
+        assert np.count_nonzero(to_numpy(average)[~mask]) == 0
+    assert "_update_model_variables_moving_average" not in vars(optimizer)  # removed at the end
+
+
 @pytest.mark.parametrize("use_dwr", [False, True])
 def test_rewind_and_dwr_restart_the_ema_averages(use_dwr: bool) -> None:
     """The EMA averages held the trained weights: the overwrite at the end of ``fit`` (and every
