@@ -188,7 +188,8 @@ class PrunerCallback(transformers.TrainerCallback):
         control: transformers.TrainerControl,
         **kwargs: Any,
     ) -> None:
-        """Write the pruner's masks into the checkpoint the ``Trainer`` has just saved."""
+        """Write the pruner's masks into the checkpoint the ``Trainer`` has just saved (nothing
+        when nothing is pruned)."""
         if not state.is_world_process_zero:
             return
         folder = _checkpoint_folder(args, state)
@@ -199,7 +200,14 @@ class PrunerCallback(transformers.TrainerCallback):
                 folder,
             )
             return
-        self.pruner.save_masks(_masks_path(folder))
+        path = _masks_path(folder)
+        if all(bool(mask.all()) for mask in self.pruner.masks):
+            # Nothing pruned (a dense run): no file, and none left from a run saved before
+            # into the same folder.
+            if os.path.exists(path):
+                os.remove(path)
+            return
+        self.pruner.save_masks(path)
 
     def on_train_end(
         self,

@@ -185,7 +185,15 @@ def test_checkpoints_hold_the_masks_and_resume_refuses_to_revive(tmp_path: Path)
     trainer.train(resume_from_checkpoint=str(run / "checkpoint-2"))
     assert checker.zero_after_step == [True, True]
 
+    # A dense run saved into the same folder: no mask file, and no stale one left behind.
+    dense = tiny_bert(seed=6)
+    every_two = {"save_strategy": "steps", "save_steps": 2}
+    trainer = trainer_for(dense, [PrunerCallback(LotteryTicketPruner(dense))], run, **every_two)
+    trainer.train()
+    assert not saved.exists()
+
     # A checkpoint without the mask file (saved by an older version): its zeros give it away.
+    trainer_for(model, [PrunerCallback(pruner)], run, **every_two).train()
     saved.unlink()
     other = tiny_bert(seed=4)
     trainer = trainer_for(other, [PrunerCallback(LotteryTicketPruner(other))], run, max_steps=3)
