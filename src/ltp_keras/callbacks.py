@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import keras
@@ -107,6 +108,24 @@ class _TrainFunction:
         self.masks = masks
 
 
+def _callbacks_after(callback: keras.callbacks.Callback) -> list[keras.callbacks.Callback]:
+    """The callbacks listed after ``callback`` in the ``fit`` call that is dispatching to it
+    (found on the caller's frame, Keras' ``CallbackList``); empty when it cannot be told."""
+    frame = sys._getframe(1)
+    for _ in range(4):
+        frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return []
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, keras.callbacks.CallbackList):
+            listed = list(owner.callbacks)
+            for i, other in enumerate(listed):
+                if other is callback:
+                    return listed[i + 1 :]
+            return []
+    return []
+
+
 class PrunerCallback(keras.callbacks.Callback):
     """Train with the pruner's masks: pruned weights are exactly zero after every step.
 
@@ -177,6 +196,7 @@ class PrunerCallback(keras.callbacks.Callback):
         self._train_function: _TrainFunction | None = None
         self._fitting = False
         self._masks_seen: object = None
+        self._restorers: list[keras.callbacks.EarlyStopping] = []
 
     def _masks_token(self) -> object:
         """The core's list of masks: replaced (never edited in place) whenever the masks
@@ -271,6 +291,14 @@ class PrunerCallback(keras.callbacks.Callback):
             logger.debug("PrunerCallback: built a masked train function")
         self._masks_seen = self._masks_token()
         self._fitting = True
+        # EarlyStopping(restore_best_weights=True) listed after this callback restores its
+        # weights after our on_train_end: weights saved before the masks last changed would
+        # come back unpruned.
+        self._restorers = [
+            c
+            for c in _callbacks_after(self)
+            if isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights
+        ]
 
     def _take_masks(self, model: keras.Model) -> None:
         """Zero the pruned weights and their optimizer state; with ``use_dwr``, rescale once
@@ -317,10 +345,39 @@ class PrunerCallback(keras.callbacks.Callback):
         if logs is not None:
             logs["sparsity"] = self.pruner.cumulative_pruning_rate
 
+    def _mask_weights_to_restore(self, model: keras.Model) -> None:
+        """Apply the masks to the weights that a later ``EarlyStopping`` will restore."""
+        restorers, self._restorers = self._restorers, []
+        pending = [c for c in restorers if isinstance(getattr(c, "best_weights", None), list)]
+        if not pending:
+            return
+        index: dict[int, int] = {}
+        for i, weight in enumerate(model.weights):
+            index.setdefault(id(weight), i)
+        variables = self.pruner.prunable_variables(model)
+        for restorer in pending:
+            saved = restorer.best_weights
+            masked = 0
+            for variable, mask in zip(variables, self.pruner.masks, strict=True):
+                i = index.get(id(variable))
+                if i is None or i >= len(saved) or np.shape(saved[i]) != mask.shape:
+                    continue
+                value = np.asarray(saved[i])
+                masked += int(np.count_nonzero(value[~mask]))
+                saved[i] = np.where(mask, value, np.zeros((), value.dtype))
+            if masked:
+                logger.info(
+                    "PrunerCallback: masked %d pruned weights in the weights that %s restores "
+                    "(saved before the masks last changed)",
+                    masked,
+                    type(restorer).__name__,
+                )
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         model = self.model
         self._fitting = False
         self.pruner.apply_pruning(model)
+        self._mask_weights_to_restore(model)
         if self._enforcer is not None:
             self._enforcer.remove()
         # Keras keeps ``model.train_function`` across fits: hand it back unmasked (Keras builds a

@@ -486,3 +486,27 @@ def test_custom_train_step_with_its_own_optimizers_keeps_zeros() -> None:
     model.fit(X, y, batch_size=8, epochs=1, verbose=0, callbacks=[PrunerCallback(pruner), check])
     assert check.checks == 1 + 2 + 1
     assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+
+
+@pytest.mark.parametrize("pruner_first", [True, False])
+def test_early_stopping_restores_pruned_weights_in_either_order(pruner_first: bool) -> None:
+    """Gradual pruning during fit with EarlyStopping(restore_best_weights=True) listed after
+    PrunerCallback restored the best epoch's weights, saved before the masks last changed:
+    the model came back with pruned weights non-zero, silently."""
+    X, y = vector_data(32)
+    model = compile_model(make_mlp(), optimizer=keras.optimizers.Adam(0.05))
+    pruner = LotteryTicketPruner(model)
+
+    class Gradual(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            pruner.calc_prune_mask(self.model, 0.5, "smallest_weights")
+
+    # mode="max" on the loss: the first epoch stays the best, its weights are restored.
+    stopping = keras.callbacks.EarlyStopping(
+        "loss", mode="max", patience=9, restore_best_weights=True
+    )
+    callback = PrunerCallback(pruner)
+    ordered = [callback, stopping] if pruner_first else [stopping, callback]
+    model.fit(X, y, batch_size=8, epochs=3, verbose=0, callbacks=[Gradual(), *ordered])
+    assert pruner.level == 3
+    assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
