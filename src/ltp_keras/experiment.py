@@ -30,6 +30,7 @@ faster than stacking.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -176,6 +177,31 @@ class KerasBackend:
         variables = default_prunable_variables(model)
         _check_arrays(variables, weights, "weights")
         write_arrays(variables, weights)
+
+    def describe(self, model: keras.Model) -> str:
+        """The model's structure: each layer's class and settings (``get_config`` without the
+        generated names) and the shape and dtype of every weight, in order (for
+        ``results.json``'s ``model_sha256``). Two builds of one architecture describe alike.
+
+        Example:
+            >>> net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            >>> text = KerasBackend().describe(net)
+            >>> text.splitlines()[-2:]
+            ['(3, 2) float32', '(2,) float32']
+            >>> text == KerasBackend().describe(keras.models.clone_model(net))
+            True
+        """
+        lines = []
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            try:
+                config = _without_names(layer.get_config())
+            except NotImplementedError:  # a custom layer without get_config: its class only
+                config = {}
+            lines.append(
+                f"{type(layer).__qualname__} {json.dumps(config, sort_keys=True, default=str)}"
+            )
+        lines += [f"{tuple(v.shape)} {v.dtype}" for v in model.weights]
+        return "\n".join(lines)
 
     def snapshot(self, model: keras.Model) -> list[np.ndarray]:
         """Copies of all of ``model.weights`` (kernels, biases, any non-trainable weights)."""
@@ -529,3 +555,16 @@ def _check_arrays(
                 f"`{argument}` must match the model's shapes; {variable.path} is "
                 f"{tuple(variable.shape)}. Received: shape {tuple(np.shape(array))}"
             )
+
+
+def _without_names(config: Any) -> Any:
+    """A layer config without the names Keras generates per instance (``dense_3``)."""
+    if isinstance(config, dict):
+        return {
+            key: _without_names(value)
+            for key, value in config.items()
+            if key not in ("name", "inbound_nodes", "input_layers", "output_layers")
+        }
+    if isinstance(config, list | tuple):
+        return [_without_names(value) for value in config]
+    return config

@@ -239,6 +239,26 @@ class TorchBackend:
         """Write the prunable weights in place (optimizers holding the parameters still work)."""
         _write([p for _, p in find_prunable_parameters(model)], weights, argument_name="weights")
 
+    def describe(self, model: nn.Module) -> str:
+        """The model's structure: its module tree with each layer's settings (``repr``) and
+        every parameter and buffer's name, shape and dtype (for ``results.json``'s
+        ``model_sha256``).
+
+        Example:
+            >>> print(TorchBackend().describe(nn.Sequential(nn.Linear(2, 3))))
+            Sequential(
+              (0): Linear(in_features=2, out_features=3, bias=True)
+            )
+            0.weight (3, 2) torch.float32
+            0.bias (3,) torch.float32
+        """
+        module = unwrap_module(model)
+        tensors = [
+            f"{name} {tuple(tensor.shape)} {tensor.dtype}"
+            for name, tensor in module.state_dict().items()
+        ]
+        return "\n".join([repr(module), *tensors])
+
     def snapshot(self, model: nn.Module) -> list[np.ndarray]:
         """Copies of every parameter and buffer of the model, in ``state_dict`` order."""
         return [_to_numpy(t) for t in unwrap_module(model).state_dict().values()]

@@ -121,3 +121,23 @@ def test_keras_models_not_returning_logits_are_one_error_line(
     lines = [line for line in err.strip().splitlines() if line.startswith("ltp: error: ")]
     assert code == 1 and len(lines) == 1 and message in lines[0], err
     assert not (workspace / "bad/results.json").exists()
+
+
+def test_keras_model_structure_is_recorded_and_a_changed_model_is_refused(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*ARGS, "--model", "keras_user_nets_for_ltp:small_cnn", *SHORT]
+    code, err = run([*argv, "--out", "run"], capsys)
+    assert code == 0, err
+    config = json.loads((workspace / "run/results.json").read_text())["config"]
+    assert len(config["model_sha256"]) == 64
+    # generated layer names differ between builds in one process (conv2d, conv2d_1...), the
+    # structure does not: the same command resumes
+    code, err = run([*argv, "--levels", "2", "--out", "run"], capsys)
+    assert code == 0, err
+    changed = MODULE.replace('activation="relu"', 'activation="tanh"')
+    (workspace / "keras_user_nets_for_ltp.py").write_text(changed)
+    sys.modules.pop("keras_user_nets_for_ltp", None)
+    code, err = run([*argv, "--levels", "2", "--out", "run"], capsys)
+    lines = [line for line in err.strip().splitlines() if line.startswith("ltp: error: ")]
+    assert code == 1 and len(lines) == 1 and "is not the one this experiment" in lines[0], err

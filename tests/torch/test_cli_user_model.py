@@ -249,3 +249,30 @@ def test_a_wider_head_warns_once_and_lazy_batchnorm_builds(
     assert code == 0, err
     wide = [w for w in caught if "but the data has 3 classes" in str(w.message)]
     assert len(wide) == 1  # once, not once per model built (2 seeds, a random_reinit each)
+
+
+def test_resuming_after_the_factory_changed_the_model_is_refused(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["imp", "--model", "user_nets_for_ltp:cnn", "--dataset", "images.npz", *SHORT]
+    code, err = run([*argv, "--levels", "1", "--out", "run"], capsys)
+    assert code == 0, err
+    code, err = run([*argv, "--levels", "2", "--out", "run"], capsys)  # same model: extends
+    assert code == 0, err
+    # the user edits the factory: same reference, same tensor shapes, another activation
+    (workspace / "user_nets_for_ltp.py").write_text(MODULE.replace("nn.ReLU()", "nn.Tanh()"))
+    sys.modules.pop("user_nets_for_ltp", None)
+    before = (workspace / "run/results.json").read_text()
+    code, err = run([*argv, "--levels", "3", "--out", "run"], capsys)
+    lines = [line for line in err.strip().splitlines() if line.startswith("ltp: error: ")]
+    assert code == 1 and len(lines) == 1, err
+    assert "differs in ['model_sha256']" in lines[0]
+    assert "is not the one this experiment started with" in lines[0]
+    assert (workspace / "run/results.json").read_text() == before  # nothing trained or written
+    # a folder written before the check existed resumes (and records the model from now on)
+    document = json.loads(before)
+    del document["config"]["model_sha256"]
+    (workspace / "run/results.json").write_text(json.dumps(document))
+    code, err = run([*argv, "--levels", "3", "--out", "run"], capsys)
+    assert code == 0, err
+    assert "model_sha256" in json.loads((workspace / "run/results.json").read_text())["config"]

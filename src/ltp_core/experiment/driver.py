@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -444,12 +445,37 @@ def _load_seed(plan: ImpPlan, backend: RunBackend, store: ResultStore, state: _S
     state.init = _load_arrays(state.state_dir / "init.npz")
     state.rewind = _load_arrays(state.state_dir / "rewind.npz")
     pruner = LotteryTicketPruner.load(_pruner_path(state.state_dir, last))
-    if pruner.names != state.names:
+    if not same_layer_names(pruner.names, state.names):
         raise ValueError(
             f"Saved state in {state.state_dir} is for layers {pruner.names}, the model has "
             f"{state.names}. Received: out={os.fspath(state.state_dir.parent.parent)!r}"
         )
     state.pruner, state.pruner_level = pruner, last
+
+
+_GENERATED_NUMBER = re.compile(r"_\d+(?=/|$)")
+
+
+def same_layer_names(saved: Sequence[str], current: Sequence[str]) -> bool:
+    """Whether a saved state's layer names are the model's, up to generated numbering.
+
+    Keras numbers the names it generates per process (``dense``, ``dense_1``, ...), so a model
+    built again in the same process (a notebook resuming an experiment) has the same
+    variables under other numbers. The model's structure itself is checked by the results
+    file's ``model_sha256``.
+
+    Example:
+        >>> same_layer_names(["sequential_1/dense_1/kernel"], ["sequential_4/dense_7/kernel"])
+        True
+        >>> same_layer_names(["fc1.weight"], ["fc2.weight"])
+        False
+    """
+    if list(saved) == list(current):
+        return True
+    strip = [_GENERATED_NUMBER.sub("", name) for name in saved]
+    return len(saved) == len(current) and strip == [
+        _GENERATED_NUMBER.sub("", name) for name in current
+    ]
 
 
 @dataclass

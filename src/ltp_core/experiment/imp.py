@@ -24,7 +24,7 @@ from ..strategies import strategy_name
 from .backend import BoundBackend, Reporter, TrainingBackend
 from .config import ImpConfig, OneShotConfig
 from .driver import ImpPlan, random_masks_like, run_levels
-from .results import ResultStore
+from .results import ResultStore, model_identity
 from .results import data_identity as _data_identity
 
 __all__ = ["check_layer_floors_for", "layer_rates_for", "random_masks_like", "run_imp"]
@@ -96,7 +96,14 @@ def run_imp(
     """
     check_layer_floors_for(config, backend, data)
     store = ResultStore(
-        out_dir, "imp", {**config.to_dict(), **_data_identity(data)}, backend.versions()
+        out_dir,
+        "imp",
+        {
+            **config.to_dict(),
+            **_data_identity(data),
+            **model_identity(config.model, backend, data, config.first_seed),
+        },
+        backend.versions(),
     )
     plan = ImpPlan(
         levels=config.levels,

@@ -21,7 +21,7 @@ from ..schedule import fractions_for_cumulative_sparsities
 from .backend import Reporter, TrainingBackend, TrainSettings
 from .config import OneShotConfig
 from .imp import check_layer_floors_for
-from .results import ResultStore, RunRecord
+from .results import ResultStore, RunRecord, model_identity
 from .results import data_identity as _data_identity
 
 __all__ = ["run_oneshot"]
@@ -37,7 +37,14 @@ def run_oneshot(
     """Run (or resume, per seed) the one-shot experiment, writing results to ``out_dir``."""
     check_layer_floors_for(config, backend, data)
     store = ResultStore(
-        out_dir, "oneshot", {**config.to_dict(), **_data_identity(data)}, backend.versions()
+        out_dir,
+        "oneshot",
+        {
+            **config.to_dict(),
+            **_data_identity(data),
+            **model_identity(config.model, backend, data, config.first_seed),
+        },
+        backend.versions(),
     )
     fractions = fractions_for_cumulative_sparsities(config.sparsities)
 

@@ -10,6 +10,7 @@ it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io as _io
 import json
 import math
@@ -106,15 +107,19 @@ class ResultStore:
         path = self.out_dir / RESULTS_FILE
         if path.exists():
             existing = load_results(path)
-            if existing["kind"] != kind or not _compatible(existing["config"], self.config):
-                differing = sorted(
-                    key
-                    for key in set(existing["config"]) | set(self.config)
-                    if existing["config"].get(key) != self.config.get(key)
-                )
+            differing = _incompatible_keys(existing["config"], self.config)
+            if existing["kind"] != kind or differing:
                 self.close()
+                changed = (
+                    f"the model built by {self.config.get('model')} is not the one this "
+                    "experiment started with (its layers, their settings or its tensors "
+                    "changed), so its runs would mix two models; "
+                    if "model_sha256" in differing
+                    else ""
+                )
                 raise ValueError(
                     f"{path} holds results of a different experiment (differs in {differing}); "
+                    f"{changed}"
                     f"pass another output folder (--out, out=) or delete this one to start "
                     f"over. Only levels and seeds may grow to extend a run. "
                     f"Received: out={os.fspath(self.out_dir)!r}"
@@ -174,18 +179,47 @@ def data_identity(data: Any) -> dict[str, Any]:
     return identity
 
 
+def model_identity(model: str, backend: Any, data: Any, seed: int) -> dict[str, Any]:
+    """What the results file records about a user's model: the SHA-256 of its structure.
+
+    For a ``package.module:function`` reference whose backend can ``describe`` a model (layer
+    types, their settings, tensor names and shapes), the model is built once (``seed``) and the
+    description hashed, so that resuming after the factory's code changed the model is refused
+    instead of mixing runs of two models in one table. Built-in models: nothing (their
+    structure is fixed by name and package version).
+    """
+    from .models import is_model_reference
+
+    describe = getattr(backend, "describe", None)
+    if not is_model_reference(model) or describe is None:
+        return {}
+    built = backend.build(model, data.input_shape, data.num_classes, seed)
+    digest = hashlib.sha256(str(describe(built)).encode("utf-8")).hexdigest()
+    return {"model_sha256": digest}
+
+
 _EXTENSIBLE = ("levels", "seeds")
+_ADDED_LATER = ("model_sha256",)  # folders written before it existed resume without the check
 
 
-def _compatible(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Same experiment, except that ``levels`` and ``seeds`` may grow (extending a run)."""
-    for key in set(old) | set(new):
+def _incompatible_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings in which ``new`` is another experiment than ``old`` (``levels`` and
+    ``seeds`` may grow to extend a run; a key added in a later version may be missing).
+
+    Example:
+        >>> _incompatible_keys({"levels": 2, "rate": 0.2}, {"levels": 3, "rate": 0.1})
+        ['rate']
+    """
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        if key in _ADDED_LATER and key not in old:
+            continue
         if key in _EXTENSIBLE:
             if not isinstance(new.get(key), int) or new[key] < old.get(key, 0):
-                return False
+                differing.append(key)
         elif old.get(key) != new.get(key):
-            return False
-    return True
+            differing.append(key)
+    return differing
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
