@@ -179,29 +179,8 @@ class KerasBackend:
         write_arrays(variables, weights)
 
     def describe(self, model: keras.Model) -> str:
-        """The model's structure: each layer's class and settings (``get_config`` without the
-        generated names) and the shape and dtype of every weight, in order (for
-        ``results.json``'s ``model_sha256``). Two builds of one architecture describe alike.
-
-        Example:
-            >>> net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-            >>> text = KerasBackend().describe(net)
-            >>> text.splitlines()[-2:]
-            ['(3, 2) float32', '(2,) float32']
-            >>> text == KerasBackend().describe(keras.models.clone_model(net))
-            True
-        """
-        lines = []
-        for layer in model._flatten_layers(include_self=False, recursive=True):
-            try:
-                config = _without_names(layer.get_config())
-            except NotImplementedError:  # a custom layer without get_config: its class only
-                config = {}
-            lines.append(
-                f"{type(layer).__qualname__} {json.dumps(config, sort_keys=True, default=str)}"
-            )
-        lines += [f"{tuple(v.shape)} {v.dtype}" for v in model.weights]
-        return "\n".join(lines)
+        """The model's structure (:func:`describe_model`), for ``results.json``."""
+        return describe_model(model)
 
     def snapshot(self, model: keras.Model) -> list[np.ndarray]:
         """Copies of all of ``model.weights`` (kernels, biases, any non-trainable weights)."""
@@ -555,6 +534,31 @@ def _check_arrays(
                 f"`{argument}` must match the model's shapes; {variable.path} is "
                 f"{tuple(variable.shape)}. Received: shape {tuple(np.shape(array))}"
             )
+
+
+def describe_model(model: keras.Model) -> str:
+    """The model's structure: each layer's class and settings (``get_config`` without the
+    generated names) and the shape and dtype of every weight, in order (hashed as
+    ``model_sha256`` by ``ltp imp`` and ``find_ticket``). Two builds of one architecture
+    describe alike.
+
+    Example:
+        >>> net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> describe_model(net).splitlines()[-2:]
+        ['(3, 2) float32', '(2,) float32']
+        >>> describe_model(net) == describe_model(keras.models.clone_model(net))
+        True
+    """
+    lines = []
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        try:
+            config = _without_names(layer.get_config())
+        except NotImplementedError:  # a custom layer without get_config: its class only
+            config = {}
+        settings = json.dumps(config, sort_keys=True, default=str)
+        lines.append(f"{type(layer).__qualname__} {settings}")
+    lines += [f"{tuple(v.shape)} {v.dtype}" for v in model.weights]
+    return "\n".join(lines)
 
 
 def _without_names(config: Any) -> Any:

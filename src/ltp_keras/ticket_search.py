@@ -36,6 +36,7 @@ from ltp_core.experiment.search import (
 )
 from ltp_core.summary import low_coverage_warned_once
 
+from .experiment import describe_model
 from .optimizer_state import zero_pruned_slots
 from .pruner import LotteryTicketPruner
 from .variables import (
@@ -536,4 +537,5 @@ def find_ticket(
             shapes=shapes,
             layer_rates=rates,
             instance=first if isinstance(model, keras.Model) else None,
+            structure=describe_model(first),
         )

@@ -240,24 +240,8 @@ class TorchBackend:
         _write([p for _, p in find_prunable_parameters(model)], weights, argument_name="weights")
 
     def describe(self, model: nn.Module) -> str:
-        """The model's structure: its module tree with each layer's settings (``repr``) and
-        every parameter and buffer's name, shape and dtype (for ``results.json``'s
-        ``model_sha256``).
-
-        Example:
-            >>> print(TorchBackend().describe(nn.Sequential(nn.Linear(2, 3))))
-            Sequential(
-              (0): Linear(in_features=2, out_features=3, bias=True)
-            )
-            0.weight (3, 2) torch.float32
-            0.bias (3,) torch.float32
-        """
-        module = unwrap_module(model)
-        tensors = [
-            f"{name} {tuple(tensor.shape)} {tensor.dtype}"
-            for name, tensor in module.state_dict().items()
-        ]
-        return "\n".join([repr(module), *tensors])
+        """The model's structure (:func:`describe_model`), for ``results.json``."""
+        return describe_model(model)
 
     def snapshot(self, model: nn.Module) -> list[np.ndarray]:
         """Copies of every parameter and buffer of the model, in ``state_dict`` order."""
@@ -560,6 +544,27 @@ def _check_steps(settings: TrainSettings, n_train: int) -> None:
             "`iterations` and `eval_every` must be positive. Received: "
             f"iterations={settings.iterations!r}, eval_every={settings.eval_every!r}"
         )
+
+
+def describe_model(model: nn.Module) -> str:
+    """The model's structure: its module tree with each layer's settings (``repr``) and every
+    parameter and buffer's name, shape and dtype (hashed as ``model_sha256`` by ``ltp imp`` and
+    ``find_ticket``, so that resuming after the model's code changed is refused).
+
+    Example:
+        >>> print(describe_model(nn.Sequential(nn.Linear(2, 3))))
+        Sequential(
+          (0): Linear(in_features=2, out_features=3, bias=True)
+        )
+        0.weight (3, 2) torch.float32
+        0.bias (3,) torch.float32
+    """
+    module = unwrap_module(model)
+    tensors = [
+        f"{name} {tuple(tensor.shape)} {tensor.dtype}"
+        for name, tensor in module.state_dict().items()
+    ]
+    return "\n".join([repr(module), *tensors])
 
 
 def _usable_cores() -> int:

@@ -42,6 +42,7 @@ from ltp_core.experiment.search import (
 )
 from ltp_core.summary import low_coverage_warned_once
 from ltp_torch.arrays import to_numpy
+from ltp_torch.experiment import describe_model
 from ltp_torch.hook import PrunerHook
 from ltp_torch.masking import masked_gradient
 from ltp_torch.parameters import (
@@ -515,4 +516,5 @@ def find_ticket(
             shapes=shapes,
             layer_rates=rates,
             instance=first if isinstance(model, nn.Module) else None,
+            structure=describe_model(first),
         )

@@ -246,3 +246,25 @@ def test_custom_loop_calling_the_model_optimizer() -> None:
         for step in zeros:
             assert all(np.array_equal(a, b) for a, b in zip(first, step, strict=True))
         assert [float(1 - z.mean()) for z in first] == pytest.approx(record.layer_density)
+
+
+def test_resuming_with_a_changed_model_is_refused(tmp_path: Path) -> None:
+    def tanh_mlp() -> keras.Model:
+        model = make_mlp()
+        changed = keras.Sequential(
+            [keras.Input((10,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)]
+        )
+        changed.compile(model.optimizer, model.loss)
+        return changed
+
+    out = tmp_path / "run"
+    find_ticket(make_mlp, UserTraining(), evaluate, levels=1, controls=(), out=out, progress=False)
+    with pytest.raises(ValueError, match="is not the one this experiment started with"):
+        find_ticket(
+            tanh_mlp, UserTraining(), evaluate, levels=2, controls=(), out=out, progress=False
+        )
+    # the same architecture, built again in this process (other generated layer names)
+    records = find_ticket(
+        make_mlp, UserTraining(), evaluate, levels=2, controls=(), out=out, progress=False
+    )
+    assert [r.level for r in records] == [0, 1, 2]

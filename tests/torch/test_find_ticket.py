@@ -292,3 +292,30 @@ def test_bad_models_and_functions(tmp_path: Path) -> None:
     )
     with pytest.raises(TypeError, match="evaluate"):
         ltp_torch.find_ticket(Mlp(), Loop(1), lambda m: "good", levels=1, progress=False)
+
+
+class _TanhMlp(Mlp):
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.Tanh()  # a module of its own: part of the recorded structure
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x.flatten(1))))
+
+
+def test_resuming_with_a_changed_model_is_refused(tmp_path: Path) -> None:
+    # same class name, same prunable names and shapes: before, the second call resumed the
+    # first experiment's folder with another model and mixed the two in one table, silently
+    out = tmp_path / "run"
+    ltp_torch.find_ticket(Mlp, Loop(4), evaluate, levels=1, controls=(), out=out, progress=False)
+    before = (out / "results.json").read_text()
+    _TanhMlp.__qualname__ = Mlp.__qualname__
+    with pytest.raises(ValueError, match="is not the one this experiment started with"):
+        ltp_torch.find_ticket(
+            _TanhMlp, Loop(4), evaluate, levels=2, controls=(), out=out, progress=False
+        )
+    assert (out / "results.json").read_text() == before
+    records = ltp_torch.find_ticket(
+        Mlp, Loop(4), evaluate, levels=2, controls=(), out=out, progress=False
+    )
+    assert [r.level for r in records] == [0, 1, 2]  # the same model extends the run

@@ -11,6 +11,7 @@ user's model is built, read, restored and trained with masks). This module holds
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import numbers
@@ -317,6 +318,7 @@ def run_search(
     shapes: Sequence[Sequence[int]],
     layer_rates: Mapping[str | int, float],
     instance: Any | None = None,
+    structure: str | None = None,
 ) -> list[RunRecord]:
     """Run (or resume) a ``find_ticket`` experiment on ``backend`` and return every record.
 
@@ -335,12 +337,15 @@ def run_search(
             trained and rewound in place, and given back at its initial weights when the
             search returns or raises, so calling again starts from the same initialization;
             resuming warns when it holds another initialization than the one saved in ``out``.
+        structure: The adapter's description of the model's structure (layers, settings,
+            tensors); its SHA-256 is recorded as ``model_sha256``, so resuming after the
+            model's code changed is refused instead of mixing two models' runs.
     """
     initial = backend.snapshot(instance) if instance is not None else None
     if initial is not None and args.out is not None:
         _warn_if_other_initialization(initial, Path(args.out))
     try:
-        return _run_search(backend, args, api, model_name, names, shapes, layer_rates)
+        return _run_search(backend, args, api, model_name, names, shapes, layer_rates, structure)
     finally:
         if initial is not None:
             backend.restore(instance, initial)
@@ -377,6 +382,7 @@ def _run_search(
     names: Sequence[str],
     shapes: Sequence[Sequence[int]],
     layer_rates: Mapping[str | int, float],
+    structure: str | None,
 ) -> list[RunRecord]:
     rates = dict(layer_rates)
     config: dict[str, Any] = {
@@ -395,6 +401,8 @@ def _run_search(
         "prunable": list(names),
         "shapes": [list(shape) for shape in shapes],
     }
+    if structure is not None:
+        config["model_sha256"] = hashlib.sha256(structure.encode("utf-8")).hexdigest()
     plan = ImpPlan(
         levels=args.levels,
         seeds=tuple(range(args.seeds)),
