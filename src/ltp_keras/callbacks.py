@@ -197,6 +197,7 @@ class PrunerCallback(keras.callbacks.Callback):
         self._fitting = False
         self._masks_seen: object = None
         self._restorers: list[keras.callbacks.EarlyStopping] = []
+        self._first_batch = False
 
     def _masks_token(self) -> object:
         """The core's list of masks: replaced (never edited in place) whenever the masks
@@ -291,6 +292,7 @@ class PrunerCallback(keras.callbacks.Callback):
             logger.debug("PrunerCallback: built a masked train function")
         self._masks_seen = self._masks_token()
         self._fitting = True
+        self._first_batch = True
         # EarlyStopping(restore_best_weights=True) listed after this callback restores its
         # weights after our on_train_end: weights saved before the masks last changed would
         # come back unpruned.
@@ -334,6 +336,13 @@ class PrunerCallback(keras.callbacks.Callback):
         logger.debug("PrunerCallback: masks changed during fit; now masking with the new ones")
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._first_batch:
+            # Callbacks listed after this one may have written weights and optimizer state in
+            # their on_train_begin (BackupAndRestore loads its backup there): zero the pruned
+            # entries again before the first step. Masked gradients never zero a weight, and
+            # restored moments would move it.
+            self._first_batch = False
+            self.pruner.apply_pruning(self.model)
         self._follow_new_masks()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:

@@ -510,3 +510,32 @@ def test_early_stopping_restores_pruned_weights_in_either_order(pruner_first: bo
     model.fit(X, y, batch_size=8, epochs=3, verbose=0, callbacks=[Gradual(), *ordered])
     assert pruner.level == 3
     assert _zero_counts(pruner, model) == [int(np.sum(~m)) for m in pruner.masks]
+
+
+def test_weights_restored_by_a_later_callback_at_train_begin_are_pruned(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """BackupAndRestore listed after PrunerCallback loads a backup (here a dense one, left by a
+    crashed run) after PrunerCallback zeroed the pruned weights: on TensorFlow, where masked
+    gradients keep weights as they are, the whole fit trained the dense network, silently."""
+    X, y = vector_data(32)
+    model = compile_model(make_mlp(), optimizer=keras.optimizers.Adam(0.05))
+    pruner = LotteryTicketPruner(model)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):  # type: ignore[no-untyped-def]
+            if epoch == 1:
+                raise RuntimeError("crash")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    with pytest.raises(RuntimeError, match="crash"):
+        model.fit(X, y, batch_size=8, epochs=2, verbose=0, callbacks=[backup, Crash()])
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+
+    class StepCheck(ZeroCheck):
+        def on_train_begin(self, logs=None):  # type: ignore[no-untyped-def]
+            pass  # the backup is loaded after PrunerCallback's on_train_begin, before step 1
+
+    check = StepCheck(pruner)
+    model.fit(
+        X, y, batch_size=8, epochs=2, verbose=0, callbacks=[PrunerCallback(pruner), backup, check]
+    )
+    assert check.checks == 4 + 1  # resumed at epoch 1: one epoch of 4 batches
