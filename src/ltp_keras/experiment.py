@@ -138,13 +138,14 @@ class KerasBackend:
         self._data_cache: tuple[np.ndarray, np.ndarray, Any] | None = None
         self._sequential_reasons: set[str] = set()
         self._trainers: OrderedDict[Any, Any] = OrderedDict()  # ltp_keras.batched trainers
+        self._warned: set[tuple[str, int, int]] = set()  # user models' wide heads, said once
 
     # ------------------------------------------------------------------ models and weights
     def build(
         self, model: str, input_shape: tuple[int, ...], num_classes: int, seed: int
     ) -> keras.Model:
         """A fresh model (see :func:`ltp_keras.models.build_model`)."""
-        return build_model(model, input_shape, num_classes, seed)
+        return build_model(model, input_shape, num_classes, seed, self._warned)
 
     def layer_names(self, model: keras.Model) -> list[str]:
         """Paths of the prunable kernels, as :class:`ltp_keras.LotteryTicketPruner` names them."""
@@ -555,19 +556,27 @@ def describe_model(model: keras.Model) -> str:
             config = _without_names(layer.get_config())
         except NotImplementedError:  # a custom layer without get_config: its class only
             config = {}
-        settings = json.dumps(config, sort_keys=True, default=str)
+        settings = json.dumps(config, sort_keys=True, default=_type_name)
         lines.append(f"{type(layer).__qualname__} {settings}")
     lines += [f"{tuple(v.shape)} {v.dtype}" for v in model.weights]
     return "\n".join(lines)
 
 
-def _without_names(config: Any) -> Any:
-    """A layer config without the names Keras generates per instance (``dense_3``)."""
+def _type_name(value: Any) -> str:
+    """A config value JSON cannot hold (a function, an object), by its type: ``str`` would
+    write its memory address, which differs between two builds of one model."""
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _without_names(config: Any, keep_name: bool = False) -> Any:
+    """A layer config without the names Keras generates per instance (``dense_3``); a dtype
+    policy's name (``mixed_float16``) is a setting and stays."""
     if isinstance(config, dict):
+        policy = "Policy" in str(config.get("class_name", ""))
         return {
-            key: _without_names(value)
+            key: _without_names(value, keep_name=policy and key == "config")
             for key, value in config.items()
-            if key not in ("name", "inbound_nodes", "input_layers", "output_layers")
+            if keep_name or key not in ("name", "inbound_nodes", "input_layers", "output_layers")
         }
     if isinstance(config, list | tuple):
         return [_without_names(value) for value in config]

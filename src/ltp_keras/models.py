@@ -29,7 +29,11 @@ __all__ = ["build_model", "build_user_model", "glorot_normal", "output_layer"]
 
 
 def build_user_model(
-    reference: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+    reference: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    warned: set[tuple[str, int, int]] | None = None,
 ) -> keras.Model:
     """Build the user's model from a ``package.module:function`` factory.
 
@@ -65,12 +69,16 @@ def build_user_model(
         ) from error
     if not isinstance(out, list | tuple | dict):
         out = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
-    check_model_output(reference, out, num_classes, shape)
+    check_model_output(reference, out, num_classes, shape, warned)
     return model
 
 
 def build_model(
-    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    warned: set[tuple[str, int, int]] | None = None,
 ) -> keras.Model:
     """Build the experiment model ``name``, initialized from ``seed``.
 
@@ -82,6 +90,8 @@ def build_model(
         input_shape: Shape of one image, ``(height, width, channels)``.
         num_classes: Width of the output layer.
         seed: Initialization seed.
+        warned: For a user's model: the wide output layers already warned of (see
+            :func:`ltp_core.experiment.models.check_model_output`).
 
     Raises:
         ValueError: Unknown ``name``, or an input too small for the model's pooling layers.
@@ -94,7 +104,7 @@ def build_model(
         50610
     """
     if is_model_reference(name):
-        return build_user_model(name, input_shape, num_classes, seed)
+        return build_user_model(name, input_shape, num_classes, seed, warned)
     spec = model_spec(name)
     flat = len(input_shape) == 1 and int(input_shape[0]) > 0 and not spec.conv_filters
     if not flat and (len(input_shape) != 3 or any(int(d) < 1 for d in input_shape)):

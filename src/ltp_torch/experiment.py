@@ -204,6 +204,7 @@ class TorchBackend:
         self.num_threads = num_threads
         self.eval_batch_size = eval_batch_size
         self.parallel_groups = parallel_groups
+        self._warned: set[tuple[str, int, int]] = set()  # user models' wide heads, said once
         self._sequential_reasons: set[str] = set()
         self._cache: tuple[Dataset, _Tensors] | None = None
 
@@ -213,7 +214,7 @@ class TorchBackend:
         self, model: str, input_shape: tuple[int, ...], num_classes: int, seed: int
     ) -> nn.Module:
         """A fresh model named in ``ltp_core.experiment.models.MODEL_SPECS``, seeded by ``seed``."""
-        return build_model(model, input_shape, num_classes, seed).to(self.device)
+        return build_model(model, input_shape, num_classes, seed, self._warned).to(self.device)
 
     def layer_names(self, model: nn.Module) -> list[str]:
         """Qualified names of the prunable weights (``ltp_torch``'s default selection)."""
@@ -342,7 +343,7 @@ class TorchBackend:
             ValueError: As :meth:`train`.
         """
         from ltp_torch.batched import stackable, train_stacked
-        from ltp_torch.functional_stack import functional_stack_reason
+        from ltp_torch.functional_stack import functional_stack_reason, replicas_reason
 
         count = check_batch_lengths(models, masks, settings)
         if count == 0:
@@ -366,6 +367,10 @@ class TorchBackend:
         for replica_masks in masks:
             if replica_masks is not None:
                 LotteryTicketPruner(models[0]).set_masks(replica_masks)  # validates shapes
+        reason = replicas_reason(models, names)  # frozen tensors, settings per replica...
+        if reason is not None:
+            self._say_sequential(reason)
+            return None
         weights = [n for n, _ in models[0].named_parameters() if n.endswith("weight")]
         hand_built = (
             all(stackable(m) for m in models)
@@ -375,7 +380,7 @@ class TorchBackend:
         prunable: list[str] | None = None
         if not hand_built:  # any other deterministic architecture: through torch.func.vmap
             example = tensors.x_train[: min(2, int(tensors.x_train.shape[0]))]
-            reason = functional_stack_reason(models[0], names, example)
+            reason = functional_stack_reason(models, names, example)
             if reason is not None:
                 self._say_sequential(reason)
                 return None

@@ -9,8 +9,9 @@ along a new first axis, and the model's own ``forward`` runs once over all of th
 exactly its own function (``BatchNorm`` statistics are per replica, its running statistics
 are updated per replica), so the gradient of the summed losses is each replica's own gradient.
 
-A model qualifies when :func:`functional_stack_reason` returns ``None``: no parametrizations or
-module hooks, every parameter trainable and floating point, and probe passes under ``vmap`` (a
+Replicas qualify when :func:`functional_stack_reason` returns ``None``: no parametrizations,
+module hooks or tensors held as plain attributes, every parameter trainable and floating point,
+the same layer settings in every replica, and probe passes under ``vmap`` (a
 training step's forward and backward pass, an evaluation's forward pass) that draw no random
 numbers (dropout in training mode would need other draws than the sequential run's), fall back
 to no per-replica loop (an operator without a batching rule), and do not fail. Others train one
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-__all__ = ["FunctionalStack", "functional_stack_reason"]
+__all__ = ["FunctionalStack", "functional_stack_reason", "replicas_reason"]
 
 
 def _static_reason(model: nn.Module, prunable: Sequence[str]) -> str | None:
@@ -54,31 +55,65 @@ def _static_reason(model: nn.Module, prunable: Sequence[str]) -> str | None:
     missing = [name for name in prunable if name not in parameters]
     if missing:
         return f"the prunable tensor {missing[0]!r} is not one of the model's parameters"
+    for name, module in model.named_modules():
+        held = [key for key, value in vars(module).items() if isinstance(value, torch.Tensor)]
+        if held:  # functional_call swaps parameters and buffers only: replica 0's would serve all
+            where = f"{name}.{held[0]}" if name else held[0]
+            return f"tensor {where!r} is held as a plain attribute (not a parameter or buffer)"
+    return None
+
+
+def replicas_reason(models: Sequence[nn.Module], prunable: Sequence[str]) -> str | None:
+    """Why these replicas cannot be one stacked program (``None``: they can): each must
+    qualify on its own, and all must have the same modules with the same settings, since the
+    first replica's modules (or, in :mod:`ltp_torch.batched`, layers) run every replica's
+    parameters and buffers.
+
+    Example:
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> replicas_reason([a, b], ["weight"]) is None
+        True
+        >>> b.bias.requires_grad_(False)  # doctest: +ELLIPSIS
+        Parameter containing:
+        ...
+        >>> replicas_reason([a, b], ["weight"])
+        "in replica 1: parameter 'bias' is frozen (requires_grad=False)"
+    """
+    for index, model in enumerate(models):
+        reason = _static_reason(model, prunable)
+        if reason is not None:
+            return reason if index == 0 else f"in replica {index}: {reason}"
+    first = repr(models[0])
+    for index, model in enumerate(models[1:], 1):
+        if repr(model) != first:
+            return f"replica {index} has other layer settings than replica 0"
     return None
 
 
 def functional_stack_reason(
-    model: nn.Module, prunable: Sequence[str], example: torch.Tensor
+    models: Sequence[nn.Module], prunable: Sequence[str], example: torch.Tensor
 ) -> str | None:
-    """Why replicas of ``model`` cannot train together through ``vmap`` (``None``: they can).
+    """Why replicas ``models`` cannot train together through ``vmap`` (``None``: they can).
 
     Args:
-        model: One replica (left unchanged: the probe runs on copies of its buffers).
+        models: The replicas (left unchanged: the probe runs on copies of the first one's
+            buffers and input).
         prunable: Qualified names of the tensors the masks apply to.
-        example: A few training inputs, for one probe forward pass in training mode.
+        example: A few training inputs, for the probe passes.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.LayerNorm(8), nn.Linear(8, 2))
-        >>> functional_stack_reason(net, ["0.weight", "3.weight"], torch.zeros(3, 4)) is None
+        >>> functional_stack_reason([net], ["0.weight", "3.weight"], torch.zeros(3, 4)) is None
         True
         >>> noisy = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
-        >>> functional_stack_reason(noisy, ["0.weight"], torch.zeros(3, 4))[:36]
+        >>> functional_stack_reason([noisy], ["0.weight"], torch.zeros(3, 4))[:36]
         'its forward pass draws random number'
     """
-    reason = _static_reason(model, prunable)
+    reason = replicas_reason(models, prunable)
     if reason is not None:
         return reason
-    probe = FunctionalStack([model])  # copies: the model and its running statistics stay
+    probe = FunctionalStack([models[0]])  # copies: the model and its running statistics stay
+    example = example.clone()  # a forward pass that edits its input in place edits a copy
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:  # one training step's forward and backward pass, as train_stacked makes them
@@ -95,6 +130,11 @@ def functional_stack_reason(
         except Exception as error:  # any failure means: train one at a time
             return f"vmap cannot run its forward pass ({type(error).__name__}: {error})"[:200]
     slow = [w for w in caught if "performance drop" in str(w.message)]
+    for warning in caught:  # the model's own warnings are the user's to see
+        if warning not in slow:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     if slow:
         first = str(slow[0].message).splitlines()[0]
         return f"vmap would loop over the replicas ({first[:160]})"

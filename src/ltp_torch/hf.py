@@ -130,10 +130,17 @@ class PrunerCallback(transformers.TrainerCallback):
             _checkpoint_folder(args, state),
         ]
         found = [f for f in folders if isinstance(f, str) and os.path.isfile(_masks_path(f))]
-        if not found:
+        if not found:  # a checkpoint elsewhere, or written without masks: judged by its zeros
+            logger.info(
+                "resuming at step %d: no %s in %s; checking the resumed weights instead",
+                state.global_step,
+                MASKS_FILE,
+                " or ".join(str(f) for f in folders if f),
+            )
             self._warn_if_zeros_where_kept(model, state)
             return
         path = _masks_path(found[0])
+        logger.info("resuming at step %d: comparing the pruner with %s", state.global_step, path)
         pruner = self.pruner
         saved, _ = load_masks_for(path, pruner.names, pruner.shapes, pruner.kinds, "torch", None)
         revived = {

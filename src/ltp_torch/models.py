@@ -87,7 +87,11 @@ def init_glorot_normal_(model: nn.Module, generator: torch.Generator) -> None:
 
 
 def build_user_model(
-    reference: str, input_shape: tuple[int, ...], num_classes: int, seed: int
+    reference: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    warned: set[tuple[str, int, int]] | None = None,
 ) -> nn.Module:
     """Build the user's model from a ``package.module:function`` factory, seeded by ``seed``.
 
@@ -112,12 +116,16 @@ def build_user_model(
                 f"The model factory {reference} must return a torch.nn.Module for --framework "
                 f"torch. Received: {type(model).__module__}.{type(model).__name__}"
             )
-        _check_user_model(model, reference, torch_shape, num_classes)
+        _check_user_model(model, reference, torch_shape, num_classes, warned)
     return model
 
 
 def _check_user_model(
-    model: nn.Module, reference: str, shape: tuple[int, ...], num_classes: int
+    model: nn.Module,
+    reference: str,
+    shape: tuple[int, ...],
+    num_classes: int,
+    warned: set[tuple[str, int, int]] | None,
 ) -> None:
     """Materialize lazy modules and check what the model computes on two examples.
 
@@ -129,16 +137,7 @@ def _check_user_model(
         ValueError: Parameters that are not float32, or an output that is not logits (see
             :func:`ltp_core.experiment.models.check_model_output`).
     """
-    for name, parameter in model.named_parameters():
-        if (
-            not isinstance(parameter, nn.parameter.UninitializedParameter)
-            and parameter.dtype != torch.float32
-        ):
-            raise ValueError(
-                f"The model factory {reference} must build a float32 model: `ltp imp` trains on "
-                f"float32 data. Received: parameter {name!r} of dtype {parameter.dtype} (leave "
-                "out `.double()`/`.half()`, or train your own loop with ltp_torch.find_ticket)"
-            )
+    _check_float32(model, reference)
     was_training = model.training
     model.eval()
     try:
@@ -151,12 +150,33 @@ def _check_user_model(
         ) from error
     finally:
         model.train(was_training)
+    _check_float32(model, reference)  # lazy parameters have their dtype from here on
     if isinstance(out, torch.Tensor):
         out = out.detach().to("cpu", torch.float64).numpy()
-    check_model_output(reference, out, num_classes, shape)
+    check_model_output(reference, out, num_classes, shape, warned)
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+def _check_float32(model: nn.Module, reference: str) -> None:
+    """Refuse parameters that are not float32 (lazy ones not yet materialized are skipped)."""
+    for name, parameter in model.named_parameters():
+        if (
+            not isinstance(parameter, nn.parameter.UninitializedParameter)
+            and parameter.dtype != torch.float32
+        ):
+            raise ValueError(
+                f"The model factory {reference} must build a float32 model: `ltp imp` trains on "
+                f"float32 data. Received: parameter {name!r} of dtype {parameter.dtype} (leave "
+                "out `.double()`/`.half()`, or train your own loop with ltp_torch.find_ticket)"
+            )
+
+
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int,
+    warned: set[tuple[str, int, int]] | None = None,
+) -> nn.Module:
     """Build one experiment model, initialized from ``seed``.
 
     Args:
@@ -165,6 +185,8 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
         input_shape: ``(height, width, channels)`` of one example.
         num_classes: Width of the output (logits) layer.
         seed: Seed of the initialization; the same seed gives the same weights.
+        warned: For a user's model: the wide output layers already warned of (see
+            :func:`ltp_core.experiment.models.check_model_output`).
 
     Returns:
         An ``nn.Sequential`` taking NCHW input and returning logits.
@@ -178,7 +200,7 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed:
         torch.Size([2, 10])
     """
     if is_model_reference(name):
-        return build_user_model(name, input_shape, num_classes, seed)
+        return build_user_model(name, input_shape, num_classes, seed, warned)
     spec = model_spec(name)
     height, width, channels = _check_input_shape(input_shape)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:

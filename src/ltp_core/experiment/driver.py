@@ -445,7 +445,10 @@ def _load_seed(plan: ImpPlan, backend: RunBackend, store: ResultStore, state: _S
     state.init = _load_arrays(state.state_dir / "init.npz")
     state.rewind = _load_arrays(state.state_dir / "rewind.npz")
     pruner = LotteryTicketPruner.load(_pruner_path(state.state_dir, last))
-    if not same_layer_names(pruner.names, state.names):
+    numbered = backend.name == "keras"  # Keras generates numbered names per process
+    if pruner.names != state.names and not (
+        numbered and same_layer_names(pruner.names, state.names)
+    ):
         raise ValueError(
             f"Saved state in {state.state_dir} is for layers {pruner.names}, the model has "
             f"{state.names}. Received: out={os.fspath(state.state_dir.parent.parent)!r}"
@@ -461,8 +464,9 @@ def same_layer_names(saved: Sequence[str], current: Sequence[str]) -> bool:
 
     Keras numbers the names it generates per process (``dense``, ``dense_1``, ...), so a model
     built again in the same process (a notebook resuming an experiment) has the same
-    variables under other numbers. The model's structure itself is checked by the results
-    file's ``model_sha256``.
+    variables under other numbers; the driver compares Keras names this way only (torch names
+    are attribute paths, where ``fc_1`` and ``fc_2`` are two layers). The model's structure
+    itself is checked by the results file's ``model_sha256``.
 
     Example:
         >>> same_layer_names(["sequential_1/dense_1/kernel"], ["sequential_4/dense_7/kernel"])

@@ -237,17 +237,19 @@ def call_model_factory(reference: str, input_shape: tuple[int, ...], num_classes
         ) from error
 
 
-_WARNED_WIDE: set[tuple[str, int, int]] = set()
-
-
 def check_model_output(
-    reference: str, output: Any, num_classes: int, input_shape: tuple[int, ...]
+    reference: str,
+    output: Any,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    warned: set[tuple[str, int, int]] | None = None,
 ) -> None:
     """Check what a user's model returned for a probe batch: logits of shape ``(n, k)``.
 
     ``output`` is the model's output as a NumPy array (or the object itself when it was not
     one tensor). Both adapters call this once per built model, on two examples (zeros and a
-    ramp) in evaluation mode.
+    ramp) in evaluation mode. ``warned``: the wide heads already warned of (a backend keeps
+    one set, so an experiment warns once, not once per model it builds).
 
     Raises:
         ValueError: Not one 2-D array, fewer than ``num_classes`` columns, or probabilities
@@ -283,8 +285,9 @@ def check_model_output(
             f"shape {batch}"
         )
     wide = (reference, int(output.shape[1]), int(num_classes))
-    if output.shape[1] > num_classes and wide not in _WARNED_WIDE:
-        _WARNED_WIDE.add(wide)  # once per process and model, not once per model built
+    if output.shape[1] > num_classes and (warned is None or wide not in warned):
+        if warned is not None:
+            warned.add(wide)
         warnings.warn(
             f"The model built by {reference} returns {output.shape[1]} logits per example, but "
             f"the data has {num_classes} classes: the extra {output.shape[1] - num_classes} are "
