@@ -565,6 +565,10 @@ def left_out_variables(
     for variable in model_weights(model):
         if id(variable) in chosen or not _is_float_variable(variable):
             continue
+        if getattr(variable, "overwrite_with_gradient", False):
+            # float8 training state (scales, amax histories): Keras writes it, no optimizer
+            # trains it, like normalization statistics; not parameters.
+            continue
         role = roles.get(id(variable), "other")
         if not variable.trainable:
             if not frozen or role == "normalization":  # statistics, not parameters
