@@ -22,6 +22,7 @@ from ltp_core.experiment.models import (
     check_model_output,
     is_model_reference,
     model_spec,
+    probe_failure,
     probe_input,
 )
 
@@ -63,10 +64,7 @@ def build_user_model(
     try:
         out = model(probe_input(shape), training=False)
     except Exception as error:
-        raise ValueError(
-            f"The model factory {reference} built a model that fails on input of shape "
-            f"{(2, *shape)}: {type(error).__name__}: {error}"
-        ) from error
+        raise probe_failure(reference, shape, error) from error
     if not isinstance(out, list | tuple | dict):
         out = np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64)
     check_model_output(reference, out, num_classes, shape, warned)

@@ -21,6 +21,7 @@ from ltp_core.experiment.models import (
     check_model_output,
     is_model_reference,
     model_spec,
+    probe_failure,
     probe_input,
 )
 
@@ -144,10 +145,7 @@ def _check_user_model(
         with torch.no_grad():
             out = model(torch.from_numpy(probe_input(shape)))
     except Exception as error:
-        raise ValueError(
-            f"The model factory {reference} built a model that fails on input of shape "
-            f"{(2, *shape)}: {type(error).__name__}: {error}"
-        ) from error
+        raise probe_failure(reference, shape, error) from error
     finally:
         model.train(was_training)
     _check_float32(model, reference)  # lazy parameters have their dtype from here on

@@ -38,6 +38,7 @@ __all__ = [
     "check_model_output",
     "is_model_reference",
     "model_spec",
+    "probe_failure",
     "probe_input",
     "resolve_model_factory",
 ]
@@ -295,6 +296,19 @@ def check_model_output(
             UserWarning,
             stacklevel=3,
         )
+
+
+def probe_failure(reference: str, input_shape: tuple[int, ...], error: Exception) -> ValueError:
+    """The error for a user's model that fails on :func:`probe_input` (raise it ``from error``).
+
+    Example:
+        >>> str(probe_failure("m:f", (3,), KeyError("x")))
+        "The model factory m:f built a model that fails on input of shape (2, 3): KeyError: 'x'"
+    """
+    return ValueError(
+        f"The model factory {reference} built a model that fails on input of shape "
+        f"{(2, *input_shape)}: {type(error).__name__}: {error}"
+    )
 
 
 def probe_input(input_shape: tuple[int, ...]) -> Any:
