@@ -30,6 +30,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from .optimizer_state import zero_pruned_slots
+
 __all__ = [
     "GRADIENT_MASKING_OPTIMIZERS",
     "MaskConstraint",
@@ -302,6 +304,9 @@ class MaskEnforcer:
     Args:
         variables: The prunable variables.
         masks: One boolean mask per variable (``True`` = kept).
+        optimizer: The Keras optimizer of the loop, or ``None``. Entering the ``with`` block
+            zeroes its state at the pruned entries (if built) and, with ``use_ema=True``,
+            masks its moving averages after each update (see :meth:`install`).
 
     Example:
         >>> import keras, numpy as np
@@ -312,7 +317,20 @@ class MaskEnforcer:
         True
     """
 
-    def __init__(self, variables: Sequence[keras.Variable], masks: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self,
+        variables: Sequence[keras.Variable],
+        masks: Sequence[np.ndarray],
+        *,
+        optimizer: Any = None,
+    ) -> None:
+        if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "`optimizer` must be a Keras optimizer or None (a torch.optim optimizer ignores "
+                "Keras constraints: call enforcer.apply() after its step). "
+                f"Received: optimizer of type {type(optimizer).__name__}"
+            )
+        self._optimizer = optimizer
         self._variables = list(variables)
         if len(masks) != len(self._variables):
             raise ValueError(
@@ -412,8 +430,11 @@ class MaskEnforcer:
             variable.assign(_select(mask.value, variable.value))
 
     def __enter__(self) -> MaskEnforcer:
-        self.install()
+        self.install(ema_optimizer=self._optimizer)
         self.apply()
+        if self._optimizer is not None:
+            masks = [np.asarray(keras.ops.convert_to_numpy(m.value)) != 0 for m in self._masks]
+            zero_pruned_slots(self._optimizer, self._variables, masks)
         return self
 
     def __exit__(

@@ -463,8 +463,15 @@ class LotteryTicketPruner:
         self._rewinds += 1
 
     # ------------------------------------------------------------------ training helpers
-    def enforce_masks(self, model: keras.Model) -> MaskEnforcer:
+    def enforce_masks(self, model: keras.Model, *, optimizer: Any = None) -> MaskEnforcer:
         """A :class:`~ltp_keras.masking.MaskEnforcer` for custom training loops.
+
+        Args:
+            model: The model (or one holding the pruner's variables).
+            optimizer: The Keras optimizer of your loop. Pass it when it has ``use_ema=True``:
+                Keras updates the moving averages before the constraints zero the pruned
+                weights, so only then are the averages' pruned entries kept at zero (and its
+                state at pruned entries is zeroed on entering the ``with`` block).
 
         Example:
             >>> import keras
@@ -474,7 +481,7 @@ class LotteryTicketPruner:
             >>> with pruner.enforce_masks(model):
             ...     pass  # optimizer.apply(...) steps keep pruned weights at zero here
         """
-        enforcer = MaskEnforcer(self.prunable_variables(model), self.masks)
+        enforcer = MaskEnforcer(self.prunable_variables(model), self.masks, optimizer=optimizer)
         self._enforcers.add(enforcer)
         return enforcer
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras_models import make_mlp, to_numpy, vector_data
 
-from ltp_keras import LotteryTicketPruner, zero_pruned_slots
+from ltp_keras import LotteryTicketPruner, slot_variables, zero_pruned_slots
 
 BACKEND = keras.backend.backend()
 
@@ -151,3 +151,27 @@ def test_masks_changed_inside_enforce_masks_apply_from_the_next_step() -> None:
                 change()
             steps()
             _assert_zeros(model, pruner)
+
+
+def test_custom_loop_with_an_ema_optimizer_keeps_its_averages_pruned() -> None:
+    """Keras updates the EMA averages before the constraints run: in a custom loop they took in
+    the pruned entries' values, which ``SwapEMAWeights`` or an overwrite then put back."""
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, name="d")])
+    optimizer = keras.optimizers.Adam(0.1, use_ema=True)
+    optimizer.build(model.trainable_variables)
+    pruner = LotteryTicketPruner(model)
+    pruner.calc_prune_mask(model, 0.5, "smallest_weights")
+    kernel, mask = pruner.prunable_variables(model)[0], pruner.masks[0]
+    (average,) = [s for s in slot_variables(optimizer, kernel) if s.name.endswith("average")]
+    rng = np.random.default_rng(0)
+    with pruner.enforce_masks(model, optimizer=optimizer):
+        for _ in range(3):
+            grads = [
+                keras.ops.convert_to_tensor(rng.normal(size=v.shape).astype("float32"))
+                for v in model.trainable_variables
+            ]
+            optimizer.apply(grads, model.trainable_variables)
+    assert np.count_nonzero(keras.ops.convert_to_numpy(kernel)[~mask]) == 0
+    assert np.count_nonzero(keras.ops.convert_to_numpy(average)[~mask]) == 0
+    with pytest.raises(TypeError, match="Received: optimizer of type str"):
+        pruner.enforce_masks(model, optimizer="adam")
