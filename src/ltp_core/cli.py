@@ -869,7 +869,13 @@ def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("ltp: %(message)s"))
     handler.set_name("ltp-cli")
-    for name in ("ltp", "ltp_core.experiment.progress"):
+    # the backends say once per experiment why a level's runs train one at a time
+    for name in (
+        "ltp",
+        "ltp_core.experiment.progress",
+        "ltp_torch.experiment",
+        "ltp_keras.experiment",
+    ):
         own = logging.getLogger(name)
         own.setLevel(logging.INFO)
         own.propagate = False
