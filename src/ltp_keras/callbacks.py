@@ -399,8 +399,11 @@ class RewindCheckpoint(keras.callbacks.Callback):
 
     Late resetting (Frankle et al. 2019, "Stabilizing the lottery ticket hypothesis"): rewind
     to early-training weights instead of the initialization. Steps are counted from the start
-    of the ``fit`` call; with ``steps_per_execution > 1`` the capture happens at the first
-    callback at or after the requested step (a warning says so when it is later). By default
+    of training: a ``fit`` that continues it (``initial_epoch=e``, or ``BackupAndRestore``
+    resuming at epoch ``e``) counts from ``e`` epochs' steps, so a loop of
+    ``fit(initial_epoch=e, epochs=e + 1)`` captures at step ``iteration`` overall. With
+    ``steps_per_execution > 1`` the capture happens at the first callback at or after the
+    requested step (a warning says so when it is later). By default
     it captures once, in the first ``fit`` that gets there, and is inert afterwards, so the same
     callback list can be passed to every pruning level.
 
@@ -452,6 +455,7 @@ class RewindCheckpoint(keras.callbacks.Callback):
         self._steps = 0
         self._epochs = 0
         self._captured_this_fit = False
+        self._first_epoch_seen = True
 
     def _wanted(self) -> bool:
         return not self._captured_this_fit and not (self.once and self.captured_at is not None)
@@ -473,10 +477,38 @@ class RewindCheckpoint(keras.callbacks.Callback):
         self._steps = 0
         self._epochs = 0
         self._captured_this_fit = False
+        self._first_epoch_seen = False
         if self._wanted() and (self.iteration == 0 or self.epoch == 0):
             self._capture()
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._first_epoch_seen:
+            return
+        self._first_epoch_seen = True
+        if not epoch:
+            return
+        # A fit that continues training (``initial_epoch=``, or BackupAndRestore resuming):
+        # count from the steps of the epochs before it, not from zero.
+        steps = (self.params or {}).get("steps")
+        self._epochs = epoch
+        if steps:
+            self._steps_before_epoch = self._steps = epoch * int(steps)
+        else:
+            logger.warning(
+                "RewindCheckpoint: this fit starts at epoch %d with an unknown number of steps "
+                "per epoch; steps are counted from its start",
+                epoch,
+            )
+        if self._captured_this_fit and self.captured_at == 0:
+            logger.warning(
+                "RewindCheckpoint captured at the start of a fit that begins at epoch %d (after "
+                "%s steps), not before the first step",
+                epoch,
+                self._steps if steps else "unknown",
+            )
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._first_epoch_seen = True
         # ``batch`` is the index of the last step run in this epoch (also with
         # steps_per_execution > 1), so steps done = steps of earlier epochs + batch + 1.
         self._steps = self._steps_before_epoch + batch + 1

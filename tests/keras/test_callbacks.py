@@ -539,3 +539,32 @@ def test_weights_restored_by_a_later_callback_at_train_begin_are_pruned(tmp_path
         X, y, batch_size=8, epochs=2, verbose=0, callbacks=[PrunerCallback(pruner), backup, check]
     )
     assert check.checks == 4 + 1  # resumed at epoch 1: one epoch of 4 batches
+
+
+def test_rewind_checkpoint_counts_steps_across_continued_fits() -> None:
+    """``fit(initial_epoch=e, epochs=e + 1)`` in a loop: each fit counted from zero, so
+    ``iteration=6`` (4 steps per epoch) was never reached and never captured."""
+    X, y = vector_data(32)
+    model = compile_model(make_mlp(), optimizer="sgd")
+    pruner = LotteryTicketPruner(model)
+    checkpoint = RewindCheckpoint(pruner, iteration=6)
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):  # type: ignore[no-untyped-def]
+            if checkpoint.captured_at == 6 and not hasattr(self, "weights"):
+                self.weights = [to_numpy(v) for v in pruner.prunable_variables(self.model)]
+
+    record = Record()
+    for epoch in range(3):
+        model.fit(
+            X,
+            y,
+            batch_size=8,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=0,
+            callbacks=[checkpoint, record],
+        )
+    assert checkpoint.captured_at == 6
+    for captured, seen in zip(pruner.core.rewind_weights, record.weights, strict=True):
+        np.testing.assert_array_equal(captured, seen)
