@@ -863,25 +863,39 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _configure_logging() -> None:
-    """Warnings from libraries; the command's own lines (and one per finished run) as INFO."""
+_BACKEND_LOGGERS = ("ltp_torch.experiment", "ltp_keras.experiment")
+"""The backends say once per experiment why a level's runs train one at a time (INFO)."""
+
+
+def _configure_logging() -> Callable[[], None]:
+    """Warnings from libraries; the command's own lines (and one per finished run) as INFO.
+
+    Returns what puts the backends' loggers back as they were (the command shows their INFO
+    lines while it runs; a program that calls :func:`main` keeps its own logging after).
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("ltp: %(message)s"))
     handler.set_name("ltp-cli")
-    # the backends say once per experiment why a level's runs train one at a time
-    for name in (
-        "ltp",
-        "ltp_core.experiment.progress",
-        "ltp_torch.experiment",
-        "ltp_keras.experiment",
-    ):
+    saved = [
+        (logger, logger.level, logger.propagate)
+        for logger in (logging.getLogger(name) for name in _BACKEND_LOGGERS)
+    ]
+    for name in ("ltp", "ltp_core.experiment.progress", *_BACKEND_LOGGERS):
         own = logging.getLogger(name)
         own.setLevel(logging.INFO)
         own.propagate = False
         for previous in [h for h in own.handlers if h.get_name() == "ltp-cli"]:
             own.removeHandler(previous)  # an earlier main() in this process, older stderr
         own.addHandler(handler)
+
+    def restore() -> None:
+        for logger, level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+    return restore
 
 
 def _fail(message: str, status: int) -> NoReturn:
@@ -944,7 +958,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = _parse(parser, argv)
-    _configure_logging()
+    restore_logging = _configure_logging()
     try:
         with warnings.catch_warnings():  # printed as "ltp: warning: ...", not as source lines
             warnings.formatwarning = _format_warning
@@ -971,6 +985,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "please report it)",
             1,
         )
+    finally:
+        restore_logging()
 
 
 if __name__ == "__main__":  # pragma: no cover

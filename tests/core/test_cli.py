@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -465,3 +467,14 @@ def test_min_layer_density_errors_are_one_line_before_any_work(
     line = one_error_line(err)
     assert mentions in line and "--min-layer-density" in line
     assert not out.exists()
+
+
+def test_main_leaves_the_backends_loggers_as_it_found_them(tmp_path: Path) -> None:
+    # the command shows the backends' INFO lines while it runs; a program (or test session)
+    # calling main() keeps its own logging afterwards: before, the backends' records stopped
+    # reaching the root logger's handlers for the rest of the process
+    backend = logging.getLogger("ltp_torch.experiment")
+    before = (backend.level, backend.propagate, list(backend.handlers))
+    with pytest.raises(SystemExit):
+        main(["report", os.fspath(tmp_path / "nothing here")])
+    assert (backend.level, backend.propagate, list(backend.handlers)) == before
