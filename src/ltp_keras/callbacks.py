@@ -126,6 +126,31 @@ def _callbacks_after(callback: keras.callbacks.Callback) -> list[keras.callbacks
     return []
 
 
+#: Keras callbacks whose ``on_train_begin`` writes no weights and no optimizer state.
+_READ_ONLY_TRAIN_BEGIN = (
+    keras.callbacks.History,
+    keras.callbacks.ProgbarLogger,
+    keras.callbacks.EarlyStopping,
+    keras.callbacks.ModelCheckpoint,
+    keras.callbacks.CSVLogger,
+    keras.callbacks.TensorBoard,
+    keras.callbacks.ReduceLROnPlateau,
+    keras.callbacks.LearningRateScheduler,
+    keras.callbacks.TerminateOnNaN,
+)
+
+
+def _may_write_at_train_begin(callback: keras.callbacks.Callback) -> bool:
+    """Whether ``callback``'s ``on_train_begin`` may write weights (``BackupAndRestore`` loads
+    its backup there; a user's callback or ``LambdaCallback`` may do anything)."""
+    if type(callback) in _READ_ONLY_TRAIN_BEGIN or isinstance(
+        callback, (PrunerCallback, RewindCheckpoint)
+    ):
+        return False
+    own = type(callback).on_train_begin is not keras.callbacks.Callback.on_train_begin
+    return own or "on_train_begin" in vars(callback)
+
+
 class PrunerCallback(keras.callbacks.Callback):
     """Train with the pruner's masks: pruned weights are exactly zero after every step.
 
@@ -292,13 +317,16 @@ class PrunerCallback(keras.callbacks.Callback):
             logger.debug("PrunerCallback: built a masked train function")
         self._masks_seen = self._masks_token()
         self._fitting = True
-        self._first_batch = True
+        later = _callbacks_after(self)
+        # Mask again before the first step if a callback listed after this one may write
+        # weights or optimizer state in its on_train_begin (BackupAndRestore).
+        self._first_batch = any(_may_write_at_train_begin(c) for c in later)
         # EarlyStopping(restore_best_weights=True) listed after this callback restores its
         # weights after our on_train_end: weights saved before the masks last changed would
         # come back unpruned.
         self._restorers = [
             c
-            for c in _callbacks_after(self)
+            for c in later
             if isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights
         ]
 
@@ -337,8 +365,8 @@ class PrunerCallback(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._first_batch:
-            # Callbacks listed after this one may have written weights and optimizer state in
-            # their on_train_begin (BackupAndRestore loads its backup there): zero the pruned
+            # A callback listed after this one may have written weights and optimizer state in
+            # its on_train_begin (BackupAndRestore loads its backup there): zero the pruned
             # entries again before the first step. Masked gradients never zero a weight, and
             # restored moments would move it.
             self._first_batch = False
