@@ -108,22 +108,23 @@ class _TrainFunction:
         self.masks = masks
 
 
-def _callbacks_after(callback: keras.callbacks.Callback) -> list[keras.callbacks.Callback]:
+def _callbacks_after(callback: keras.callbacks.Callback) -> list[keras.callbacks.Callback] | None:
     """The callbacks listed after ``callback`` in the ``fit`` call that is dispatching to it
-    (found on the caller's frame, Keras' ``CallbackList``); empty when it cannot be told."""
+    (found on the caller's frame, Keras' ``CallbackList``); ``None`` when it cannot be told
+    (another Keras version's dispatch, or a subclass calling ``on_train_begin`` itself)."""
     frame = sys._getframe(1)
     for _ in range(4):
         frame = frame.f_back  # type: ignore[assignment]
         if frame is None:
-            return []
+            return None
         owner = frame.f_locals.get("self")
         if isinstance(owner, keras.callbacks.CallbackList):
             listed = list(owner.callbacks)
             for i, other in enumerate(listed):
                 if other is callback:
                     return listed[i + 1 :]
-            return []
-    return []
+            return None
+    return None
 
 
 #: Keras callbacks whose ``on_train_begin`` writes no weights and no optimizer state.
@@ -318,9 +319,15 @@ class PrunerCallback(keras.callbacks.Callback):
         self._masks_seen = self._masks_token()
         self._fitting = True
         later = _callbacks_after(self)
+        if later is None:  # the list could not be found: assume a writer (~12 ms per fit)
+            logger.debug(
+                "PrunerCallback: fit's callback list not found; masking again before step 1, "
+                "and EarlyStopping(restore_best_weights=True) listed after it is not masked"
+            )
         # Mask again before the first step if a callback listed after this one may write
         # weights or optimizer state in its on_train_begin (BackupAndRestore).
-        self._first_batch = any(_may_write_at_train_begin(c) for c in later)
+        self._first_batch = later is None or any(_may_write_at_train_begin(c) for c in later)
+        later = later or []
         # EarlyStopping(restore_best_weights=True) listed after this callback restores its
         # weights after our on_train_end: weights saved before the masks last changed would
         # come back unpruned.
